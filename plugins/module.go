@@ -1,0 +1,280 @@
+package plugins
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/pullwise/pullwise/sdk"
+)
+
+// Module is a loaded policy module. Its methods are safe for concurrent use:
+// each call takes an instance of its own.
+type Module struct {
+	// Name is what logs and errors call the module.
+	Name string
+	// Info is the module's metadata, sha256 and size.
+	Info Info
+
+	rt     *Runtime
+	code   wazero.CompiledModule
+	logger hclog.Logger
+	idle   chan *instance
+	closed atomic.Bool
+}
+
+// FaultError is a module misbehaving: a trap, a time-out, memory past the
+// cap, an exit, or output the host cannot accept. The instance it happened
+// in has been discarded.
+type FaultError struct {
+	Module string
+	// Op is what the host was doing: "decide", "validate-settings", ...
+	Op string
+	// Cause says what went wrong, for people.
+	Cause string
+	Err   error
+}
+
+func (e *FaultError) Error() string {
+	return fmt.Sprintf("policy module %s: %s: %s", e.Module, e.Op, e.Cause)
+}
+
+func (e *FaultError) Unwrap() error { return e.Err }
+
+// Decide asks the module for a decision. in.ABIVersion is set by the host.
+func (m *Module) Decide(ctx context.Context, in sdk.Input) (sdk.Decision, error) {
+	in.ABIVersion = sdk.ABIVersion
+	payload, err := json.Marshal(in)
+	if err != nil {
+		return sdk.Decision{}, fmt.Errorf("policy module %s: encoding input: %w", m.Name, err)
+	}
+	out, err := m.exchange(ctx, "decide", "pullwise_decide", payload)
+	if err != nil {
+		return sdk.Decision{}, err
+	}
+	d, err := sdk.DecodeDecision(out)
+	if err != nil {
+		var pe *sdk.PolicyError
+		if errors.As(err, &pe) {
+			return d, fmt.Errorf("policy module %s: %w", m.Name, err)
+		}
+		// The instance answered, but with garbage: do not trust it again.
+		return d, &FaultError{Module: m.Name, Op: "decide", Cause: err.Error(), Err: err}
+	}
+	return d, nil
+}
+
+// ValidateSettings asks the module whether it accepts settings. A nil error
+// means they are valid; a rejection names the module and its message.
+func (m *Module) ValidateSettings(ctx context.Context, settings json.RawMessage) error {
+	out, err := m.exchange(ctx, "validate-settings", "pullwise_validate_settings", settings)
+	if err != nil {
+		return err
+	}
+	r, err := sdk.DecodeSettingsResult(out)
+	if err != nil {
+		return &FaultError{Module: m.Name, Op: "validate-settings", Cause: err.Error(), Err: err}
+	}
+	if !r.Valid {
+		return fmt.Errorf("policy module %s rejects its settings: %s", m.Name, r.Message)
+	}
+	return nil
+}
+
+// Close releases the module's instances. Calls in flight finish first.
+func (m *Module) Close(ctx context.Context) {
+	if m.closed.Swap(true) {
+		return
+	}
+	for {
+		select {
+		case inst := <-m.idle:
+			inst.close(ctx)
+		default:
+			m.release(ctx)
+			return
+		}
+	}
+}
+
+func (m *Module) release(ctx context.Context) { m.rt.releaseCompiled(ctx, m.Info.SHA256) }
+
+// exchange writes payload into a fresh buffer of the module, calls fn with
+// it and returns a copy of the answer. Any failure discards the instance.
+func (m *Module) exchange(ctx context.Context, op, fn string, payload []byte) ([]byte, error) {
+	if m.closed.Load() {
+		return nil, fmt.Errorf("policy module %s: closed (replaced or removed)", m.Name)
+	}
+	inst, err := m.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.rt.cfg.timeout)
+	defer cancel()
+	out, err := inst.exchange(ctx, fn, payload)
+	if err != nil {
+		inst.close(context.WithoutCancel(ctx))
+		return nil, m.fault(op, err, inst)
+	}
+	if m.rt.cfg.fresh {
+		inst.close(ctx)
+	} else {
+		m.put(ctx, inst)
+	}
+	return out, nil
+}
+
+func (m *Module) get(ctx context.Context) (*instance, error) {
+	if !m.rt.cfg.fresh {
+		select {
+		case inst := <-m.idle:
+			return inst, nil
+		default:
+		}
+	}
+	return m.instantiate(ctx)
+}
+
+func (m *Module) put(ctx context.Context, inst *instance) {
+	if m.closed.Load() {
+		inst.close(ctx)
+		return
+	}
+	select {
+	case m.idle <- inst:
+	default:
+		inst.close(ctx)
+	}
+}
+
+// instantiate starts a new sandboxed instance: no filesystem, network,
+// environment or arguments; wazero's clocks and randomness are its fake,
+// deterministic ones (a policy's time is Input.Now); stdout and stderr go to
+// the module's logger, bounded per call.
+func (m *Module) instantiate(ctx context.Context) (*instance, error) {
+	out := newOutput(m.logger, m.rt.cfg.outputLimit)
+	cfg := wazero.NewModuleConfig().
+		WithName(""). // anonymous: many instances of one module may coexist
+		WithStdout(out.stream("stdout")).
+		WithStderr(out.stream("stderr")).
+		WithStartFunctions() // _initialize is run below, under a time limit
+	mod, err := m.rt.wr.InstantiateModule(ctx, m.code, cfg)
+	if err != nil {
+		return nil, &FaultError{Module: m.Name, Op: "instantiate", Cause: err.Error(), Err: err}
+	}
+	inst := &instance{mod: mod, out: out}
+	if init := mod.ExportedFunction("_initialize"); init != nil {
+		ictx, cancel := context.WithTimeout(ctx, m.rt.cfg.initTimeout)
+		defer cancel()
+		ictx = context.WithValue(ictx, outputKey{}, out)
+		out.reset()
+		if _, err := init.Call(ictx); err != nil {
+			inst.close(context.WithoutCancel(ctx))
+			return nil, m.fault("initialize", err, inst)
+		}
+	}
+	return inst, nil
+}
+
+// fault turns an error from inside an instance into a FaultError that says
+// what happened in words, with the tail of the module's stderr when it
+// explains more (a Go panic or "out of memory" lands there).
+func (m *Module) fault(op string, err error, inst *instance) error {
+	var cause string
+	var exit *sys.ExitError
+	switch {
+	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded:
+		cause = fmt.Sprintf("exceeded the %s time limit and was stopped", m.rt.cfg.timeout)
+	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeContextCanceled:
+		cause = "cancelled by the host"
+	case errors.As(err, &exit):
+		cause = fmt.Sprintf("module exited with code %d", exit.ExitCode())
+	case errors.Is(err, errOutOfBounds):
+		cause = err.Error()
+	default:
+		// wazero appends a Wasm stack trace of unnamed functions: noise here.
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		cause = "trapped: " + first
+	}
+	if why := inst.out.crash(); why != "" {
+		cause += " (stderr: " + why + ")"
+		if strings.Contains(why, "out of memory") {
+			cause += fmt.Sprintf(" (memory is capped at %d MiB)", m.rt.cfg.memoryLimit>>20)
+		}
+	}
+	return &FaultError{Module: m.Name, Op: op, Cause: cause, Err: err}
+}
+
+var errOutOfBounds = errors.New("answer lies outside the module's memory")
+
+// instance is one sandboxed instantiation of a module, used by one call at a
+// time.
+type instance struct {
+	mod api.Module
+	out *output
+}
+
+func (i *instance) close(ctx context.Context) { _ = i.mod.Close(ctx) }
+
+func (i *instance) call(ctx context.Context, fn string, params ...uint64) (uint64, error) {
+	f := i.mod.ExportedFunction(fn)
+	if f == nil {
+		return 0, fmt.Errorf("export %s is missing", fn)
+	}
+	i.out.reset()
+	res, err := f.Call(context.WithValue(ctx, outputKey{}, i.out), params...)
+	if err != nil {
+		return 0, err
+	}
+	if len(res) == 0 {
+		return 0, nil
+	}
+	return res[0], nil
+}
+
+func (i *instance) exchange(ctx context.Context, fn string, payload []byte) ([]byte, error) {
+	ptr, err := i.call(ctx, "pullwise_alloc", uint64(len(payload)))
+	if err != nil {
+		return nil, err
+	}
+	if len(payload) > 0 && !i.mod.Memory().Write(uint32(ptr), payload) {
+		return nil, fmt.Errorf("pullwise_alloc(%d) returned %#x: %w", len(payload), ptr, errOutOfBounds)
+	}
+	packed, err := i.call(ctx, fn, ptr, uint64(len(payload)))
+	if err != nil {
+		return nil, err
+	}
+	outPtr, outLen := uint32(packed>>32), uint32(packed)
+	b, ok := i.mod.Memory().Read(outPtr, outLen)
+	if !ok {
+		return nil, fmt.Errorf("%s returned %d bytes at %#x: %w", fn, outLen, outPtr, errOutOfBounds)
+	}
+	return bytes.Clone(b), nil
+}
+
+// outputKey finds the calling instance's output in a host function's context.
+type outputKey struct{}
+
+// hostLog implements the pullwise.log import: log(level, ptr, len).
+func hostLog(ctx context.Context, mod api.Module, stack []uint64) {
+	out, _ := ctx.Value(outputKey{}).(*output)
+	if out == nil {
+		return
+	}
+	level, ptr, size := sdk.Level(uint32(stack[0])), uint32(stack[1]), uint32(stack[2])
+	msg, ok := mod.Memory().Read(ptr, size)
+	if !ok {
+		out.log(sdk.LevelError, "pullwise.log called with a message outside the module's memory")
+		return
+	}
+	out.log(level, string(msg))
+}

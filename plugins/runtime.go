@@ -1,0 +1,336 @@
+// Package plugins runs pullwise policy modules: it loads them with wazero,
+// checks the ABI handshake, sandboxes every decision (no filesystem, network
+// or environment; a memory cap; a time limit; trap recovery) and reloads
+// modules dropped into a directory.
+//
+// A fault in a module never takes the host down: the decision returns an
+// error naming the module and the cause, and the broken instance is
+// discarded so the next decision runs in a fresh one.
+package plugins
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/pullwise/pullwise/sdk"
+)
+
+// Defaults of the sandbox.
+const (
+	DefaultMemoryLimit = 32 << 20
+	DefaultTimeout     = 100 * time.Millisecond
+	// DefaultOutputLimit bounds what one call may write to stdout, stderr and
+	// the log import together; the rest is counted and dropped.
+	DefaultOutputLimit = 64 << 10
+	// DefaultIdleInstances is how many warm instances a module keeps.
+	DefaultIdleInstances = 2
+)
+
+// wasmPage is the WebAssembly page size.
+const wasmPage = 64 << 10
+
+// Runtime compiles and runs policy modules. One Runtime serves every module
+// of a host; it is safe for concurrent use.
+type Runtime struct {
+	cfg    config
+	wr     wazero.Runtime
+	cache  wazero.CompilationCache
+	logger hclog.Logger
+
+	mu       sync.Mutex
+	compiled map[string]*compiledEntry // by module sha256
+}
+
+type compiledEntry struct {
+	mod  wazero.CompiledModule
+	refs int
+}
+
+type config struct {
+	cacheDir      string
+	memoryLimit   uint32
+	timeout       time.Duration
+	initTimeout   time.Duration
+	outputLimit   int
+	idleInstances int
+	fresh         bool
+	logger        hclog.Logger
+}
+
+// Option configures a Runtime.
+type Option func(*config)
+
+// WithCacheDir keeps compiled modules on disk under dir, so a module is
+// compiled once per sha256 across host restarts. Without it the cache lives
+// in memory only.
+func WithCacheDir(dir string) Option { return func(c *config) { c.cacheDir = dir } }
+
+// WithMemoryLimit caps each instance's linear memory, in bytes (rounded down
+// to whole 64 KiB pages). Default 32 MiB.
+func WithMemoryLimit(bytes uint32) Option { return func(c *config) { c.memoryLimit = bytes } }
+
+// WithTimeout bounds each decision and settings check. Default 100 ms.
+func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// WithOutputLimit bounds the bytes one call may log. Default 64 KiB.
+func WithOutputLimit(n int) Option { return func(c *config) { c.outputLimit = n } }
+
+// WithIdleInstances sets how many warm instances each module keeps between
+// decisions. Default 2.
+func WithIdleInstances(n int) Option { return func(c *config) { c.idleInstances = n } }
+
+// WithFreshInstances runs every decision in a new instance and discards it
+// afterwards: no state can leak from one decision into the next, at the cost
+// of an instantiation per decision (see BenchmarkDecide).
+func WithFreshInstances() Option { return func(c *config) { c.fresh = true } }
+
+// WithLogger sets the logger; module output goes to its sub-logger named
+// after the module.
+func WithLogger(l hclog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// NewRuntime creates a Runtime.
+func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
+	cfg := config{
+		memoryLimit:   DefaultMemoryLimit,
+		timeout:       DefaultTimeout,
+		outputLimit:   DefaultOutputLimit,
+		idleInstances: DefaultIdleInstances,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.memoryLimit < wasmPage {
+		return nil, fmt.Errorf("memory limit %d bytes is below one 64 KiB Wasm page", cfg.memoryLimit)
+	}
+	if cfg.timeout <= 0 {
+		return nil, fmt.Errorf("decision time limit must be positive, got %s", cfg.timeout)
+	}
+	// The Go runtime's start-up in _initialize takes a few milliseconds; give
+	// it room beyond a decision's limit, but keep a module that loops in its
+	// init from hanging a load.
+	cfg.initTimeout = max(10*cfg.timeout, time.Second)
+	if cfg.logger == nil {
+		cfg.logger = hclog.NewNullLogger()
+	}
+	var cache wazero.CompilationCache
+	if cfg.cacheDir != "" {
+		if err := os.MkdirAll(cfg.cacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating module cache directory: %w", err)
+		}
+		c, err := wazero.NewCompilationCacheWithDir(cfg.cacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("opening module cache %s: %w", cfg.cacheDir, err)
+		}
+		cache = c
+	} else {
+		cache = wazero.NewCompilationCache()
+	}
+	rc := wazero.NewRuntimeConfig().
+		WithCompilationCache(cache).
+		WithMemoryLimitPages(cfg.memoryLimit / wasmPage).
+		// Stops a running decision when its context ends: the time limit.
+		WithCloseOnContextDone(true)
+	wr := wazero.NewRuntimeWithConfig(ctx, rc)
+	rt := &Runtime{cfg: cfg, wr: wr, cache: cache, logger: cfg.logger, compiled: map[string]*compiledEntry{}}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, wr); err != nil {
+		wr.Close(ctx)
+		return nil, fmt.Errorf("instantiating WASI: %w", err)
+	}
+	_, err := wr.NewHostModuleBuilder("pullwise").
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLog),
+		[]api.ValueType{api.ValueTypeI32, api.ValueTypeI32, api.ValueTypeI32}, nil).
+		WithParameterNames("level", "ptr", "len").Export("log").
+		Instantiate(ctx)
+	if err != nil {
+		wr.Close(ctx)
+		return nil, fmt.Errorf("instantiating the pullwise host module: %w", err)
+	}
+	return rt, nil
+}
+
+// Close releases every module and the runtime. The on-disk cache stays.
+func (rt *Runtime) Close(ctx context.Context) error {
+	err := rt.wr.Close(ctx)
+	return errors.Join(err, rt.cache.Close(ctx))
+}
+
+// Info describes a module file, read without running it.
+type Info struct {
+	Metadata sdk.Metadata `json:"metadata"`
+	SHA256   string       `json:"sha256"`
+	Size     int          `json:"size"`
+}
+
+// Inspect reads a module's metadata, sha256 and size without compiling or
+// running it.
+func Inspect(wasm []byte) (Info, error) {
+	sum := sha256.Sum256(wasm)
+	info := Info{SHA256: hex.EncodeToString(sum[:]), Size: len(wasm)}
+	payload, ok, err := CustomSection(wasm, sdk.MetadataSection)
+	if err != nil {
+		return info, err
+	}
+	if !ok {
+		return info, fmt.Errorf("no %q custom section: build the module with `pullwise policy build` or add one with `pullwise policy annotate`", sdk.MetadataSection)
+	}
+	if err := json.Unmarshal(payload, &info.Metadata); err != nil {
+		return info, fmt.Errorf("custom section %q is not valid metadata JSON: %w", sdk.MetadataSection, err)
+	}
+	md := info.Metadata
+	switch {
+	case md.Name == "":
+		return info, errors.New("metadata has no name")
+	case md.ABIVersion != sdk.ABIVersion:
+		return info, fmt.Errorf("metadata declares ABI version %d; this host speaks ABI version %d", md.ABIVersion, sdk.ABIVersion)
+	}
+	return info, nil
+}
+
+// requiredExports are the functions of ABI v1 with their signatures.
+var requiredExports = []struct {
+	name    string
+	params  []api.ValueType
+	results []api.ValueType
+}{
+	{"pullwise_abi_version", nil, []api.ValueType{api.ValueTypeI32}},
+	{"pullwise_alloc", []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}},
+	{"pullwise_decide", []api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, []api.ValueType{api.ValueTypeI64}},
+	{"pullwise_validate_settings", []api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, []api.ValueType{api.ValueTypeI64}},
+}
+
+// Load checks and compiles a module and starts one instance of it, so a
+// module that cannot run fails here rather than at its first decision.
+// name is how logs and errors call it. Compilation happens once per sha256
+// for the Runtime's life, and once per sha256 ever with WithCacheDir.
+func (rt *Runtime) Load(ctx context.Context, name string, wasm []byte) (*Module, error) {
+	info, err := Inspect(wasm)
+	if err != nil {
+		return nil, fmt.Errorf("module %s: %w", name, err)
+	}
+	compiled, err := rt.compile(ctx, info.SHA256, wasm)
+	if err != nil {
+		return nil, fmt.Errorf("module %s: %w", name, err)
+	}
+	m := &Module{
+		Name:   name,
+		Info:   info,
+		rt:     rt,
+		code:   compiled,
+		logger: rt.logger.Named(name),
+		idle:   make(chan *instance, max(rt.cfg.idleInstances, 0)),
+	}
+	if err := checkExports(compiled); err != nil {
+		m.release(ctx)
+		return nil, fmt.Errorf("module %s: %w", name, err)
+	}
+	inst, err := m.instantiate(ctx)
+	if err != nil {
+		m.release(ctx)
+		return nil, err
+	}
+	v, err := inst.call(ctx, "pullwise_abi_version")
+	if err != nil {
+		inst.close(ctx)
+		m.release(ctx)
+		return nil, m.fault("abi-version handshake", err, inst)
+	}
+	if int(v) != sdk.ABIVersion {
+		inst.close(ctx)
+		m.release(ctx)
+		return nil, fmt.Errorf("module %s: pullwise_abi_version returned %d; this host speaks ABI version %d", name, v, sdk.ABIVersion)
+	}
+	m.put(ctx, inst)
+	return m, nil
+}
+
+func (rt *Runtime) compile(ctx context.Context, sum string, wasm []byte) (wazero.CompiledModule, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if e, ok := rt.compiled[sum]; ok {
+		e.refs++
+		return e.mod, nil
+	}
+	mod, err := rt.wr.CompileModule(ctx, wasm)
+	if err != nil {
+		return nil, fmt.Errorf("compiling: %w", err)
+	}
+	rt.compiled[sum] = &compiledEntry{mod: mod, refs: 1}
+	return mod, nil
+}
+
+func (rt *Runtime) releaseCompiled(ctx context.Context, sum string) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	e, ok := rt.compiled[sum]
+	if !ok {
+		return
+	}
+	if e.refs--; e.refs == 0 {
+		delete(rt.compiled, sum)
+		// Safe with instances still running: wazero lets their calls finish.
+		_ = e.mod.Close(ctx)
+	}
+}
+
+func checkExports(c wazero.CompiledModule) error {
+	funcs := c.ExportedFunctions()
+	var missing, wrong []string
+	for _, want := range requiredExports {
+		f, ok := funcs[want.name]
+		if !ok {
+			missing = append(missing, want.name)
+			continue
+		}
+		if !sameTypes(f.ParamTypes(), want.params) || !sameTypes(f.ResultTypes(), want.results) {
+			wrong = append(wrong, fmt.Sprintf("%s%s (want %s)", want.name, signature(f.ParamTypes(), f.ResultTypes()), signature(want.params, want.results)))
+		}
+	}
+	if _, ok := c.ExportedMemories()["memory"]; !ok {
+		missing = append(missing, "memory")
+	}
+	switch {
+	case len(missing) > 0:
+		return fmt.Errorf("missing ABI v1 exports: %v", missing)
+	case len(wrong) > 0:
+		return fmt.Errorf("ABI v1 exports with wrong signatures: %v", wrong)
+	}
+	return nil
+}
+
+func sameTypes(a, b []api.ValueType) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func signature(params, results []api.ValueType) string {
+	name := func(ts []api.ValueType) string {
+		s := "("
+		for i, t := range ts {
+			if i > 0 {
+				s += ", "
+			}
+			s += api.ValueTypeName(t)
+		}
+		return s + ")"
+	}
+	return name(params) + " -> " + name(results)
+}

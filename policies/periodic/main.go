@@ -1,0 +1,89 @@
+// Command periodic is the built-in policy that checks the registry every
+// interval (settings: {"interval": "6h"}), and at create and refresh. It asks
+// the host for a tick at the next due time, so no polling happens between.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pullwise/pullwise/sdk"
+)
+
+func main() {}
+
+func init() { sdk.Register(sdk.Policy{Decide: decide, Validate: validate}) }
+
+// settings of the periodic policy.
+type settings struct {
+	// Interval between checks, as a Go duration ("30m", "6h"). Default 24h.
+	Interval string `json:"interval"`
+}
+
+const (
+	defaultInterval = 24 * time.Hour
+	minInterval     = time.Minute
+)
+
+func parse(raw json.RawMessage) (time.Duration, error) {
+	var s settings
+	if len(raw) == 0 || string(raw) == "null" {
+		return defaultInterval, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return 0, fmt.Errorf("settings: %w", err)
+	}
+	if s.Interval == "" {
+		return defaultInterval, nil
+	}
+	d, err := time.ParseDuration(s.Interval)
+	if err != nil {
+		return 0, fmt.Errorf("settings.interval: %w", err)
+	}
+	if d < minInterval {
+		return 0, errors.New("settings.interval: " + s.Interval + " is below the minimum of 1m")
+	}
+	return d, nil
+}
+
+func validate(raw json.RawMessage) error {
+	_, err := parse(raw)
+	return err
+}
+
+func decide(in sdk.Input) (sdk.Decision, error) {
+	interval, err := parse(in.Settings)
+	if err != nil {
+		return sdk.Decision{}, err
+	}
+	img := in.Image
+	switch in.Event {
+	case sdk.EventPullFailed:
+		if img.Satisfied() {
+			return sdk.Defer(in.Now.Add(interval), "check or pull failed ("+in.LastError+"); staying on the image on disk until the next interval"), nil
+		}
+		return sdk.RetryLater(in, 10*time.Second, min(interval, 300*time.Second)), nil
+	case sdk.EventStartFailed:
+		return sdk.Decision{Action: sdk.ActionRollback, Reason: "app failed to start on the new image; rolling back to the previous one"}, nil
+	case sdk.EventStart, sdk.EventBoot, sdk.EventTick:
+		if img.Satisfied() && img.RemoteDigest == "" && img.LastCheck != nil {
+			due := img.LastCheck.Add(interval)
+			if in.Now.Before(due) {
+				d := sdk.UseLocal(fmt.Sprintf("periodic: next check due at %s", due.UTC().Format(time.RFC3339)))
+				d.NextCheck = &due
+				return d, nil
+			}
+		}
+	}
+	d := sdk.Converge(img, sdk.KeepExisting)
+	if d.Action == sdk.ActionUseLocal || d.Action == sdk.ActionPull {
+		next := in.Now.Add(interval)
+		d.NextCheck = &next
+	}
+	return d, nil
+}

@@ -1,0 +1,12 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/pullwise/pullwise/sdk"
+	"github.com/pullwise/pullwise/sdk/policytest"
+)
+
+func TestDecide(t *testing.T) {
+	policytest.RunNative(t, sdk.Policy{Decide: decide, Validate: validate}, "testdata/cases.yaml")
+}

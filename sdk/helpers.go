@@ -1,0 +1,72 @@
+package sdk
+
+import (
+	"fmt"
+	"time"
+)
+
+// Backoff returns base·2^(attempt-1), capped at max: the wait before retry
+// number attempt (1 for the first failure). Attempts below 1 count as 1.
+func Backoff(attempt int, base, max time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	return min(d, max)
+}
+
+// Pull is a pull decision that restarts the app on a change.
+func Pull(onFailure PullFailure, reason string) Decision {
+	return Decision{Action: ActionPull, RestartOnChange: true, OnPullFailure: onFailure, Reason: reason}
+}
+
+// UseLocal is a decision to use the image on disk.
+func UseLocal(reason string) Decision {
+	return Decision{Action: ActionUseLocal, Reason: reason}
+}
+
+// Defer is a decision to wait until next and be asked again then.
+func Defer(next time.Time, reason string) Decision {
+	return Decision{Action: ActionDefer, NextCheck: &next, Reason: reason}
+}
+
+// Fail is a decision to fail the app.
+func Fail(reason string) Decision {
+	return Decision{Action: ActionFail, Reason: reason}
+}
+
+// Converge is the usual way to bring an image in line with its reference at
+// the cost of at most one manifest request:
+//   - absent: pull;
+//   - pinned digest: use the image if it is that digest, else pull (a digest
+//     never moves, so the registry need not be asked);
+//   - not yet checked in this round: check-remote;
+//   - checked: pull if the registry's digest differs from the image's, else
+//     use the image.
+//
+// onFailure says what a failed check or pull does to the app.
+func Converge(img Image, onFailure PullFailure) Decision {
+	switch {
+	case !img.Present():
+		return Pull(onFailure, "image "+img.Ref+" is absent; pulling")
+	case img.PinnedDigest != "" && img.Satisfied():
+		return UseLocal("pinned digest " + img.PinnedDigest + " is on disk")
+	case img.PinnedDigest != "":
+		return Pull(onFailure, fmt.Sprintf("image on disk (%s) is not the pinned digest %s; pulling", img.LocalDigest, img.PinnedDigest))
+	case img.RemoteDigest == "":
+		return Decision{Action: ActionCheckRemote, RestartOnChange: true, OnPullFailure: onFailure,
+			Reason: "checking the registry for a new manifest of " + img.Ref}
+	case img.RemoteDigest != img.LocalDigest:
+		return Pull(onFailure, fmt.Sprintf("registry digest %s differs from the image on disk (%s); pulling", img.RemoteDigest, img.LocalDigest))
+	default:
+		return UseLocal("registry digest matches the image on disk")
+	}
+}
+
+// RetryLater answers EventPullFailed with an exponential back-off from base
+// to max.
+func RetryLater(in Input, base, max time.Duration) Decision {
+	next := in.Now.Add(Backoff(in.Attempt, base, max))
+	return Defer(next, fmt.Sprintf("check or pull failed (attempt %d: %s); retrying at %s",
+		in.Attempt, in.LastError, next.UTC().Format(time.RFC3339)))
+}

@@ -1,0 +1,81 @@
+package sdk
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// DecideFunc turns an input into a decision. It must not do I/O: everything
+// it may look at is in the Input.
+type DecideFunc func(Input) (Decision, error)
+
+// ValidateFunc checks a module's settings; a nil error accepts them.
+type ValidateFunc func(settings json.RawMessage) error
+
+// Policy is what an author registers: one decision function and, optionally,
+// a settings check.
+type Policy struct {
+	Decide   DecideFunc
+	Validate ValidateFunc
+}
+
+// registered is the policy of this module. Package state is unavoidable here:
+// a Wasm export is a plain function with no receiver, so the exports in
+// export_wasip1.go must find the policy somewhere global. Register sets it
+// once, from the policy's init.
+var registered *Policy
+
+// Register makes p the module's policy. Call it once from an init function in
+// the policy's main package. Natively it only records p, so tests of the same
+// package run unchanged.
+func Register(p Policy) {
+	if p.Decide == nil {
+		panic("sdk.Register: Policy.Decide is nil")
+	}
+	if registered != nil {
+		panic("sdk.Register: called twice")
+	}
+	registered = &p
+}
+
+// Evaluate runs p on a JSON input exactly as the Wasm export does, returning
+// the JSON answer. Policy tests may call it to exercise the JSON layer too.
+func (p Policy) Evaluate(in []byte) []byte {
+	var input Input
+	if err := json.Unmarshal(in, &input); err != nil {
+		return errorJSON(fmt.Errorf("decoding input: %w", err))
+	}
+	d, err := p.Decide(input)
+	if err == nil {
+		err = d.Validate()
+	}
+	if err != nil {
+		return errorJSON(err)
+	}
+	out, err := json.Marshal(d)
+	if err != nil {
+		return errorJSON(err)
+	}
+	return out
+}
+
+// CheckSettings runs p's settings check, returning the JSON answer.
+func (p Policy) CheckSettings(settings []byte) []byte {
+	r := SettingsResult{Valid: true}
+	if p.Validate != nil {
+		if err := p.Validate(settings); err != nil {
+			r = SettingsResult{Valid: false, Message: err.Error()}
+		}
+	}
+	return r.json()
+}
+
+func (r SettingsResult) json() []byte {
+	out, _ := json.Marshal(r) // a struct of a bool and a string always marshals
+	return out
+}
+
+func errorJSON(err error) []byte {
+	out, _ := json.Marshal(map[string]string{"error": err.Error()})
+	return out
+}
