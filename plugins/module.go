@@ -145,7 +145,11 @@ func (m *Module) get(ctx context.Context) (*instance, error) {
 }
 
 func (m *Module) put(ctx context.Context, inst *instance) {
-	if m.closed.Load() {
+	// Recycle an instance whose memory has grown past half the cap: modules
+	// built with the SDK do not collect garbage (a collection under the time
+	// limit costs more than a new instance), and for any module this bounds
+	// what state can build up.
+	if m.closed.Load() || inst.mod.Memory().Size() > m.rt.cfg.memoryLimit/2 {
 		inst.close(ctx)
 		return
 	}
@@ -167,11 +171,11 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 		WithStdout(out.stream("stdout")).
 		WithStderr(out.stream("stderr")).
 		WithStartFunctions() // _initialize is run below, under a time limit
-	mod, err := m.rt.wr.InstantiateModule(ctx, m.code, cfg)
+	mod, err := m.rt.wr.InstantiateModule(withLinearMemory(ctx), m.code, cfg)
 	if err != nil {
 		return nil, &FaultError{Module: m.Name, Op: "instantiate", Cause: err.Error(), Err: err}
 	}
-	inst := &instance{mod: mod, out: out}
+	inst := &instance{mod: mod, out: out, fns: map[string]api.Function{}}
 	if init := mod.ExportedFunction("_initialize"); init != nil {
 		ictx, cancel := context.WithTimeout(ctx, m.rt.cfg.initTimeout)
 		defer cancel()
@@ -221,14 +225,20 @@ var errOutOfBounds = errors.New("answer lies outside the module's memory")
 type instance struct {
 	mod api.Module
 	out *output
+	// fns caches exported functions: looking one up builds a call engine with
+	// its own stack, which per call would cost more than the call itself.
+	fns map[string]api.Function
 }
 
 func (i *instance) close(ctx context.Context) { _ = i.mod.Close(ctx) }
 
 func (i *instance) call(ctx context.Context, fn string, params ...uint64) (uint64, error) {
-	f := i.mod.ExportedFunction(fn)
-	if f == nil {
-		return 0, fmt.Errorf("export %s is missing", fn)
+	f, ok := i.fns[fn]
+	if !ok {
+		if f = i.mod.ExportedFunction(fn); f == nil {
+			return 0, fmt.Errorf("export %s is missing", fn)
+		}
+		i.fns[fn] = f
 	}
 	i.out.reset()
 	res, err := f.Call(context.WithValue(ctx, outputKey{}, i.out), params...)

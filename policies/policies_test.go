@@ -2,6 +2,7 @@ package policies
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -9,6 +10,10 @@ import (
 	"github.com/pullwise/pullwise/sdk"
 	"github.com/pullwise/pullwise/sdk/policytest"
 )
+
+// testCache is shared with the other packages' tests: each module compiles
+// once per machine.
+var testCache = filepath.Join(os.TempDir(), "pullwise-test-module-cache")
 
 // TestEmbeddedModules runs every built-in module, as embedded in the binary,
 // through the real plugin runtime against the same cases its native tests
@@ -24,7 +29,7 @@ func TestEmbeddedModules(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			policytest.RunModuleBytes(t, name, wasm, filepath.Join(name, "testdata", "cases.yaml"))
+			policytest.RunModuleBytes(t, name, wasm, filepath.Join(name, "testdata", "cases.yaml"), plugins.WithCacheDir(testCache))
 		})
 	}
 }
@@ -34,7 +39,7 @@ func TestEmbeddedModules(t *testing.T) {
 // no built-in may leave an event unanswered.
 func TestEveryEventAnswered(t *testing.T) {
 	ctx := context.Background()
-	rt, err := plugins.NewRuntime(ctx)
+	rt, err := plugins.NewRuntime(ctx, plugins.WithCacheDir(testCache))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,13 @@ func abiVersion() uint32 { return ABIVersion }
 
 //go:wasmexport pullwise_alloc
 func alloc(size uint32) uint32 {
-	inBuf = make([]byte, size)
+	// Reuse the buffer: inputs are about the same size every time, and an
+	// allocation per call costs more than the copy it saves.
+	if uint32(cap(inBuf)) >= size {
+		inBuf = inBuf[:size]
+	} else {
+		inBuf = make([]byte, size)
+	}
 	if size == 0 {
 		return 0
 	}

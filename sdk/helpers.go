@@ -44,7 +44,9 @@ func Fail(reason string) Decision {
 //   - checked: pull if the registry's digest differs from the image's, else
 //     use the image.
 //
-// onFailure says what a failed check or pull does to the app.
+// onFailure says what a failed check or pull does to the app. (Reasons are
+// concatenated rather than formatted: inside the sandbox fmt's loops are
+// measurably slower; see BenchmarkDecideWarm.)
 func Converge(img Image, onFailure PullFailure) Decision {
 	switch {
 	case !img.Present():
@@ -52,12 +54,12 @@ func Converge(img Image, onFailure PullFailure) Decision {
 	case img.PinnedDigest != "" && img.Satisfied():
 		return UseLocal("pinned digest " + img.PinnedDigest + " is on disk")
 	case img.PinnedDigest != "":
-		return Pull(onFailure, fmt.Sprintf("image on disk (%s) is not the pinned digest %s; pulling", img.LocalDigest, img.PinnedDigest))
+		return Pull(onFailure, "image on disk ("+img.LocalDigest+") is not the pinned digest "+img.PinnedDigest+"; pulling")
 	case img.RemoteDigest == "":
 		return Decision{Action: ActionCheckRemote, RestartOnChange: true, OnPullFailure: onFailure,
 			Reason: "checking the registry for a new manifest of " + img.Ref}
 	case img.RemoteDigest != img.LocalDigest:
-		return Pull(onFailure, fmt.Sprintf("registry digest %s differs from the image on disk (%s); pulling", img.RemoteDigest, img.LocalDigest))
+		return Pull(onFailure, "registry digest "+img.RemoteDigest+" differs from the image on disk ("+img.LocalDigest+"); pulling")
 	default:
 		return UseLocal("registry digest matches the image on disk")
 	}

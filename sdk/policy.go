@@ -3,6 +3,8 @@ package sdk
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/mailru/easyjson"
 )
 
 // DecideFunc turns an input into a decision. It must not do I/O: everything
@@ -39,10 +41,13 @@ func Register(p Policy) {
 }
 
 // Evaluate runs p on a JSON input exactly as the Wasm export does, returning
-// the JSON answer. Policy tests may call it to exercise the JSON layer too.
+// the JSON answer. The codec is generated (abi_easyjson.go, `make generate`)
+// rather than reflective: inside Wasm, with the host's time limit armed,
+// every loop iteration costs a check, and encoding/json's reflection and
+// double scan tripled the decision latency (see docs/RATIONALE.md). Policy tests may call it to exercise the JSON layer too.
 func (p Policy) Evaluate(in []byte) []byte {
 	var input Input
-	if err := json.Unmarshal(in, &input); err != nil {
+	if err := easyjson.Unmarshal(in, &input); err != nil {
 		return errorJSON(fmt.Errorf("decoding input: %w", err))
 	}
 	d, err := p.Decide(input)
@@ -52,7 +57,7 @@ func (p Policy) Evaluate(in []byte) []byte {
 	if err != nil {
 		return errorJSON(err)
 	}
-	out, err := json.Marshal(d)
+	out, err := easyjson.Marshal(d)
 	if err != nil {
 		return errorJSON(err)
 	}
@@ -71,7 +76,7 @@ func (p Policy) CheckSettings(settings []byte) []byte {
 }
 
 func (r SettingsResult) json() []byte {
-	out, _ := json.Marshal(r) // a struct of a bool and a string always marshals
+	out, _ := easyjson.Marshal(r) // a struct of a bool and a string always marshals
 	return out
 }
 

@@ -27,6 +27,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -145,7 +146,7 @@ func (s Suite) check(ctx context.Context, decide DecideFunc, c Case) Result {
 		if !ok {
 			have = zeroLike(want)
 		}
-		if !reflect.DeepEqual(normalize(have), want) {
+		if !equal(normalize(have), want) {
 			diffs = append(diffs, fmt.Sprintf("%s: got %v, want %v", k, jsonText(have), jsonText(want)))
 		}
 	}
@@ -198,6 +199,21 @@ func normalize(v any) any {
 	var out any
 	_ = json.Unmarshal(b, &out)
 	return out
+}
+
+// equal compares decoded JSON values; two RFC 3339 times are equal when they
+// name the same instant, whatever their zones.
+func equal(have, want any) bool {
+	hs, ok1 := have.(string)
+	ws, ok2 := want.(string)
+	if ok1 && ok2 {
+		ht, err1 := time.Parse(time.RFC3339Nano, hs)
+		wt, err2 := time.Parse(time.RFC3339Nano, ws)
+		if err1 == nil && err2 == nil {
+			return ht.Equal(wt)
+		}
+	}
+	return reflect.DeepEqual(have, want)
 }
 
 // zeroLike is the value an omitted field stands for, so `expect:

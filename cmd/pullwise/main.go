@@ -1,0 +1,46 @@
+// Command pullwise keeps container images on edge devices as fresh as their
+// pull policies say, with every decision made by a sandboxed Wasm policy
+// module. This binary is a thin CLI over the packages in host/ and plugins/.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		var quiet *exitError
+		if !errors.As(err, &quiet) {
+			fmt.Fprintln(os.Stderr, "pullwise:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// exitError fails a command whose output has already said why (a test run
+// with failing cases, say).
+type exitError struct{ msg string }
+
+func (e *exitError) Error() string { return e.msg }
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pullwise",
+		Short: "Keep edge container images fresh, decided by sandboxed Wasm pull policies",
+		Long: `pullwise decides when an edge device fetches a container image again, and does
+it safely: tags are resolved once and latched, refreshed on request or by
+policy, digests are verified, and nothing is downloaded twice.
+
+Every decision (pull? check? restart? fall back? when to look again?) is made
+by a WebAssembly policy module running in a sandbox; the built-in default is
+"always" (check the manifest digest, pull only if it changed).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newPolicyCmd())
+	return root
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/sdk"
+)
+
+// run executes the CLI in-process, as a user would from a shell.
+func run(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := newRoot()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetIn(strings.NewReader(stdin))
+	cache := filepath.Join(os.TempDir(), "pullwise-test-module-cache")
+	if len(args) > 1 && args[0] == "policy" && (args[1] == "run" || args[1] == "test") {
+		args = append(args, "--cache-dir", cache)
+	}
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func TestPolicyRun(t *testing.T) {
+	out, err := run(t, `{"event":"create","now":"2026-11-27T12:00:00Z","image":{"ref":"r/a:latest","localDigest":"sha256:aa"}}`,
+		"policy", "run", "always", "--input", "-")
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	var d sdk.Decision
+	if err := json.Unmarshal([]byte(out), &d); err != nil || d.Action != sdk.ActionCheckRemote {
+		t.Fatalf("output %q: %+v, %v", out, d, err)
+	}
+	// Settings are validated by the module before the decision.
+	_, err = run(t, `{"event":"tick"}`, "policy", "run", "periodic", "--input", "-", "--settings", `{"interval":"1s"}`)
+	if err == nil || !strings.Contains(err.Error(), "rejects its settings") {
+		t.Fatalf("bad settings: %v", err)
+	}
+	_, err = run(t, "", "policy", "run", "sometimes", "--input", "-")
+	if err == nil || !strings.Contains(err.Error(), "neither a module file nor a built-in policy") {
+		t.Fatalf("unknown module: %v", err)
+	}
+}
+
+func TestPolicyTest(t *testing.T) {
+	out, err := run(t, "", "policy", "test", "always", "--cases", "../../policies/always/testdata/cases.yaml")
+	if err != nil || !strings.Contains(out, "always: 16 passed, 0 failed") {
+		t.Fatalf("passing cases: %v\n%s", err, out)
+	}
+	// The cases of `always` run against `never` must fail, with a non-zero exit.
+	out, err = run(t, "", "policy", "test", "never", "--cases", "../../policies/always/testdata/cases.yaml")
+	var ee *exitError
+	if !errors.As(err, &ee) || !strings.Contains(out, "FAIL  create, absent image is pulled") || !strings.Contains(out, " failed\n") {
+		t.Fatalf("failing cases: %v\n%s", err, out)
+	}
+}
+
+func TestPolicyInspect(t *testing.T) {
+	out, err := run(t, "", "policy", "inspect", "periodic", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info plugins.Info
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Metadata.Name != "periodic" || info.Metadata.ABIVersion != 1 || len(info.SHA256) != 64 || info.Size < 1000 || len(info.Metadata.SettingsSchema) == 0 {
+		t.Fatalf("info = %+v", info)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.wasm")
+	os.WriteFile(bad, []byte("MZ not wasm"), 0o644)
+	if _, err := run(t, "", "policy", "inspect", bad); err == nil || !strings.Contains(err.Error(), "not a WebAssembly binary") {
+		t.Fatalf("inspect of a non-module: %v", err)
+	}
+}
+
+func TestPolicyAnnotate(t *testing.T) {
+	dir := t.TempDir()
+	meta := filepath.Join(dir, "metadata.json")
+	os.WriteFile(meta, []byte(`{"name":"renamed","version":"9.9.9","description":"d"}`), 0o644)
+	src := filepath.Join(dir, "m.wasm")
+	wasm, _ := readBuiltin(t, "never")
+	os.WriteFile(src, wasm, 0o644)
+	if _, err := run(t, "", "policy", "annotate", src, "--metadata", meta); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "", "policy", "inspect", src)
+	if err != nil || !strings.Contains(out, "renamed") || !strings.Contains(out, "9.9.9") {
+		t.Fatalf("after annotate: %v\n%s", err, out)
+	}
+}
+
+func readBuiltin(t *testing.T, name string) ([]byte, error) {
+	t.Helper()
+	_, b, err := readModule(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, nil
+}
