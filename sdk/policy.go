@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/mailru/easyjson"
+	"github.com/mailru/easyjson/jwriter"
 )
 
 // DecideFunc turns an input into a decision. It must not do I/O: everything
@@ -81,6 +82,13 @@ func (r SettingsResult) json() []byte {
 }
 
 func errorJSON(err error) []byte {
-	out, _ := json.Marshal(map[string]string{"error": err.Error()})
+	// jwriter rather than encoding/json: a reflective Marshal here would link
+	// encoding/json's whole encoder into every module (see module size in
+	// docs/RATIONALE.md).
+	var w jwriter.Writer
+	w.RawString(`{"error":`)
+	w.String(err.Error())
+	w.RawByte('}')
+	out, _ := w.BuildBytes()
 	return out
 }

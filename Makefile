@@ -1,0 +1,56 @@
+# pullwise — every entry point a developer or CI needs.
+#   make demo    the end-to-end demo (see README)
+#   make test    every test, plus the checks that generated files are current
+#   make bench   the benchmarks, medians of several runs
+GO      ?= go
+BIN     := bin/pullwise
+COUNT   ?= 5
+
+.PHONY: all build test check vet fmt-check policies check-policies generate check-generated bench demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/pullwise
+
+# Rebuild the built-in policy modules embedded in the binary. Commit the result.
+policies:
+	$(GO) run ./internal/cmd/buildpolicies
+
+# Regenerate the SDK's JSON codec. Commit the result.
+generate:
+	cd sdk && $(GO) tool easyjson -all -no_std_marshalers abi.go
+
+test: check
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race ./plugins/ ./sdk/...
+
+check: fmt-check vet check-policies check-generated
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/ ./policies/... ./examples/policies/...
+
+# CI proves the embedded modules are the build of the current sources.
+check-policies:
+	$(GO) run ./internal/cmd/buildpolicies -check
+
+# Regenerates in place and fails if that changed anything committed.
+check-generated: generate
+	@git diff --exit-code --stat -- sdk/abi_easyjson.go || { echo "sdk/abi_easyjson.go was stale: commit the regenerated file"; exit 1; }
+
+bench:
+	mkdir -p bench-results
+	$(GO) test -run '^$$' -bench 'DecideWarm' -benchtime 3000x -count $(COUNT) ./plugins/ | tee bench-results/decide.txt
+	$(GO) test -run '^$$' -bench 'DecideFresh' -benchtime 200x -count $(COUNT) ./plugins/ | tee -a bench-results/decide.txt
+	$(GO) test -run '^$$' -bench 'Load|InstanceMemory' -benchtime 3x -count $(COUNT) ./plugins/ | tee bench-results/load.txt
+	$(GO) tool benchstat bench-results/decide.txt bench-results/load.txt
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin bench-results
