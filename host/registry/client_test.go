@@ -1,0 +1,222 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/pullwise/pullwise/host/internal/regtest"
+)
+
+// setup starts a registry with a counting proxy in front and a client that
+// reaches it over plain HTTP. waits records the retry layer's sleeps, which
+// are skipped so tests take no real time.
+func setup(t *testing.T, opts ...Option) (*regtest.Proxy, *Client, *[]time.Duration) {
+	t.Helper()
+	p := regtest.NewProxy(t, regtest.NewRegistry(t))
+	c := New(append([]Option{WithInsecure(p.Host)}, opts...)...)
+	var mu sync.Mutex
+	waits := &[]time.Duration{}
+	c.retry.sleep = func(_ context.Context, d time.Duration) error {
+		mu.Lock()
+		defer mu.Unlock()
+		*waits = append(*waits, d)
+		return nil
+	}
+	return p, c, waits
+}
+
+func TestNoChangeCheckCostsOneRequest(t *testing.T) {
+	ctx := context.Background()
+	p, c, _ := setup(t)
+	ref := p.Host + "/app:latest"
+	want := regtest.PushImage(t, ref, regtest.RandomImage(t, 1<<20, 3))
+	first, err := c.Resolve(ctx, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Digest != want.String() || first.IndexDigest != "" {
+		t.Fatalf("resolution %+v, want digest %s", first, want)
+	}
+	p.Reset()
+	again, err := c.Resolve(ctx, ref, &first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Requests(); len(got) != 1 || got[0] != "HEAD /v2/app/manifests/latest" {
+		t.Fatalf("a no-change check made %s; want exactly one HEAD", p)
+	}
+	if p.BlobBytes() != 0 || again.Digest != first.Digest {
+		t.Fatalf("no-change check: %s, resolution %+v", p, again)
+	}
+
+	// The tag moves: the same one request finds out.
+	moved := regtest.PushImage(t, ref, regtest.RandomImage(t, 1024, 1))
+	p.Reset()
+	next, err := c.Resolve(ctx, ref, &first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Digest != moved.String() || len(p.Requests()) != 1 || p.BlobBytes() != 0 {
+		t.Fatalf("moved tag: %+v, %s", next, p)
+	}
+}
+
+func TestResolveWithoutDigestHeader(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []string{"header stripped", "HEAD refused"} {
+		t.Run(mode, func(t *testing.T) {
+			p, c, _ := setup(t)
+			ref := p.Host + "/app:v1"
+			want := regtest.PushImage(t, ref, regtest.RandomImage(t, 1024, 2))
+			p.StripDigestOnHEAD(mode == "header stripped")
+			p.RefuseHEAD(mode == "HEAD refused")
+			res, err := c.Resolve(ctx, ref, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Digest != want.String() {
+				t.Fatalf("digest %s, want %s (the hash of the manifest)", res.Digest, want)
+			}
+			var sawGet bool
+			for _, r := range p.Requests() {
+				sawGet = sawGet || r == "GET /v2/app/manifests/v1"
+			}
+			if !sawGet || p.BlobBytes() != 0 {
+				t.Fatalf("want a manifest GET and no blobs: %s", p)
+			}
+		})
+	}
+}
+
+func TestResolveIndex(t *testing.T) {
+	ctx := context.Background()
+	p, c, _ := setup(t, WithPlatform(v1.Platform{OS: "linux", Architecture: "arm64"}))
+	ref := p.Host + "/multi:latest"
+	idx, per := regtest.PushIndex(t, ref, "linux/amd64", "linux/arm64")
+	res, err := c.Resolve(ctx, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Digest != per["linux/arm64"].String() || res.IndexDigest != idx.String() || res.Platform != "linux/arm64" {
+		t.Fatalf("resolution %+v; want the arm64 manifest %s in index %s", res, per["linux/arm64"], idx)
+	}
+	// A pinned sha256 may name the index or the platform manifest, any case.
+	for _, pin := range []string{idx.String(), per["linux/arm64"].String(), strings.ToUpper(idx.Hex)} {
+		if err := Verify(res, pin); err != nil {
+			t.Errorf("Verify(%s): %v", pin, err)
+		}
+	}
+	err = Verify(res, per["linux/amd64"].String())
+	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), per["linux/amd64"].String()) || !strings.Contains(err.Error(), res.Digest) {
+		t.Fatalf("a digest of another platform: %v; want a mismatch naming both digests", err)
+	}
+	// Unchanged index: one request, no second GET of the index.
+	p.Reset()
+	if _, err := c.Resolve(ctx, ref, &res); err != nil || len(p.Requests()) != 1 {
+		t.Fatalf("unchanged index: %v, %s", err, p)
+	}
+	// A platform the index lacks is a clear error.
+	c2 := New(WithInsecure(p.Host), WithPlatform(v1.Platform{OS: "linux", Architecture: "s390x"}))
+	if _, err := c2.Resolve(ctx, ref, nil); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "no manifest for platform linux/s390x") {
+		t.Fatalf("missing platform: %v", err)
+	}
+}
+
+func TestRetriesHonourRetryAfter(t *testing.T) {
+	ctx := context.Background()
+	p, c, waits := setup(t, WithRetry(5, time.Minute, 100*time.Millisecond, 10*time.Second))
+	ref := p.Host + "/app:latest"
+	want := regtest.PushImage(t, ref, regtest.RandomImage(t, 1024, 1))
+	p.Fail(regtest.Fault{Status: 500}, regtest.Fault{Status: 429, RetryAfter: "3"}, regtest.Fault{Status: 503})
+	res, err := c.Resolve(ctx, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Digest != want.String() {
+		t.Fatalf("digest %s", res.Digest)
+	}
+	if len(*waits) != 3 || (*waits)[1] != 3*time.Second {
+		t.Fatalf("waits %v: want three, the second the 3 s Retry-After", *waits)
+	}
+	// Retries give up after the configured tries with the registry's error.
+	p.Fail(regtest.Fault{Status: 503}, regtest.Fault{Status: 503}, regtest.Fault{Status: 503}, regtest.Fault{Status: 503}, regtest.Fault{Status: 503})
+	if _, err := c.Resolve(ctx, p.Host+"/app:latest", nil); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("after 5 failures: %v", err)
+	}
+}
+
+func TestDistinctErrors(t *testing.T) {
+	ctx := context.Background()
+	p, c, _ := setup(t, WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
+	regtest.PushImage(t, p.Host+"/app:latest", regtest.RandomImage(t, 1024, 1))
+
+	// An unreachable registry: a port nothing listens on.
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := l.Addr().String()
+	l.Close()
+
+	// A registry that wants credentials nobody configured.
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+	}))
+	defer auth.Close()
+	authHost := strings.TrimPrefix(auth.URL, "http://")
+	c2 := New(WithInsecure(dead, authHost), WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
+
+	tests := []struct {
+		c    *Client
+		ref  string
+		want error
+	}{
+		{c, p.Host + "/app:nope", ErrNotFound},
+		{c, p.Host + "/nothing/here:latest", ErrNotFound},
+		{c2, dead + "/app:latest", ErrUnreachable},
+		{c2, authHost + "/app:latest", ErrUnauthorized},
+	}
+	for _, tc := range tests {
+		_, err := tc.c.Resolve(ctx, tc.ref, nil)
+		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.ref) {
+			t.Errorf("%s: %v; want %v naming the reference", tc.ref, err, tc.want)
+		}
+	}
+	if _, err := c.Resolve(ctx, "Not A Reference!", nil); err == nil || !strings.Contains(err.Error(), "invalid image reference") {
+		t.Errorf("bad reference: %v", err)
+	}
+}
+
+func TestTLSUnlessInsecure(t *testing.T) {
+	c := New(WithInsecure("localhost:5000"))
+	for ref, scheme := range map[string]string{"localhost:5000/a:1": "http", "registry.example:5000/a:1": "https", "ubuntu:latest": "https"} {
+		r, err := c.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Context().Scheme(); got != scheme {
+			t.Errorf("%s: scheme %s, want %s", ref, got, scheme)
+		}
+	}
+}
+
+func TestRetryAfterParsing(t *testing.T) {
+	for v, want := range map[string]time.Duration{"0": 0, "7": 7 * time.Second} {
+		if d, ok := retryAfter(v); !ok || d != want {
+			t.Errorf("%q: %v %v", v, d, ok)
+		}
+	}
+	if d, ok := retryAfter(time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)); !ok || d < 59*time.Minute {
+		t.Errorf("HTTP date: %v %v", d, ok)
+	}
+	if _, ok := retryAfter("soon"); ok {
+		t.Error("garbage accepted")
+	}
+}

@@ -1,0 +1,117 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+)
+
+// retrying is an http.RoundTripper that retries 429 and 5xx answers and
+// connection failures with exponential back-off, honouring Retry-After. It
+// sits under go-containerregistry's transport (whose own retries are turned
+// off), so every request, token fetches included, gets the same policy.
+type retrying struct {
+	inner      http.RoundTripper
+	maxTries   uint
+	maxElapsed time.Duration
+	initial    time.Duration
+	maxWait    time.Duration
+	// sleep is time.Sleep-like; tests replace it to keep time virtual.
+	sleep func(context.Context, time.Duration) error
+}
+
+func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	var tries uint
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     r.initial,
+		RandomizationFactor: 0.2,
+		Multiplier:          2,
+		MaxInterval:         r.maxWait,
+	}
+	b.Reset()
+	start := time.Now()
+	for {
+		tries++
+		attempt := req
+		if tries > 1 && req.Body != nil && req.GetBody != nil {
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			attempt = req.Clone(ctx)
+			attempt.Body = body
+		}
+		resp, err := r.inner.RoundTrip(attempt)
+		wait, retry := r.decide(resp, err, b)
+		if !retry || tries >= r.maxTries || time.Since(start)+wait > r.maxElapsed ||
+			(req.Body != nil && req.GetBody == nil) {
+			return resp, err
+		}
+		if resp != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+		if err := r.sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// decide says whether to retry and after how long.
+func (r *retrying) decide(resp *http.Response, err error, b *backoff.ExponentialBackOff) (time.Duration, bool) {
+	if err != nil {
+		var tlsErr tls.RecordHeaderError
+		var certErr *tls.CertificateVerificationError
+		switch {
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			return 0, false
+		case errors.As(err, &tlsErr), errors.As(err, &certErr):
+			// Not transient: a plain-HTTP server (go-containerregistry tries
+			// https first even for insecure registries) or a bad certificate.
+			return 0, false
+		}
+		return b.NextBackOff(), true
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	default:
+		return 0, false
+	}
+	if d, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+		return min(d, r.maxWait), true
+	}
+	return b.NextBackOff(), true
+}
+
+// retryAfter parses a Retry-After header: seconds, or an HTTP date.
+func retryAfter(v string) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0), true
+	}
+	return 0, false
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
