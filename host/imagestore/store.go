@@ -1,0 +1,279 @@
+// Package imagestore keeps what pullwise knows about images across restarts:
+// for each ImageObjectID, the SHA it resolved to (latched), the reference it
+// came from, when it was resolved and last checked. Several ImageObjectIDs
+// may resolve to one SHA; the image content itself lives once, in
+// containerd's content store, keyed by digest.
+//
+// The store is a bbolt file in the state directory: no server to run, and
+// every update is a transaction that a power cut either completes or never
+// starts, so the file always opens.
+package imagestore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var bucketIDs = []byte("image-object-ids")
+
+// Record is one ImageObjectID's latched resolution and check history.
+type Record struct {
+	// ID is the ImageObjectID (the config's image uuid).
+	ID string `json:"id"`
+	// Ref is the reference the ID was resolved from.
+	Ref string `json:"ref"`
+	// Digest is the resolved SHA: the platform manifest's digest.
+	Digest string `json:"digest"`
+	// IndexDigest is the multi-arch index's digest, if the tag named one.
+	IndexDigest string `json:"indexDigest,omitempty"`
+	// Size is the image's size in bytes (manifest, config and layers).
+	Size int64 `json:"size,omitempty"`
+	// ResolvedAt is when Digest was latched.
+	ResolvedAt time.Time `json:"resolvedAt"`
+	// Reason is why it was latched last: see LatchReason.
+	Reason LatchReason `json:"reason"`
+	// LastCheck, LastCheckResult and LastRemoteDigest describe the last time
+	// the registry was asked, whatever the outcome.
+	LastCheck        time.Time `json:"lastCheck,omitzero"`
+	LastCheckResult  string    `json:"lastCheckResult,omitempty"`
+	LastRemoteDigest string    `json:"lastRemoteDigest,omitempty"`
+	// LastPull is when the image was last downloaded.
+	LastPull time.Time `json:"lastPull,omitzero"`
+	// PreviousDigest is what Digest was before the last refresh, kept so an
+	// app can be rolled back.
+	PreviousDigest string `json:"previousDigest,omitempty"`
+}
+
+// LatchReason says what changed a latch. A latch changes only on purpose.
+type LatchReason string
+
+const (
+	// LatchCreate: first resolution, at app create. Refused if the ID is
+	// already latched to another SHA: that would be a silent re-resolution.
+	LatchCreate LatchReason = "create"
+	// LatchRefresh: the refreshImage counter asked for it.
+	LatchRefresh LatchReason = "refresh"
+	// LatchPolicy: a policy decision pulled a new image.
+	LatchPolicy LatchReason = "policy"
+	// LatchRollback: an app went back to its previous image.
+	LatchRollback LatchReason = "rollback"
+)
+
+// ErrAlreadyLatched is returned by a create-time latch of an ID that already
+// resolves to another SHA.
+var ErrAlreadyLatched = errors.New("already latched to another SHA")
+
+var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// Store is the image store. Safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+
+	mu   sync.Mutex
+	held map[string]int // digests an in-flight refresh involves
+}
+
+// Open opens (creating if needed) the store at path. Only one process may
+// hold it: a second waits a second, then fails with an error saying so.
+func Open(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("image store %s is in use by another process (is another pullwise agent running with this state directory?)", path)
+		}
+		return nil, fmt.Errorf("opening image store %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketIDs)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialising image store %s: %w", path, err)
+	}
+	return &Store{db: db, held: map[string]int{}}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Get returns the record of an ImageObjectID.
+func (s *Store) Get(id string) (Record, bool, error) {
+	var rec Record
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIDs).Get([]byte(id))
+		if b == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(b, &rec)
+	})
+	if err != nil {
+		return rec, false, fmt.Errorf("reading image %s: %w", id, err)
+	}
+	return rec, ok, nil
+}
+
+// List returns every record, by ID.
+func (s *Store) List() ([]Record, error) {
+	var recs []Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketIDs).ForEach(func(_, v []byte) error {
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			recs = append(recs, r)
+			return nil
+		})
+	})
+	return recs, err
+}
+
+// Latch sets the SHA an ImageObjectID resolves to. rec.Reason must say why;
+// a create-time latch of an ID already latched to another SHA is refused
+// with ErrAlreadyLatched. A changed digest keeps the old one as
+// PreviousDigest. Check history is kept from the existing record.
+func (s *Store) Latch(rec Record) error {
+	if rec.ID == "" {
+		return errors.New("latch: empty ImageObjectID")
+	}
+	if !digestRE.MatchString(rec.Digest) {
+		return fmt.Errorf("latch %s: digest %q is not a lower-case sha256 digest", rec.ID, rec.Digest)
+	}
+	if rec.IndexDigest != "" && !digestRE.MatchString(rec.IndexDigest) {
+		return fmt.Errorf("latch %s: index digest %q is not a lower-case sha256 digest", rec.ID, rec.IndexDigest)
+	}
+	switch rec.Reason {
+	case LatchCreate, LatchRefresh, LatchPolicy, LatchRollback:
+	default:
+		return fmt.Errorf("latch %s: reason %q: want create, refresh, policy or rollback", rec.ID, rec.Reason)
+	}
+	if rec.ResolvedAt.IsZero() {
+		rec.ResolvedAt = time.Now().UTC()
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIDs)
+		if old := b.Get([]byte(rec.ID)); old != nil {
+			var prev Record
+			if err := json.Unmarshal(old, &prev); err != nil {
+				return err
+			}
+			if prev.Digest != rec.Digest {
+				if rec.Reason == LatchCreate {
+					return fmt.Errorf("latch %s to %s at create: %w (%s)", rec.ID, rec.Digest, ErrAlreadyLatched, prev.Digest)
+				}
+				rec.PreviousDigest = prev.Digest
+			} else {
+				rec.PreviousDigest = prev.PreviousDigest
+			}
+			if rec.LastCheck.IsZero() {
+				rec.LastCheck, rec.LastCheckResult, rec.LastRemoteDigest = prev.LastCheck, prev.LastCheckResult, prev.LastRemoteDigest
+			}
+			if rec.LastPull.IsZero() {
+				rec.LastPull = prev.LastPull
+			}
+		}
+		v, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(rec.ID), v)
+	})
+}
+
+// RecordCheck notes a registry check of an ID without touching its latch.
+func (s *Store) RecordCheck(id string, at time.Time, remoteDigest, result string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIDs)
+		old := b.Get([]byte(id))
+		if old == nil {
+			return fmt.Errorf("record check of %s: no such image", id)
+		}
+		var r Record
+		if err := json.Unmarshal(old, &r); err != nil {
+			return err
+		}
+		r.LastCheck, r.LastRemoteDigest, r.LastCheckResult = at, remoteDigest, result
+		v, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(id), v)
+	})
+}
+
+// Delete forgets an ImageObjectID. Its SHA becomes collectable once no other
+// ID refers to it.
+func (s *Store) Delete(id string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketIDs).Delete([]byte(id)) })
+}
+
+// References returns the IDs whose latch or previous latch is digest.
+func (s *Store) References(digest string) ([]string, error) {
+	recs, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, r := range recs {
+		if r.Digest == digest || r.IndexDigest == digest || r.PreviousDigest == digest {
+			ids = append(ids, r.ID)
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Hold marks digests as involved in an in-flight refresh until release is
+// called: Collectable never offers them.
+func (s *Store) Hold(digests ...string) (release func()) {
+	s.mu.Lock()
+	for _, d := range digests {
+		s.held[d]++
+	}
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			for _, d := range digests {
+				if s.held[d]--; s.held[d] <= 0 {
+					delete(s.held, d)
+				}
+			}
+		})
+	}
+}
+
+// Collectable returns those of the given digests (images on disk) that no
+// ImageObjectID refers to, as its latch or its previous latch, and that no
+// in-flight refresh holds: the images garbage collection may remove.
+func (s *Store) Collectable(onDisk []string) ([]string, error) {
+	recs, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, r := range recs {
+		used[r.Digest], used[r.IndexDigest], used[r.PreviousDigest] = true, true, true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, d := range onDisk {
+		if !used[d] && s.held[d] == 0 {
+			out = append(out, d)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,172 @@
+package imagestore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func digest(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
+
+func open(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "images.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func TestLatchIsNeverSilent(t *testing.T) {
+	s, _ := open(t)
+	if err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate}); err != nil {
+		t.Fatal(err)
+	}
+	// Re-creating with the same SHA is fine (an agent restart re-creating apps).
+	if err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate}); err != nil {
+		t.Fatal(err)
+	}
+	// A create that would re-resolve to another SHA is refused.
+	err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('b'), Reason: LatchCreate})
+	if !errors.Is(err, ErrAlreadyLatched) {
+		t.Fatalf("silent re-resolution: %v", err)
+	}
+	// A refresh may move it, and the previous SHA is kept for rollback.
+	if err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('b'), Reason: LatchRefresh}); err != nil {
+		t.Fatal(err)
+	}
+	r, ok, err := s.Get("img-1")
+	if err != nil || !ok || r.Digest != digest('b') || r.PreviousDigest != digest('a') || r.Reason != LatchRefresh {
+		t.Fatalf("after refresh: %+v %v %v", r, ok, err)
+	}
+}
+
+func TestLatchValidates(t *testing.T) {
+	s, _ := open(t)
+	for _, rec := range []Record{
+		{ID: "", Digest: digest('a'), Reason: LatchCreate},
+		{ID: "x", Digest: "sha256:ABC", Reason: LatchCreate},
+		{ID: "x", Digest: strings.ToUpper(digest('a')), Reason: LatchCreate},
+		{ID: "x", Digest: digest('a'), Reason: "because"},
+		{ID: "x", Digest: digest('a'), IndexDigest: "nope", Reason: LatchCreate},
+	} {
+		if err := s.Latch(rec); err == nil {
+			t.Errorf("accepted %+v", rec)
+		}
+	}
+}
+
+func TestSeveralIDsOneSHA(t *testing.T) {
+	s, _ := open(t)
+	for _, id := range []string{"img-1", "img-2"} {
+		if err := s.Latch(Record{ID: id, Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Latch(Record{ID: "img-3", Ref: "r/b:1", Digest: digest('c'), IndexDigest: digest('d'), Reason: LatchCreate}); err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := s.References(digest('a'))
+	if fmt.Sprint(ids) != "[img-1 img-2]" {
+		t.Fatalf("references %v", ids)
+	}
+	onDisk := []string{digest('a'), digest('c'), digest('d'), digest('e')}
+	if got, _ := s.Collectable(onDisk); fmt.Sprint(got) != fmt.Sprint([]string{digest('e')}) {
+		t.Fatalf("collectable %v, want only the unreferenced one", got)
+	}
+	// Only when the last ID referring to a SHA goes is it collectable.
+	s.Delete("img-1")
+	if got, _ := s.Collectable(onDisk); len(got) != 1 {
+		t.Fatalf("img-2 still refers to it: %v", got)
+	}
+	s.Delete("img-2")
+	if got, _ := s.Collectable(onDisk); len(got) != 2 {
+		t.Fatalf("after both went: %v", got)
+	}
+	// ...unless a refresh involving it is in flight.
+	release := s.Hold(digest('a'))
+	if got, _ := s.Collectable(onDisk); len(got) != 1 {
+		t.Fatalf("held digest offered for collection: %v", got)
+	}
+	release()
+	release() // idempotent
+	if got, _ := s.Collectable(onDisk); len(got) != 2 {
+		t.Fatalf("after release: %v", got)
+	}
+}
+
+func TestRecordCheckKeepsLatch(t *testing.T) {
+	s, _ := open(t)
+	s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate})
+	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	if err := s.RecordCheck("img-1", at, digest('b'), "changed"); err != nil {
+		t.Fatal(err)
+	}
+	r, _, _ := s.Get("img-1")
+	if r.Digest != digest('a') || r.LastRemoteDigest != digest('b') || !r.LastCheck.Equal(at) || r.LastCheckResult != "changed" {
+		t.Fatalf("%+v", r)
+	}
+	if err := s.RecordCheck("nope", at, digest('b'), "x"); err == nil {
+		t.Fatal("check of an unknown ID accepted")
+	}
+}
+
+func TestSecondProcessIsRefused(t *testing.T) {
+	_, path := open(t)
+	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+// TestTornWrite kills a process with SIGKILL while it writes, many times,
+// and requires the store to open and read whole records every time.
+func TestTornWrite(t *testing.T) {
+	if os.Getenv("PULLWISE_STORE_WRITER") != "" {
+		s, err := Open(os.Getenv("PULLWISE_STORE_WRITER"))
+		if err != nil {
+			os.Exit(2)
+		}
+		fmt.Println("ready")
+		for i := 0; ; i++ {
+			c := "abcdef0123456789"[i%16]
+			s.Latch(Record{ID: fmt.Sprintf("img-%d", i%50), Ref: "r/a:latest", Digest: digest(c), Reason: LatchRefresh,
+				LastCheckResult: strings.Repeat("x", 1000)})
+		}
+	}
+	path := filepath.Join(t.TempDir(), "images.db")
+	for round := 0; round < 5; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestTornWrite$")
+		cmd.Env = append(os.Environ(), "PULLWISE_STORE_WRITER="+path)
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 5)
+		out.Read(buf)
+		time.Sleep(time.Duration(20+round*15) * time.Millisecond) // let it write mid-transaction
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		s, err := Open(path)
+		if err != nil {
+			t.Fatalf("round %d: store does not open after SIGKILL: %v", round, err)
+		}
+		recs, err := s.List()
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for _, r := range recs {
+			if !digestRE.MatchString(r.Digest) || len(r.LastCheckResult) != 1000 {
+				t.Fatalf("round %d: torn record %+v", round, r)
+			}
+		}
+		s.Close()
+	}
+}
