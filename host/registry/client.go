@@ -259,3 +259,33 @@ func Verify(res Resolution, want string) error {
 	return &Error{Ref: res.Ref, Op: "verify", Kind: ErrDigestMismatch,
 		Err: fmt.Errorf("the configuration requires %s, the registry serves %s", NormalizeDigest(want), got)}
 }
+
+// Insecure reports whether registry (host or host:port) may be reached over
+// plain HTTP.
+func (c *Client) Insecure(registry string) bool { return c.insecure[registry] }
+
+// Transport is the client's HTTP transport, retries included, for other
+// code that talks to the same registries (the containerd pull).
+func (c *Client) Transport() http.RoundTripper { return c.retry }
+
+// Credentials returns the username and secret the keychain has for a
+// registry host, or empty strings for anonymous access. Identity tokens are
+// returned as the secret with an empty username, as Docker's config does.
+func (c *Client) Credentials(host string) (string, string, error) {
+	reg, err := name.NewRegistry(host)
+	if err != nil {
+		return "", "", err
+	}
+	a, err := c.keychain.Resolve(reg)
+	if err != nil {
+		return "", "", fmt.Errorf("credentials for %s: %w", host, err)
+	}
+	cfg, err := a.Authorization()
+	if err != nil {
+		return "", "", fmt.Errorf("credentials for %s: %w", host, err)
+	}
+	if cfg.IdentityToken != "" {
+		return "", cfg.IdentityToken, nil
+	}
+	return cfg.Username, cfg.Password, nil
+}

@@ -1,0 +1,131 @@
+// Package ctrdtest starts a private containerd daemon for a test: its own
+// root, state and socket under the test's temporary directory, nothing shared
+// with a system containerd. Under CI (CI=true) a missing containerd fails
+// the test loudly; elsewhere it skips with the command that installs it.
+package ctrdtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+)
+
+// Namespace is the containerd namespace tests use.
+const Namespace = "pullwise-test"
+
+// Daemon is a running private containerd.
+type Daemon struct {
+	Socket string
+	Dir    string
+	Client *containerd.Client
+}
+
+// Need fails (under CI) or skips the test when binaries are missing.
+func Need(t testing.TB, bins ...string) {
+	t.Helper()
+	for _, b := range bins {
+		if _, err := exec.LookPath(b); err != nil {
+			msg := fmt.Sprintf("%s is not installed (scripts/setup.sh installs it: apt-get install containerd runc docker-registry)", b)
+			if os.Getenv("CI") == "true" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+	}
+	if os.Geteuid() != 0 {
+		msg := "containerd tests need root"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
+
+// Start runs a private containerd until the test ends.
+func Start(t testing.TB) *Daemon {
+	t.Helper()
+	Need(t, "containerd", "runc")
+	// Unix socket paths are limited to 108 bytes: keep the directory short.
+	dir, err := os.MkdirTemp("", "pwctrd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "c.sock")
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[debug]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc", filepath.Join(dir, "debug.sock"))
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("containerd", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{Socket: sock, Dir: dir}
+	t.Cleanup(func() {
+		if d.Client != nil {
+			d.Client.Close()
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		// Snapshots may leave mounts behind if a test failed mid-way.
+		exec.Command("sh", "-c", "grep -o ' "+dir+"[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l").Run()
+		if !t.Failed() {
+			os.RemoveAll(dir)
+		} else {
+			t.Logf("containerd state kept for inspection in %s", dir)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logf.Name())
+			t.Fatalf("containerd did not start:\n%s", log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c, err := containerd.New(sock, containerd.WithDefaultNamespace(Namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Version(ctx); err != nil {
+		t.Fatalf("containerd at %s does not answer: %v", sock, err)
+	}
+	d.Client = c
+	return d
+}

@@ -1,0 +1,283 @@
+// Package pull downloads images into containerd's content store and unpacks
+// them for containers, by digest, so what lands on disk is exactly what was
+// resolved. containerd verifies every blob against its digest before
+// committing it, keeps blobs it already has (layers shared between images
+// are fetched once), and resumes an interrupted blob from its partial ingest
+// with a Range request.
+package pull
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/platforms"
+	"github.com/google/go-containerregistry/pkg/name"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pullwise/pullwise/host/registry"
+)
+
+// DefaultConcurrency is how many layers download at once (containerd's and
+// Docker's default).
+const DefaultConcurrency = 3
+
+// Puller downloads images into one containerd namespace.
+type Puller struct {
+	client      *containerd.Client
+	reg         *registry.Client
+	concurrency int
+	snapshotter string
+	interval    time.Duration
+}
+
+// Option configures a Puller.
+type Option func(*Puller)
+
+// WithConcurrency bounds concurrent layer downloads. Default 3.
+func WithConcurrency(n int) Option { return func(p *Puller) { p.concurrency = max(n, 1) } }
+
+// WithSnapshotter unpacks into the named snapshotter. Default: containerd's
+// default (overlayfs on Linux).
+func WithSnapshotter(name string) Option { return func(p *Puller) { p.snapshotter = name } }
+
+// New returns a Puller that uses client (whose default namespace it pulls
+// into) and reg's credentials, insecure registries and retries.
+func New(client *containerd.Client, reg *registry.Client, opts ...Option) *Puller {
+	p := &Puller{client: client, reg: reg, concurrency: DefaultConcurrency, interval: 100 * time.Millisecond}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// Progress is one blob's download state.
+type Progress struct {
+	// Digest of the blob.
+	Digest string
+	// Done and Total are bytes; Total is 0 when not yet known.
+	Done, Total int64
+	// Complete is true once the blob is committed (or was already present).
+	Complete bool
+}
+
+// Result describes a pulled image.
+type Result struct {
+	// Name is the image's name in containerd: repository@digest.
+	Name string
+	// Digest is the platform manifest's digest (the resolved SHA).
+	Digest string
+	// IndexDigest is the index's digest when the image came from one.
+	IndexDigest string
+	// Size is the platform image's total size: manifest, config and layers.
+	Size int64
+}
+
+// Pull downloads the image res resolved to and unpacks it. want, if not
+// empty, is the configured sha256: a mismatch fails before any blob is
+// fetched, naming both digests. progress, if not nil, receives blob states
+// while the pull runs (from one goroutine at a time).
+//
+// Nothing already on disk is replaced: the image is stored under a name of
+// its own digest, and a failed or mismatched pull leaves every earlier image
+// as it was.
+func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string, progress func(Progress)) (Result, error) {
+	if err := registry.Verify(res, want); err != nil {
+		return Result{}, err
+	}
+	r, err := p.reg.ParseReference(res.Ref)
+	if err != nil {
+		return Result{}, err
+	}
+	top := res.Digest
+	if res.IndexDigest != "" {
+		top = res.IndexDigest
+	}
+	imgName := r.Context().Name() + "@" + top
+	platform, err := platforms.Parse(p.reg.Platform().String())
+	if err != nil {
+		return Result{}, fmt.Errorf("platform %s: %w", p.reg.Platform(), err)
+	}
+	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: p.hosts})
+	opts := []containerd.RemoteOpt{
+		containerd.WithResolver(resolver),
+		containerd.WithPlatformMatcher(platforms.Only(platform)),
+		containerd.WithPullUnpack,
+		containerd.WithMaxConcurrentDownloads(p.concurrency),
+	}
+	if p.snapshotter != "" {
+		opts = append(opts, containerd.WithPullSnapshotter(p.snapshotter))
+	}
+	stop, handler := p.watch(ctx, progress)
+	if handler != nil {
+		opts = append(opts, containerd.WithImageHandler(handler))
+	}
+	img, err := p.client.Pull(ctx, imgName, opts...)
+	stop(err == nil)
+	if err != nil {
+		return Result{}, &registry.Error{Ref: res.Ref, Op: "pull", Kind: kindOfPull(err), Err: err}
+	}
+	// The pull was by digest and containerd checked every digest on the way
+	// in; check the result names what was resolved all the same.
+	target := img.Target()
+	if target.Digest.String() != top {
+		return Result{}, &registry.Error{Ref: res.Ref, Op: "verify", Kind: registry.ErrDigestMismatch,
+			Err: fmt.Errorf("pulled %s, resolved %s", target.Digest, top)}
+	}
+	if res.IndexDigest != "" {
+		if err := p.checkPlatformManifest(ctx, target, platforms.Only(platform), res); err != nil {
+			return Result{}, err
+		}
+	}
+	size, err := img.Size(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("sizing pulled image %s: %w", res.Ref, err)
+	}
+	return Result{Name: imgName, Digest: res.Digest, IndexDigest: res.IndexDigest, Size: size}, nil
+}
+
+// checkPlatformManifest makes sure containerd picked, from the index, the
+// manifest the resolution reported (they match platforms independently).
+func (p *Puller) checkPlatformManifest(ctx context.Context, index ocispec.Descriptor, m platforms.MatchComparer, res registry.Resolution) error {
+	children, err := images.Children(ctx, p.client.ContentStore(), index)
+	if err != nil {
+		return fmt.Errorf("reading pulled index of %s: %w", res.Ref, err)
+	}
+	for _, c := range children {
+		if c.Platform != nil && m.Match(*c.Platform) {
+			if c.Digest.String() != res.Digest {
+				return &registry.Error{Ref: res.Ref, Op: "verify", Kind: registry.ErrDigestMismatch,
+					Err: fmt.Errorf("containerd chose platform manifest %s, resolution says %s", c.Digest, res.Digest)}
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("pulled index of %s has no manifest for the platform", res.Ref)
+}
+
+// hosts configures containerd's resolver from the registry client: TLS
+// unless the registry is named insecure, the same credentials and the same
+// retrying transport.
+func (p *Puller) hosts(host string) ([]docker.RegistryHost, error) {
+	client := &http.Client{Transport: p.reg.Transport()}
+	scheme := "https"
+	if p.reg.Insecure(host) {
+		scheme = "http"
+	}
+	apiHost := host
+	if host == name.DefaultRegistry || host == "docker.io" {
+		apiHost = "registry-1.docker.io"
+	}
+	auth := docker.NewDockerAuthorizer(docker.WithAuthClient(client), docker.WithAuthCreds(p.reg.Credentials))
+	return []docker.RegistryHost{{
+		Client: client, Authorizer: auth, Host: apiHost, Scheme: scheme, Path: "/v2",
+		Capabilities: docker.HostCapabilityPull | docker.HostCapabilityResolve,
+	}}, nil
+}
+
+// watch reports progress while a pull runs: every descriptor as the pull
+// reaches it (handler), the content store's ingests as bytes arrive (polled),
+// and, when stop is called with ok, every blob complete.
+func (p *Puller) watch(ctx context.Context, progress func(Progress)) (stop func(ok bool), handler images.Handler) {
+	if progress == nil {
+		return func(bool) {}, nil
+	}
+	cs := p.client.ContentStore()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var mu sync.Mutex // progress is called from one goroutine at a time
+	seen := map[string]Progress{}
+	handler = images.HandlerFunc(func(_ context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		d := desc.Digest.String()
+		if _, ok := seen[d]; !ok {
+			pr := Progress{Digest: d, Total: desc.Size}
+			seen[d] = pr
+			progress(pr)
+		}
+		return nil, nil
+	})
+	report := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		statuses, err := cs.ListStatuses(ctx)
+		if err != nil {
+			return
+		}
+		sort.Slice(statuses, func(i, j int) bool { return statuses[i].Ref < statuses[j].Ref })
+		for _, s := range statuses {
+			d := digestOfRef(s)
+			pr := Progress{Digest: d, Done: s.Offset, Total: s.Total}
+			if seen[d] != pr {
+				seen[d] = pr
+				progress(pr)
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(p.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				report()
+			}
+		}
+	}()
+	return func(ok bool) {
+		cancel()
+		wg.Wait()
+		if ok {
+			for d, pr := range seen {
+				if pr.Total > 0 {
+					progress(Progress{Digest: d, Done: pr.Total, Total: pr.Total, Complete: true})
+				}
+			}
+		}
+	}, handler
+}
+
+// digestOfRef extracts the digest from an ingest ref such as
+// "layer-sha256:abc..." (containerd's remotes.MakeRefKey).
+func digestOfRef(s content.Status) string {
+	if s.Expected != "" {
+		return s.Expected.String()
+	}
+	if i := strings.Index(s.Ref, "sha256:"); i >= 0 {
+		return s.Ref[i:]
+	}
+	return s.Ref
+}
+
+// kindOfPull maps containerd's pull errors onto the registry's kinds, so
+// callers see the same distinctions whichever step failed.
+func kindOfPull(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "unexpected status from GET request") && strings.Contains(msg, "401"),
+		strings.Contains(msg, "403 Forbidden"), strings.Contains(msg, "authorization failed"):
+		return registry.ErrUnauthorized
+	case strings.Contains(msg, "not found"):
+		return registry.ErrNotFound
+	case strings.Contains(msg, "failed commit on ref") && strings.Contains(msg, "unexpected commit digest"),
+		strings.Contains(msg, "digest mismatch"):
+		return registry.ErrDigestMismatch
+	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no such host"), errors.Is(err, context.DeadlineExceeded):
+		return registry.ErrUnreachable
+	}
+	return nil
+}
