@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/pullwise
 COUNT   ?= 5
 
-.PHONY: all build test check vet fmt-check policies check-policies generate check-generated bench demo clean
+.PHONY: all build test test-integration check vet fmt-check policies check-policies generate check-generated bench demo clean
 
 all: build
 
@@ -24,6 +24,11 @@ generate:
 test: check
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race ./plugins/ ./sdk/...
+
+# The tests that start a private containerd and docker-registry (they also
+# run in make test). Outside CI they skip if those are not installed.
+test-integration:
+	$(GO) test -count=1 ./host/... ./cmd/...
 
 check: fmt-check vet check-policies check-generated
 
@@ -47,7 +52,8 @@ bench:
 	$(GO) test -run '^$$' -bench 'DecideWarm' -benchtime 3000x -count $(COUNT) ./plugins/ | tee bench-results/decide.txt
 	$(GO) test -run '^$$' -bench 'DecideFresh' -benchtime 200x -count $(COUNT) ./plugins/ | tee -a bench-results/decide.txt
 	$(GO) test -run '^$$' -bench 'Load|InstanceMemory' -benchtime 3x -count $(COUNT) ./plugins/ | tee bench-results/load.txt
-	$(GO) tool benchstat bench-results/decide.txt bench-results/load.txt
+	$(GO) test -run '^$$' -bench 'PullVsCtr' -benchtime 5x -count 1 ./host/pull/ | tee bench-results/pull.txt
+	$(GO) tool benchstat bench-results/decide.txt bench-results/load.txt bench-results/pull.txt
 
 demo: build
 	./scripts/demo.sh

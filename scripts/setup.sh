@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# Installs what building and testing pullwise needs on a Debian machine.
-# Idempotent: does nothing that is already done.
+# Installs what building and testing pullwise needs on a Debian machine, as
+# root. Idempotent: does nothing that is already done.
 #
-# Today the tests need the Go toolchain (1.26, at /usr/local/go on the
-# project's machines) and make; Go modules come from the module proxy.
+#   Go 1.26     the toolchain (at /usr/local/go on the project's machines)
+#   make, git   the build
+#   containerd, runc, docker-registry
+#               the integration tests start private instances of these on
+#               temporary sockets and loopback ports; no system service is
+#               used or needed
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
 
-need_apt=()
-command -v make >/dev/null || need_apt+=(make)
-command -v git >/dev/null || need_apt+=(git)
-if ((${#need_apt[@]})); then
-  echo "setup: installing ${need_apt[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+need=()
+command -v make >/dev/null || need+=(make)
+command -v git >/dev/null || need+=(git)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 if ! command -v go >/dev/null; then
-  echo "setup: no Go toolchain found; install Go 1.26 (https://go.dev/dl) at /usr/local/go" >&2
+  echo "setup: no Go toolchain found; install Go 1.26 at /usr/local/go" >&2
   exit 1
 fi
 go version
+containerd --version
+runc --version | head -1
 go mod download

@@ -41,6 +41,8 @@ by a WebAssembly policy module running in a sandbox; the built-in default is
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newPolicyCmd())
+	root.AddCommand(newPolicyCmd(), newResolveCmd())
 	return root
 }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }

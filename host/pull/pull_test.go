@@ -3,13 +3,15 @@ package pull
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
-	"github.com/pullwise/pullwise/host/internal/ctrdtest"
-	"github.com/pullwise/pullwise/host/internal/regtest"
+	"github.com/pullwise/pullwise/host/imagestore"
+	"github.com/pullwise/pullwise/internal/ctrdtest"
+	"github.com/pullwise/pullwise/internal/regtest"
 	"github.com/pullwise/pullwise/host/registry"
 )
 
@@ -144,6 +146,30 @@ func TestPullRejectsCorruptBlobAndKeepsPrevious(t *testing.T) {
 	}
 }
 
+func TestPullRejectsCorruptManifestAndKeepsPrevious(t *testing.T) {
+	e := setup(t)
+	regtest.PushImage(t, e.proxy.Host+"/app:latest", regtest.RandomImage(t, 64<<10, 1))
+	r1, err := e.pull(t, e.proxy.Host+"/app:latest", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := regtest.PushImage(t, e.proxy.Host+"/app:latest", regtest.RandomImage(t, 64<<10, 1))
+	res, err := e.reg.Resolve(e.ctx, e.proxy.Host+"/app:latest", nil) // HEAD: the digest header is honest
+	if err != nil || res.Digest != next.String() {
+		t.Fatalf("resolve: %+v %v", res, err)
+	}
+	e.proxy.Corrupt(next.String(), true) // ...but the manifest body is not
+	if _, err := e.puller.Pull(e.ctx, res, "", nil); err == nil || !strings.Contains(err.Error(), "digest") {
+		t.Fatalf("corrupt manifest: %v; want a digest error", err)
+	}
+	if _, err := e.d.Client.GetImage(e.ctx, e.proxy.Host+"/app@"+next.String()); err == nil {
+		t.Fatal("an image was recorded for the corrupt manifest")
+	}
+	if !e.unpacked(t, r1.Name) {
+		t.Fatal("the previous image is no longer usable")
+	}
+}
+
 func TestPullRefusesWrongPin(t *testing.T) {
 	e := setup(t)
 	regtest.PushImage(t, e.proxy.Host+"/app:latest", regtest.RandomImage(t, 64<<10, 1))
@@ -171,5 +197,42 @@ func TestPullIndexByIndexPin(t *testing.T) {
 	plat := e.reg.Platform().String()
 	if r.Digest != per[plat].String() || r.IndexDigest != idx.String() || !e.unpacked(t, r.Name) {
 		t.Fatalf("result %+v; want platform %s manifest %s", r, plat, per[plat])
+	}
+}
+
+func TestCollectOnlyUnreferenced(t *testing.T) {
+	e := setup(t)
+	store, err := imagestore.Open(filepath.Join(t.TempDir(), "images.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	regtest.PushImage(t, e.proxy.Host+"/a:1", regtest.RandomImage(t, 1024, 1))
+	regtest.PushImage(t, e.proxy.Host+"/b:1", regtest.RandomImage(t, 1024, 1))
+	ra, err := e.pull(t, e.proxy.Host+"/a:1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := e.pull(t, e.proxy.Host+"/b:1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two ImageObjectIDs resolve to a's SHA; nothing refers to b's.
+	for _, id := range []string{"img-1", "img-2"} {
+		if err := store.Latch(imagestore.Record{ID: id, Ref: e.proxy.Host + "/a:1", Digest: ra.Digest, Reason: imagestore.LatchCreate}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := store.Hold(rb.Digest) // a refresh involving b is in flight
+	if removed, err := e.puller.Collect(e.ctx, store); err != nil || len(removed) != 0 {
+		t.Fatalf("collected %v (%v) while a refresh holds b", removed, err)
+	}
+	release()
+	removed, err := e.puller.Collect(e.ctx, store)
+	if err != nil || len(removed) != 1 || removed[0] != rb.Name {
+		t.Fatalf("collected %v, %v; want only %s", removed, err, rb.Name)
+	}
+	if !e.unpacked(t, ra.Name) {
+		t.Fatal("a referenced image was removed")
 	}
 }

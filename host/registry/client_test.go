@@ -13,7 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/pullwise/pullwise/host/internal/regtest"
+	"github.com/pullwise/pullwise/internal/regtest"
 )
 
 // setup starts a registry with a counting proxy in front and a client that
@@ -34,9 +34,17 @@ func setup(t *testing.T, opts ...Option) (*regtest.Proxy, *Client, *[]time.Durat
 	return p, c, waits
 }
 
+// TestNoChangeCheckCostsOneRequest runs against the in-process registry and
+// against the Debian docker-registry server.
 func TestNoChangeCheckCostsOneRequest(t *testing.T) {
+	t.Run("in-process", func(t *testing.T) { noChangeCheck(t, regtest.NewRegistry(t)) })
+	t.Run("docker-registry", func(t *testing.T) { noChangeCheck(t, regtest.NewDistribution(t)) })
+}
+
+func noChangeCheck(t *testing.T, registryHost string) {
 	ctx := context.Background()
-	p, c, _ := setup(t)
+	p := regtest.NewProxy(t, registryHost)
+	c := New(WithInsecure(p.Host))
 	ref := p.Host + "/app:latest"
 	want := regtest.PushImage(t, ref, regtest.RandomImage(t, 1<<20, 3))
 	first, err := c.Resolve(ctx, ref, nil)

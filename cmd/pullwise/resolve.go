@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/pullwise/pullwise/host/registry"
+)
+
+func newResolveCmd() *cobra.Command {
+	var insecure bool
+	var platform, output string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "resolve REF",
+		Short: "Print the digests a reference names now, downloading nothing",
+		Long: `Ask the registry what REF names: one HEAD request when the registry sends
+Docker-Content-Digest (a GET of the manifest otherwise), plus a GET of the
+index for a multi-arch tag. No blobs are downloaded.
+
+The resolved SHA is the digest of the manifest for the device's platform,
+which is what pullwise latches and reports; for a multi-arch tag the index
+digest is printed too. Credentials come from the Docker config
+(~/.docker/config.json and its credential helpers).`,
+		Example: `  pullwise resolve docker.io/library/ubuntu:latest
+  pullwise resolve --platform linux/arm64 -o json ubuntu:24.04
+  pullwise resolve --insecure localhost:5000/demo/app:latest`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var opts []registry.Option
+			if platform != "" {
+				p, err := v1.ParsePlatform(platform)
+				if err != nil {
+					return fmt.Errorf("--platform %q: %w", platform, err)
+				}
+				opts = append(opts, registry.WithPlatform(*p))
+			}
+			c := registry.New(append(opts, registry.WithTimeout(timeout))...)
+			if insecure {
+				r, err := c.ParseReference(args[0])
+				if err != nil {
+					return err
+				}
+				c = registry.New(append(opts, registry.WithTimeout(timeout), registry.WithInsecure(r.Context().RegistryStr()))...)
+			}
+			res, err := c.Resolve(cmd.Context(), args[0], nil)
+			if err != nil {
+				return fmt.Errorf("%w%s", err, hint(err, insecure))
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				return printJSON(out, res)
+			case "text", "":
+				fmt.Fprintf(out, "reference:   %s\ndigest:      %s\n", res.Ref, res.Digest)
+				if res.IndexDigest != "" {
+					fmt.Fprintf(out, "index:       %s\nplatform:    %s\n", res.IndexDigest, res.Platform)
+				}
+				fmt.Fprintf(out, "media type:  %s\n", res.MediaType)
+				return nil
+			default:
+				return fmt.Errorf("-o %q: want text or json", output)
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&insecure, "insecure", false, "reach the registry over plain HTTP")
+	cmd.Flags().StringVar(&platform, "platform", "", "platform to pick from a multi-arch index (default linux/<this machine's arch>)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long, retries included")
+	return cmd
+}
+
+// hint says what to do next for the failures a person can act on.
+func hint(err error, insecure bool) string {
+	switch {
+	case errorsIs(err, registry.ErrUnauthorized):
+		return "\n  hint: log in with `docker login REGISTRY` (pullwise reads ~/.docker/config.json)"
+	case errorsIs(err, registry.ErrUnreachable) && !insecure:
+		return "\n  hint: check the address; for a plain-HTTP registry add --insecure"
+	case errorsIs(err, registry.ErrNotFound):
+		return "\n  hint: check the repository and tag names"
+	}
+	return ""
+}

@@ -1,0 +1,82 @@
+package pull
+
+import (
+	"context"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/pullwise/pullwise/internal/ctrdtest"
+	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/host/registry"
+)
+
+// BenchmarkPullVsCtr pulls a 5-layer image of 100 MiB from the Debian
+// docker-registry into a private containerd, with pullwise and with
+// `ctr image pull` (which also unpacks), alternating, from a cold cache each
+// time. It reports the median of each and their ratio (target ≤ 1.0).
+//
+//	go test -run '^$' -bench PullVsCtr -benchtime 5x ./host/pull/
+func BenchmarkPullVsCtr(b *testing.B) {
+	ctrdtest.Need(b, "ctr")
+	d := ctrdtest.Start(b)
+	host := regtest.NewDistribution(b)
+	ref := host + "/bench/app:latest"
+	regtest.PushImage(b, ref, regtest.RandomImage(b, 20<<20, 5))
+	ctx := namespaces.WithNamespace(context.Background(), ctrdtest.Namespace)
+	reg := registry.New(registry.WithInsecure(host))
+	p := New(d.Client, reg)
+	// clean removes every image (synchronously garbage-collecting content and
+	// snapshots), so each pull starts cold.
+	clean := func() {
+		imgs, err := d.Client.ImageService().List(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i, img := range imgs {
+			var opts []images.DeleteOpt
+			if i == len(imgs)-1 {
+				opts = append(opts, images.SynchronousDelete())
+			}
+			if err := d.Client.ImageService().Delete(ctx, img.Name, opts...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var ours, theirs []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		clean()
+		start := time.Now()
+		res, err := reg.Resolve(ctx, ref, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Pull(ctx, res, "", nil); err != nil {
+			b.Fatal(err)
+		}
+		ours = append(ours, time.Since(start))
+
+		clean()
+		start = time.Now()
+		out, err := exec.Command("ctr", "--address", d.Socket, "--namespace", ctrdtest.Namespace,
+			"image", "pull", "--plain-http", ref).CombinedOutput()
+		if err != nil {
+			b.Fatalf("ctr image pull: %v\n%s", err, out)
+		}
+		theirs = append(theirs, time.Since(start))
+	}
+	b.StopTimer()
+	med := func(ds []time.Duration) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	b.ReportMetric(float64(med(ours).Milliseconds()), "pullwise-ms")
+	b.ReportMetric(float64(med(theirs).Milliseconds()), "ctr-ms")
+	b.ReportMetric(float64(med(ours))/float64(med(theirs)), "ratio")
+}
