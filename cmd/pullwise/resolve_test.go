@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pullwise/pullwise/internal/regtest"
 	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/internal/regtest"
 )
 
 func TestResolve(t *testing.T) {

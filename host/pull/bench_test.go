@@ -10,9 +10,9 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/internal/ctrdtest"
 	"github.com/pullwise/pullwise/internal/regtest"
-	"github.com/pullwise/pullwise/host/registry"
 )
 
 // BenchmarkPullVsCtr pulls a 5-layer image of 100 MiB from the Debian
