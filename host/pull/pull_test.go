@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
@@ -122,6 +123,45 @@ func TestPullResumesInterruptedBlob(t *testing.T) {
 	if total > size+(1<<20)+64<<10 {
 		t.Fatalf("downloaded %d bytes for a %d byte blob cut at half: the rest was not resumed", total, size)
 	}
+}
+
+// TestPullResumesAcrossAttempts cuts a blob halfway and keeps the registry
+// failing until the pull gives up; the next pull must fetch only the rest,
+// from the partial ingest containerd kept.
+func TestPullResumesAcrossAttempts(t *testing.T) {
+	e := setupWith(t, regtest.NewDistribution(t))
+	e.reg = registry.New(registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+	e.puller = New(e.d.Client, e.reg)
+	const size = 8 << 20
+	img := regtest.RandomImage(t, size, 1)
+	regtest.PushImage(t, e.proxy.Host+"/big:v1", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	res, err := e.reg.Resolve(e.ctx, e.proxy.Host+"/big:v1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy.Reset()
+	e.proxy.CutBlob(ld.String(), size/2)
+	e.proxy.FailBlob(ld.String(), 10) // every reconnection within this pull fails
+	if _, err := e.puller.Pull(e.ctx, res, "", nil); err == nil {
+		t.Fatal("the first pull should fail: the registry kept failing after the cut")
+	}
+	first := e.proxy.BlobBytes()
+	e.proxy.FailBlob(ld.String(), 0)
+	e.proxy.Reset()
+	r, err := e.puller.Pull(e.ctx, res, "", nil)
+	if err != nil {
+		t.Fatalf("second pull: %v", err)
+	}
+	second := e.proxy.BlobBytes()
+	if rest := int64(size) - first; second > rest+1<<20+16<<10 {
+		t.Fatalf("first attempt got %d bytes, the second fetched %d: more than the rest (%d) plus 1 MiB", first, second, rest)
+	}
+	if !e.unpacked(t, r.Name) {
+		t.Fatal("not unpacked")
+	}
+	t.Logf("first attempt %d bytes, second %d bytes of %d", first, second, size)
 }
 
 func TestPullRejectsCorruptBlobAndKeepsPrevious(t *testing.T) {

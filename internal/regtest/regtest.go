@@ -61,13 +61,14 @@ type Proxy struct {
 	faults      []Fault
 	cut         map[string]int64 // blob digest -> bytes to send before cutting
 	corrupt     map[string]bool  // digest -> flip a byte of its body
+	failBlob    map[string]int   // blob digest -> GETs still to answer 503
 }
 
 // NewProxy starts a proxy in front of the registry at host:port.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
 	u, _ := url.Parse("http://" + target)
-	p := &Proxy{target: u, rp: httputil.NewSingleHostReverseProxy(u), cut: map[string]int64{}, corrupt: map[string]bool{}}
+	p := &Proxy{target: u, rp: httputil.NewSingleHostReverseProxy(u), cut: map[string]int64{}, corrupt: map[string]bool{}, failBlob: map[string]int{}}
 	p.rp.ModifyResponse = p.modify
 	s := httptest.NewServer(http.HandlerFunc(p.serve))
 	t.Cleanup(s.Close)
@@ -110,6 +111,10 @@ func (p *Proxy) Fail(f ...Fault) { p.mu.Lock(); p.faults = append(p.faults, f...
 // dropping the connection.
 func (p *Proxy) CutBlob(digest string, n int64) { p.mu.Lock(); p.cut[digest] = n; p.mu.Unlock() }
 
+// FailBlob answers the GETs of blob digest after the next one (which may be
+// cut) with 503, n times.
+func (p *Proxy) FailBlob(digest string, n int) { p.mu.Lock(); p.failBlob[digest] = n; p.mu.Unlock() }
+
 // Corrupt flips a byte in every answer for digest (blob or manifest).
 func (p *Proxy) Corrupt(digest string, on bool) { p.mu.Lock(); p.corrupt[digest] = on; p.mu.Unlock() }
 
@@ -123,6 +128,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		fault = &f
 	}
 	refuse := p.refuseHead && r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/")
+	digest := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+	if _, cutting := p.cut[digest]; fault == nil && !cutting && r.Method == http.MethodGet && p.failBlob[digest] > 0 {
+		p.failBlob[digest]--
+		fault = &Fault{Status: http.StatusServiceUnavailable}
+	}
 	p.mu.Unlock()
 	switch {
 	case fault != nil:
