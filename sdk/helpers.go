@@ -1,6 +1,8 @@
 package sdk
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -71,4 +73,19 @@ func RetryLater(in Input, base, max time.Duration) Decision {
 	next := in.Now.Add(Backoff(in.Attempt, base, max))
 	return Defer(next, fmt.Sprintf("check or pull failed (attempt %d: %s); retrying at %s",
 		in.Attempt, in.LastError, next.UTC().Format(time.RFC3339)))
+}
+
+// DecodeSettings decodes a module's settings into v strictly: unknown fields
+// are errors (a typo in a setting must not be silently ignored). Empty or
+// null settings leave v as it is, so v's initial values are the defaults.
+func DecodeSettings(raw json.RawMessage, v any) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("settings: %w", err)
+	}
+	return nil
 }

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,13 +29,8 @@ const (
 
 func parse(raw json.RawMessage) (time.Duration, error) {
 	var s settings
-	if len(raw) == 0 || string(raw) == "null" {
-		return defaultInterval, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
-		return 0, fmt.Errorf("settings: %w", err)
+	if err := sdk.DecodeSettings(raw, &s); err != nil {
+		return 0, err
 	}
 	if s.Interval == "" {
 		return defaultInterval, nil

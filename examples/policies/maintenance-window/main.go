@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,13 +40,11 @@ type window struct {
 
 func parse(raw json.RawMessage) (window, error) {
 	var s settings
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
 	if len(raw) == 0 || string(raw) == "null" {
 		return window{}, errors.New("settings are required: {\"start\": \"HH:MM\", \"end\": \"HH:MM\"}")
 	}
-	if err := dec.Decode(&s); err != nil {
-		return window{}, fmt.Errorf("settings: %w", err)
+	if err := sdk.DecodeSettings(raw, &s); err != nil {
+		return window{}, err
 	}
 	w := window{zone: time.UTC, absentAnytime: s.AbsentAnytime == nil || *s.AbsentAnytime}
 	var err error

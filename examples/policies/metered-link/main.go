@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,14 +36,9 @@ type config struct {
 
 func parse(raw json.RawMessage) (config, error) {
 	c := config{maxDownload: 600 * time.Second, retryAfter: time.Hour}
-	if len(raw) == 0 || string(raw) == "null" {
-		return c, nil
-	}
 	var s settings
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
-		return c, fmt.Errorf("settings: %w", err)
+	if err := sdk.DecodeSettings(raw, &s); err != nil {
+		return c, err
 	}
 	if s.MaxDownloadSeconds < 0 {
 		return c, errors.New("settings.maxDownloadSeconds must not be negative")
