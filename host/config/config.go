@@ -1,0 +1,375 @@
+// Package config is pullwise's declarative configuration: the device's pull
+// policy and registries, and the app instances with their drives and EVE's
+// restart, purge and refreshImage counters. It parses YAML or JSON strictly
+// and validates everything before anything acts on it, naming the field of
+// every problem, so a bad edit is rejected whole and running apps stay as
+// they were.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"sigs.k8s.io/yaml"
+)
+
+// DefaultPolicy is used when neither the app nor the device names a policy.
+const DefaultPolicy = "always"
+
+// Config is the whole configuration.
+type Config struct {
+	Device Device `json:"device"`
+	Apps   []App  `json:"apps"`
+}
+
+// Device is the device-wide part.
+type Device struct {
+	// PullPolicy is the default for apps that do not name one.
+	PullPolicy *PolicyRef `json:"pullPolicy,omitempty"`
+	// PolicyDir is the drop-in module directory. Default: STATE/policies.
+	PolicyDir string `json:"policyDir,omitempty"`
+	// InsecureRegistries may be reached over plain HTTP (host or host:port).
+	InsecureRegistries []string `json:"insecureRegistries,omitempty"`
+}
+
+// PolicyRef names a policy: a built-in or a drop-in module, with its
+// settings and, for a drop-in, an optional sha256 pin. In YAML it is either
+// a plain name or an object.
+type PolicyRef struct {
+	Name     string          `json:"name"`
+	Settings json.RawMessage `json:"settings,omitempty"`
+	SHA256   string          `json:"sha256,omitempty"`
+}
+
+// UnmarshalJSON accepts "name" or {"name": ..., "settings": ..., "sha256": ...}.
+func (p *PolicyRef) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		*p = PolicyRef{Name: s}
+		return nil
+	}
+	type plain PolicyRef
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var v plain
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	*p = PolicyRef(v)
+	return nil
+}
+
+// App is one app instance.
+type App struct {
+	UUID         string      `json:"uuid"`
+	DisplayName  string      `json:"displayName"`
+	PullPolicy   *PolicyRef  `json:"pullPolicy,omitempty"`
+	Drives       []Drive     `json:"drives"`
+	Restart      InstanceOps `json:"restart"`
+	Purge        InstanceOps `json:"purge"`
+	RefreshImage InstanceOps `json:"refreshImage"`
+	Command      []string    `json:"command,omitempty"`
+	Env          []string    `json:"env,omitempty"`
+}
+
+// InstanceOps is EVE's InstanceOpsCmd: an increase of Counter asks for one
+// action, however many steps it increased by.
+type InstanceOps struct {
+	Counter int64 `json:"counter"`
+}
+
+// DriveKind says what a drive is.
+type DriveKind string
+
+const (
+	// DriveContainer is a container image. The app's first container drive
+	// is its root filesystem; further ones are mounted read-only at
+	// MountPath. Only container drives are refreshed.
+	DriveContainer DriveKind = "container"
+	// DriveVolume is an empty writable volume at MountPath, holding the
+	// app's state: kept across restarts and image changes, emptied by purge.
+	DriveVolume DriveKind = "volume"
+)
+
+// Drive is one of an app's drives.
+type Drive struct {
+	Kind      DriveKind `json:"kind"`
+	Image     *Image    `json:"image,omitempty"`
+	MountPath string    `json:"mountPath,omitempty"`
+}
+
+// Image is a container drive's image.
+type Image struct {
+	// UUID is the ImageObjectID.
+	UUID string `json:"uuid"`
+	// Name is the reference: "registry/repo:tag", "repo@sha256:...", or both.
+	Name string `json:"name"`
+	// SHA256 optionally pins the manifest (index or platform manifest).
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// Pin returns the sha256 the image must have, from SHA256 or from an
+// "@sha256:" in Name, lower-case with its prefix; empty if none.
+func (i Image) Pin() string {
+	if i.SHA256 != "" {
+		return "sha256:" + strings.TrimPrefix(strings.ToLower(i.SHA256), "sha256:")
+	}
+	if _, d, ok := strings.Cut(i.Name, "@"); ok {
+		return strings.ToLower(d)
+	}
+	return ""
+}
+
+// Policy returns the app's effective policy: its own, else the device's,
+// else the built-in default.
+func (c *Config) Policy(app App) PolicyRef {
+	switch {
+	case app.PullPolicy != nil:
+		return *app.PullPolicy
+	case c.Device.PullPolicy != nil:
+		return *c.Device.PullPolicy
+	}
+	return PolicyRef{Name: DefaultPolicy}
+}
+
+// RootDrive is the app's first container drive.
+func (a App) RootDrive() *Drive {
+	for i := range a.Drives {
+		if a.Drives[i].Kind == DriveContainer {
+			return &a.Drives[i]
+		}
+	}
+	return nil
+}
+
+// Parse reads a configuration (YAML or JSON). Unknown fields are errors.
+// It does not validate: call Validate.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return &c, nil
+}
+
+// Load reads and validates the configuration file at path against the
+// configuration currently applied (prev, or nil) and the policies known.
+func Load(file string, prev *Config, known func(string) bool) (*Config, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := c.Validate(prev, known); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return c, nil
+}
+
+var (
+	sha256RE = regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`)
+	uuidRE   = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$`)
+)
+
+// Validate checks the configuration, every problem named by its field.
+// prev is the configuration in force (nil at first start): counters may not
+// go backwards. known reports whether a policy name is a built-in or a
+// loaded drop-in module; nil accepts any name.
+func (c *Config) Validate(prev *Config, known func(string) bool) error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	checkPolicy := func(field string, p *PolicyRef) {
+		if p == nil {
+			return
+		}
+		switch {
+		case p.Name == "":
+			bad(field+".name", "empty policy name")
+		case known != nil && !known(p.Name):
+			bad(field+".name", "unknown policy %q (neither a built-in nor a module in the policy directory)", p.Name)
+		}
+		if p.SHA256 != "" && !sha256RE.MatchString(p.SHA256) {
+			bad(field+".sha256", "%q is not a sha256 (64 hex digits)", p.SHA256)
+		}
+		if len(p.Settings) > 0 && !json.Valid(p.Settings) {
+			bad(field+".settings", "not valid JSON")
+		}
+	}
+	checkPolicy("device.pullPolicy", c.Device.PullPolicy)
+	for i, r := range c.Device.InsecureRegistries {
+		if _, err := name.NewRegistry(r); err != nil || r == "" {
+			bad(fmt.Sprintf("device.insecureRegistries[%d]", i), "%q is not a registry host", r)
+		}
+	}
+	prevApps := map[string]App{}
+	if prev != nil {
+		for _, a := range prev.Apps {
+			prevApps[a.UUID] = a
+		}
+	}
+	apps := map[string]int{}
+	images := map[string]string{} // image uuid -> field where first seen
+	imageRefs := map[string]string{}
+	for i, a := range c.Apps {
+		f := fmt.Sprintf("apps[%d]", i)
+		switch {
+		case !uuidRE.MatchString(a.UUID):
+			bad(f+".uuid", "%q is not a valid uuid", a.UUID)
+		case apps[a.UUID] > 0:
+			bad(f+".uuid", "duplicate uuid %q (also apps[%d])", a.UUID, apps[a.UUID]-1)
+		default:
+			apps[a.UUID] = i + 1
+		}
+		if a.DisplayName == "" {
+			bad(f+".displayName", "required")
+		}
+		checkPolicy(f+".pullPolicy", a.PullPolicy)
+		for _, op := range []struct {
+			field string
+			now   int64
+			was   func(App) int64
+		}{
+			{"restart", a.Restart.Counter, func(p App) int64 { return p.Restart.Counter }},
+			{"purge", a.Purge.Counter, func(p App) int64 { return p.Purge.Counter }},
+			{"refreshImage", a.RefreshImage.Counter, func(p App) int64 { return p.RefreshImage.Counter }},
+		} {
+			if op.now < 0 {
+				bad(f+"."+op.field+".counter", "negative (%d)", op.now)
+			}
+			if p, ok := prevApps[a.UUID]; ok && op.now < op.was(p) {
+				bad(f+"."+op.field+".counter", "went backwards from %d to %d", op.was(p), op.now)
+			}
+		}
+		if a.RootDrive() == nil {
+			bad(f+".drives", "needs at least one container drive (the root filesystem)")
+		}
+		mounts := map[string]bool{}
+		for j, d := range a.Drives {
+			df := fmt.Sprintf("%s.drives[%d]", f, j)
+			isRoot := &a.Drives[j] == a.RootDrive()
+			switch d.Kind {
+			case DriveContainer:
+				if d.Image == nil {
+					bad(df+".image", "required for a container drive")
+					break
+				}
+				validateImage(df+".image", *d.Image, bad)
+				if d.Image.UUID != "" {
+					if first, ok := images[d.Image.UUID]; ok && imageRefs[d.Image.UUID] != d.Image.Name {
+						bad(df+".image.uuid", "ImageObjectID %q is used by %s for another image (%q)", d.Image.UUID, first, imageRefs[d.Image.UUID])
+					} else if !ok {
+						images[d.Image.UUID], imageRefs[d.Image.UUID] = df+".image", d.Image.Name
+					}
+				}
+			case DriveVolume:
+				if d.Image != nil {
+					bad(df+".image", "a volume drive has no image")
+				}
+			default:
+				bad(df+".kind", "%q: want %q or %q", d.Kind, DriveContainer, DriveVolume)
+			}
+			switch {
+			case isRoot && d.MountPath != "":
+				bad(df+".mountPath", "the root filesystem drive has no mount path")
+			case !isRoot && (d.MountPath == "" || !path.IsAbs(d.MountPath) || path.Clean(d.MountPath) == "/"):
+				bad(df+".mountPath", "%q: want an absolute path other than /", d.MountPath)
+			case !isRoot && mounts[path.Clean(d.MountPath)]:
+				bad(df+".mountPath", "%q is mounted twice", d.MountPath)
+			}
+			mounts[path.Clean(d.MountPath)] = true
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validateImage(f string, img Image, bad func(string, string, ...any)) {
+	if !uuidRE.MatchString(img.UUID) {
+		bad(f+".uuid", "%q is not a valid uuid", img.UUID)
+	}
+	ref, err := name.ParseReference(img.Name)
+	if err != nil {
+		bad(f+".name", "%q is not an image reference: %v", img.Name, err)
+		return
+	}
+	if img.SHA256 != "" {
+		if !sha256RE.MatchString(img.SHA256) {
+			bad(f+".sha256", "%q is not a sha256 (64 hex digits)", img.SHA256)
+			return
+		}
+		if d, ok := ref.(name.Digest); ok && !strings.EqualFold(d.DigestStr(), img.Pin()) {
+			bad(f+".sha256", "%s contradicts the digest in name (%s)", img.Pin(), d.DigestStr())
+		}
+	}
+}
+
+// Delta is what changed for one app between two configurations.
+type Delta struct {
+	UUID             string
+	Created, Removed bool
+	// Modified: anything other than the counters changed.
+	Modified bool
+	// Restart, Purge and Refresh: the counter increased (one action each,
+	// however many steps).
+	Restart, Purge, Refresh bool
+}
+
+// Diff lists what changed from prev (nil: nothing was configured) to c, in
+// c's app order, removed apps last.
+func (c *Config) Diff(prev *Config) []Delta {
+	old := map[string]App{}
+	if prev != nil {
+		for _, a := range prev.Apps {
+			old[a.UUID] = a
+		}
+	}
+	var out []Delta
+	seen := map[string]bool{}
+	for _, a := range c.Apps {
+		seen[a.UUID] = true
+		p, ok := old[a.UUID]
+		if !ok {
+			out = append(out, Delta{UUID: a.UUID, Created: true})
+			continue
+		}
+		d := Delta{UUID: a.UUID,
+			Restart: a.Restart.Counter > p.Restart.Counter,
+			Purge:   a.Purge.Counter > p.Purge.Counter,
+			Refresh: a.RefreshImage.Counter > p.RefreshImage.Counter,
+		}
+		a.Restart, a.Purge, a.RefreshImage = p.Restart, p.Purge, p.RefreshImage
+		d.Modified = !sameApp(a, p, c, prev)
+		if d.Modified || d.Restart || d.Purge || d.Refresh {
+			out = append(out, d)
+		}
+	}
+	if prev != nil {
+		for _, a := range prev.Apps {
+			if !seen[a.UUID] {
+				out = append(out, Delta{UUID: a.UUID, Removed: true})
+			}
+		}
+	}
+	return out
+}
+
+// sameApp compares two apps, counters already equalised, including the
+// effective policy (a device default change modifies apps that use it).
+func sameApp(a, b App, ca, cb *Config) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	pa, _ := json.Marshal(ca.Policy(a))
+	pb, _ := json.Marshal(cb.Policy(b))
+	return bytes.Equal(ja, jb) && bytes.Equal(pa, pb)
+}

@@ -1,0 +1,175 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func known(n string) bool { return n != "sometimes" }
+
+func TestExampleIsValid(t *testing.T) {
+	c, err := Load("../../examples/config/device.yaml", nil, func(n string) bool {
+		return n == "always" || n == "maintenance-window"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Apps) != 2 || c.Policy(c.Apps[0]).Name != "always" || c.Policy(c.Apps[1]).Name != "maintenance-window" {
+		t.Fatalf("%+v", c)
+	}
+	if pin := c.Apps[0].Drives[1].Image.Pin(); pin != "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" {
+		t.Fatalf("pin %q", pin)
+	}
+}
+
+const base = `
+device: {pullPolicy: use-existing}
+apps:
+  - uuid: app-1
+    displayName: web
+    drives:
+      - kind: container
+        image: {uuid: img-1, name: "localhost:5000/web:latest"}
+      - kind: volume
+        mountPath: /data
+`
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte(`apps: [{uuid: a, displayName: a, drives: [{kind: container, image: {uuid: i, name: "r/a:1"}}]}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Policy(c.Apps[0]); p.Name != DefaultPolicy {
+		t.Fatalf("default policy %q", p.Name)
+	}
+	c, _ = Parse([]byte(base))
+	if p := c.Policy(c.Apps[0]); p.Name != "use-existing" {
+		t.Fatalf("device default %q", p.Name)
+	}
+}
+
+// TestInvalid changes one thing in a valid config and requires an error
+// naming that field.
+func TestInvalid(t *testing.T) {
+	tests := []struct {
+		name, from, to, field string
+	}{
+		{"bad reference", `name: "localhost:5000/web:latest"`, `name: "Not A Ref!"`, "apps[0].drives[0].image.name"},
+		{"malformed sha256", `name: "localhost:5000/web:latest"}`, `name: "localhost:5000/web:latest", sha256: "abc"}`, "apps[0].drives[0].image.sha256"},
+		{"contradicting pin", `name: "localhost:5000/web:latest"}`, `name: "localhost:5000/web@sha256:` + strings.Repeat("a", 64) + `", sha256: "` + strings.Repeat("b", 64) + `"}`, "contradicts the digest in name"},
+		{"unknown device policy", `pullPolicy: use-existing`, `pullPolicy: sometimes`, `device.pullPolicy.name: unknown policy "sometimes"`},
+		{"unknown app policy", `displayName: web`, "displayName: web\n    pullPolicy: {name: sometimes}", `apps[0].pullPolicy.name: unknown policy "sometimes"`},
+		{"bad policy pin", `pullPolicy: use-existing`, `pullPolicy: {name: always, sha256: xyz}`, "device.pullPolicy.sha256"},
+		{"no root drive", "      - kind: container\n        image: {uuid: img-1, name: \"localhost:5000/web:latest\"}\n", "", "apps[0].drives: needs at least one container drive"},
+		{"unknown drive kind", `- kind: volume`, `- kind: disk`, `apps[0].drives[1].kind: "disk"`},
+		{"relative mount", `mountPath: /data`, `mountPath: data`, "apps[0].drives[1].mountPath"},
+		{"volume with image", `mountPath: /data`, `mountPath: /data` + "\n        image: {uuid: x, name: r/a:1}", "apps[0].drives[1].image: a volume drive has no image"},
+		{"negative counter", `displayName: web`, "displayName: web\n    restart: {counter: -1}", "apps[0].restart.counter: negative"},
+		{"missing display name", `displayName: web`, `displayName: ""`, "apps[0].displayName: required"},
+		{"unknown field", `displayName: web`, "displayName: web\n    colour: blue", `unknown field "colour"`},
+		{"bad insecure registry", `device: {pullPolicy: use-existing}`, `device: {insecureRegistries: ["http://x/y"]}`, "device.insecureRegistries[0]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(base, tc.from, tc.to, 1)
+			if src == base {
+				t.Fatalf("the test's replacement did not apply")
+			}
+			c, err := Parse([]byte(src))
+			if err == nil {
+				err = c.Validate(nil, known)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("error %v; want one naming %q", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestDuplicates(t *testing.T) {
+	two := base + `
+  - uuid: app-1
+    displayName: other
+    drives:
+      - kind: container
+        image: {uuid: img-1, name: "localhost:5000/other:latest"}
+`
+	c, err := Parse([]byte(two))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate(nil, known)
+	for _, want := range []string{`apps[1].uuid: duplicate uuid "app-1" (also apps[0])`, `apps[1].drives[0].image.uuid: ImageObjectID "img-1" is used by apps[0].drives[0].image for another image`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v; want %q", err, want)
+		}
+	}
+}
+
+func TestCountersMayNotGoBackwards(t *testing.T) {
+	prev, _ := Parse([]byte(strings.Replace(base, "displayName: web", "displayName: web\n    refreshImage: {counter: 5}", 1)))
+	next, _ := Parse([]byte(strings.Replace(base, "displayName: web", "displayName: web\n    refreshImage: {counter: 4}", 1)))
+	err := next.Validate(prev, known)
+	if err == nil || !strings.Contains(err.Error(), "apps[0].refreshImage.counter: went backwards from 5 to 4") {
+		t.Fatalf("%v", err)
+	}
+	if err := prev.Validate(prev, known); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDiff(t *testing.T) {
+	prev, _ := Parse([]byte(base))
+	with := func(extra string) *Config {
+		c, err := Parse([]byte(strings.Replace(base, "displayName: web", "displayName: web\n"+extra, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	tests := []struct {
+		name string
+		next *Config
+		want Delta
+	}{
+		{"refresh+restart counted once each", with("    refreshImage: {counter: 3}\n    restart: {counter: 2}"), Delta{UUID: "app-1", Refresh: true, Restart: true}},
+		{"purge", with("    purge: {counter: 1}"), Delta{UUID: "app-1", Purge: true}},
+		{"other change", with("    env: [A=1]"), Delta{UUID: "app-1", Modified: true}},
+		{"policy override", with("    pullPolicy: never"), Delta{UUID: "app-1", Modified: true}},
+	}
+	for _, tc := range tests {
+		got := tc.next.Diff(prev)
+		if len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+	if got := prev.Diff(prev); len(got) != 0 {
+		t.Errorf("no change: %+v", got)
+	}
+	empty := &Config{}
+	if got := prev.Diff(nil); len(got) != 1 || !got[0].Created {
+		t.Errorf("create: %+v", got)
+	}
+	if got := empty.Diff(prev); len(got) != 1 || !got[0].Removed {
+		t.Errorf("remove: %+v", got)
+	}
+	// A device default change modifies the apps that use it.
+	dev, _ := Parse([]byte(strings.Replace(base, "pullPolicy: use-existing", "pullPolicy: never", 1)))
+	if got := dev.Diff(prev); len(got) != 1 || !got[0].Modified {
+		t.Errorf("device policy change: %+v", got)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	if _, err := Load("/nonexistent/pullwise.yaml", nil, nil); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "reading config") {
+		t.Fatalf("missing file: %v", err)
+	}
+	bad := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(bad, []byte("apps: [{uuid: a"), 0o644)
+	if _, err := Load(bad, nil, nil); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("malformed YAML: %v; want an error naming the file", err)
+	}
+}
