@@ -1,0 +1,363 @@
+// Package containers runs app instances as containerd containers: one
+// container per app, its root filesystem a snapshot of the root image, its
+// further container drives read-only views of their images, its volumes
+// directories in the state directory bind-mounted read-write.
+//
+// The operations keep EVE's meanings: Restart keeps the container's writable
+// layer and the volumes; Replace (an image change) builds a new root
+// filesystem from the new image and keeps the volumes; Purge discards both.
+package containers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/defaults"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/image-spec/identity"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Labels pullwise puts on what it creates, so it can find them again after a
+// restart (adoption) and never touches containers it did not make.
+const (
+	LabelApp        = "io.pullwise.app"
+	LabelRootfs     = "io.pullwise.rootfs"
+	LabelGeneration = "io.pullwise.generation"
+)
+
+// Manager creates and runs app containers in the client's namespace.
+type Manager struct {
+	client      *containerd.Client
+	dir         string
+	snapshotter string
+	stopTimeout time.Duration
+}
+
+// New returns a Manager keeping volumes and logs under stateDir.
+func New(client *containerd.Client, stateDir string) *Manager {
+	return &Manager{client: client, dir: stateDir, snapshotter: defaults.DefaultSnapshotter, stopTimeout: 10 * time.Second}
+}
+
+// Spec is what an app's container is made of.
+type Spec struct {
+	// ID is the app's uuid; it names the container.
+	ID string
+	// Image is the containerd image name of the root filesystem drive.
+	Image string
+	// ReadOnly are further container drives, mounted read-only.
+	ReadOnly []Mount
+	// Volumes are writable directories holding the app's state.
+	Volumes []Mount
+	// Command replaces the image's entrypoint and command when set.
+	Command []string
+	Env     []string
+}
+
+// Mount is an image (for ReadOnly) or a volume name (for Volumes) at Path.
+type Mount struct {
+	Source string
+	Path   string
+}
+
+// Status is an app container's state.
+type Status struct {
+	Exists  bool
+	Running bool
+	// Image is the root image the container was created from.
+	Image string
+	// Generation counts root filesystems built for the app: it changes on
+	// Replace and Purge, not on Restart.
+	Generation int
+	// ExitCode is the last exit status when not running.
+	ExitCode uint32
+	Pid      uint32
+}
+
+// Create creates the app's container (not started). Volumes are created
+// empty if they do not exist.
+func (m *Manager) Create(ctx context.Context, s Spec) error {
+	return m.create(ctx, s, 1)
+}
+
+func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
+	img, err := m.client.GetImage(ctx, s.Image)
+	if err != nil {
+		return fmt.Errorf("app %s: root image %s: %w", s.ID, s.Image, err)
+	}
+	mounts := []specs.Mount{}
+	for _, v := range s.Volumes {
+		dir := m.volumeDir(s.ID, v.Source)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("app %s: volume %s: %w", s.ID, v.Source, err)
+		}
+		mounts = append(mounts, specs.Mount{Destination: v.Path, Type: "bind", Source: dir, Options: []string{"rbind", "rw"}})
+	}
+	for i, ro := range s.ReadOnly {
+		ms, err := m.view(ctx, s.ID, gen, i, ro.Source)
+		if err != nil {
+			return err
+		}
+		for _, mt := range ms {
+			opts := append([]string{"ro"}, mt.Options...)
+			if mt.Type == "bind" {
+				opts = append(opts, "rbind")
+			}
+			mounts = append(mounts, specs.Mount{Destination: ro.Path, Type: mt.Type, Source: mt.Source, Options: opts})
+		}
+	}
+	specOpts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithHostNamespace(specs.NetworkNamespace),
+		oci.WithHostHostsFile,
+		oci.WithHostResolvconf,
+		oci.WithMounts(mounts),
+	}
+	if len(s.Command) > 0 {
+		specOpts = append(specOpts, oci.WithProcessArgs(s.Command...))
+	}
+	if len(s.Env) > 0 {
+		specOpts = append(specOpts, oci.WithEnv(s.Env))
+	}
+	rootfs := fmt.Sprintf("%s-rootfs-%d", s.ID, gen)
+	_, err = m.client.NewContainer(ctx, s.ID,
+		containerd.WithContainerLabels(map[string]string{LabelApp: s.ID, LabelRootfs: rootfs, LabelGeneration: strconv.Itoa(gen)}),
+		containerd.WithImage(img),
+		containerd.WithSnapshotter(m.snapshotter),
+		containerd.WithNewSnapshot(rootfs, img),
+		containerd.WithNewSpec(specOpts...),
+	)
+	if err != nil {
+		return fmt.Errorf("app %s: creating container: %w", s.ID, err)
+	}
+	return nil
+}
+
+// view makes a read-only view of an image's unpacked layers.
+func (m *Manager) view(ctx context.Context, id string, gen, i int, image string) ([]mount.Mount, error) {
+	img, err := m.client.GetImage(ctx, image)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: read-only image %s: %w", id, image, err)
+	}
+	diffs, err := img.RootFS(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: read-only image %s: %w", id, image, err)
+	}
+	key := fmt.Sprintf("%s-ro-%d-%d", id, gen, i)
+	sn := m.client.SnapshotService(m.snapshotter)
+	ms, err := sn.View(ctx, key, identity.ChainID(diffs).String())
+	if errdefs.IsAlreadyExists(err) {
+		ms, err = sn.Mounts(ctx, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("app %s: view of %s: %w", id, image, err)
+	}
+	return ms, nil
+}
+
+// Start starts the app's process, replacing a stopped task.
+func (m *Manager) Start(ctx context.Context, id string) error {
+	c, err := m.client.LoadContainer(ctx, id)
+	if err != nil {
+		return fmt.Errorf("app %s: %w", id, err)
+	}
+	if t, err := c.Task(ctx, nil); err == nil {
+		st, err := t.Status(ctx)
+		if err == nil && st.Status == containerd.Running {
+			return nil
+		}
+		if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("app %s: removing old task: %w", id, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(m.dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	t, err := c.NewTask(ctx, cio.LogFile(m.LogPath(id)))
+	if err != nil {
+		return fmt.Errorf("app %s: creating task: %w", id, err)
+	}
+	if err := t.Start(ctx); err != nil {
+		t.Delete(ctx, containerd.WithProcessKill)
+		return fmt.Errorf("app %s: starting: %w", id, err)
+	}
+	return nil
+}
+
+// Stop stops the app's process: SIGTERM, then SIGKILL after the stop
+// timeout. The container and its writable layer stay.
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	c, err := m.client.LoadContainer(ctx, id)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("app %s: %w", id, err)
+	}
+	t, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("app %s: %w", id, err)
+	}
+	exit, err := t.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("app %s: %w", id, err)
+	}
+	if st, err := t.Status(ctx); err == nil && st.Status == containerd.Running {
+		if err := t.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("app %s: stopping: %w", id, err)
+		}
+		select {
+		case <-exit:
+		case <-time.After(m.stopTimeout):
+			if err := t.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("app %s: killing: %w", id, err)
+			}
+			<-exit
+		}
+	}
+	if _, err := t.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("app %s: removing task: %w", id, err)
+	}
+	return nil
+}
+
+// Restart stops and starts the app on the same container: the writable
+// layer and the volumes are kept.
+func (m *Manager) Restart(ctx context.Context, id string) error {
+	if err := m.Stop(ctx, id); err != nil {
+		return err
+	}
+	return m.Start(ctx, id)
+}
+
+// Replace rebuilds the app's root filesystem from s.Image (an image change)
+// and starts it; volumes are kept. The new container is created before the
+// old one is stopped only in the sense that images are already on disk: the
+// downtime is a stop, a snapshot and a start.
+func (m *Manager) Replace(ctx context.Context, s Spec) error {
+	return m.rebuild(ctx, s, false)
+}
+
+// Purge discards the app's writable layer and empties its volumes, then
+// starts it from s.Image.
+func (m *Manager) Purge(ctx context.Context, s Spec) error {
+	return m.rebuild(ctx, s, true)
+}
+
+func (m *Manager) rebuild(ctx context.Context, s Spec, purge bool) error {
+	st, err := m.Status(ctx, s.ID)
+	if err != nil {
+		return err
+	}
+	if err := m.deleteContainer(ctx, s.ID); err != nil {
+		return err
+	}
+	if purge {
+		if err := os.RemoveAll(filepath.Join(m.dir, "volumes", s.ID)); err != nil {
+			return fmt.Errorf("app %s: emptying volumes: %w", s.ID, err)
+		}
+	}
+	if err := m.create(ctx, s, st.Generation+1); err != nil {
+		return err
+	}
+	return m.Start(ctx, s.ID)
+}
+
+// Remove stops and deletes the app's container, its snapshots and volumes.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	if err := m.deleteContainer(ctx, id); err != nil {
+		return err
+	}
+	return os.RemoveAll(filepath.Join(m.dir, "volumes", id))
+}
+
+func (m *Manager) deleteContainer(ctx context.Context, id string) error {
+	if err := m.Stop(ctx, id); err != nil {
+		return err
+	}
+	c, err := m.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("app %s: %w", id, err)
+	}
+	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("app %s: deleting container: %w", id, err)
+	}
+	// Read-only views are ours, not the container's: remove them too.
+	sn := m.client.SnapshotService(m.snapshotter)
+	var keys []string
+	sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if len(info.Name) > len(id)+4 && info.Name[:len(id)+4] == id+"-ro-" {
+			keys = append(keys, info.Name)
+		}
+		return nil
+	})
+	for _, k := range keys {
+		if err := sn.Remove(ctx, k); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("app %s: removing view %s: %w", id, k, err)
+		}
+	}
+	return nil
+}
+
+// Status reports the app's container and process.
+func (m *Manager) Status(ctx context.Context, id string) (Status, error) {
+	c, err := m.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return Status{}, nil
+	} else if err != nil {
+		return Status{}, fmt.Errorf("app %s: %w", id, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return Status{}, fmt.Errorf("app %s: %w", id, err)
+	}
+	gen, _ := strconv.Atoi(info.Labels[LabelGeneration])
+	st := Status{Exists: true, Image: info.Image, Generation: gen}
+	t, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return st, nil
+	} else if err != nil {
+		return st, fmt.Errorf("app %s: %w", id, err)
+	}
+	ts, err := t.Status(ctx)
+	if err != nil {
+		return st, fmt.Errorf("app %s: %w", id, err)
+	}
+	st.Running, st.ExitCode, st.Pid = ts.Status == containerd.Running, ts.ExitStatus, t.Pid()
+	return st, nil
+}
+
+// Apps lists the app ids of the containers pullwise made in this namespace.
+func (m *Manager) Apps(ctx context.Context) ([]string, error) {
+	cs, err := m.client.Containers(ctx, "labels."+`"`+LabelApp+`"`)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(cs))
+	for _, c := range cs {
+		ids = append(ids, c.ID())
+	}
+	return ids, nil
+}
+
+// LogPath is where the app's stdout and stderr go.
+func (m *Manager) LogPath(id string) string { return filepath.Join(m.dir, "logs", id+".log") }
+
+func (m *Manager) volumeDir(id, name string) string { return filepath.Join(m.dir, "volumes", id, name) }
+
+// VolumeDir is the host directory of an app's volume.
+func (m *Manager) VolumeDir(id, name string) string { return m.volumeDir(id, name) }

@@ -1,0 +1,158 @@
+package containers
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/pullwise/pullwise/host/pull"
+	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/internal/ctrdtest"
+	"github.com/pullwise/pullwise/internal/regtest"
+)
+
+// starts waits for the app's volume log to have n lines and returns them.
+func starts(t *testing.T, m *Manager, id string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(m.VolumeDir(id, "data"), "starts.log"))
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(b) == 0 {
+			lines = nil
+		}
+		if len(lines) >= n {
+			return lines
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(m.LogPath(id))
+			t.Fatalf("app %s: %d starts logged, want %d; app log:\n%s", id, len(lines), n, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLifecycle runs a real container through create, restart, image
+// change, purge and remove, checking what each keeps and discards.
+func TestLifecycle(t *testing.T) {
+	d := ctrdtest.Start(t)
+	ctx := namespaces.WithNamespace(context.Background(), ctrdtest.Namespace)
+	host := regtest.NewRegistry(t)
+	reg := registry.New(registry.WithInsecure(host))
+	puller := pull.New(d.Client, reg)
+	get := func(ref string) string {
+		res, err := reg.Resolve(ctx, ref, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := puller.Pull(ctx, res, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Name
+	}
+	regtest.PushImage(t, host+"/app:v1", regtest.AppImage(t, "v1", false))
+	regtest.PushImage(t, host+"/app:v2", regtest.AppImage(t, "v2", false))
+	regtest.PushImage(t, host+"/assets:a1", regtest.AppImage(t, "a1", false))
+	v1, v2, assets := get(host+"/app:v1"), get(host+"/app:v2"), get(host+"/assets:a1")
+
+	m := New(d.Client, t.TempDir())
+	spec := Spec{ID: "app-1", Image: v1,
+		ReadOnly: []Mount{{Source: assets, Path: "/opt/ro"}},
+		Volumes:  []Mount{{Source: "data", Path: "/data"}}}
+	if err := m.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx, "app-1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := starts(t, m, "app-1", 1)[0]; got != "start version=v1 freshrootfs=true ro=a1" {
+		t.Fatalf("first start: %q", got)
+	}
+	st, err := m.Status(ctx, "app-1")
+	if err != nil || !st.Running || st.Generation != 1 || st.Image != v1 {
+		t.Fatalf("status %+v %v", st, err)
+	}
+
+	// Restart keeps the writable layer (no fresh root filesystem) and volumes.
+	if err := m.Restart(ctx, "app-1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := starts(t, m, "app-1", 2)[1]; got != "start version=v1 freshrootfs=false ro=a1" {
+		t.Fatalf("after restart: %q", got)
+	}
+
+	// An image change builds a new root filesystem and keeps the volumes.
+	spec.Image = v2
+	if err := m.Replace(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if got := starts(t, m, "app-1", 3)[2]; got != "start version=v2 freshrootfs=true ro=a1" {
+		t.Fatalf("after image change: %q", got)
+	}
+	if st, _ := m.Status(ctx, "app-1"); st.Generation != 2 || st.Image != v2 {
+		t.Fatalf("status after replace %+v", st)
+	}
+
+	// Purge discards the writable layer and the volumes.
+	if err := m.Purge(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	lines := starts(t, m, "app-1", 1)
+	if len(lines) != 1 || lines[0] != "start version=v2 freshrootfs=true ro=a1" {
+		t.Fatalf("after purge the volume should hold one start: %q", lines)
+	}
+
+	ids, err := m.Apps(ctx)
+	if err != nil || len(ids) != 1 || ids[0] != "app-1" {
+		t.Fatalf("apps %v %v", ids, err)
+	}
+	if err := m.Remove(ctx, "app-1"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := m.Status(ctx, "app-1"); st.Exists {
+		t.Fatal("container still exists after remove")
+	}
+	if _, err := os.Stat(m.VolumeDir("app-1", "data")); !os.IsNotExist(err) {
+		t.Fatal("volume still exists after remove")
+	}
+}
+
+func TestStartFailureIsVisible(t *testing.T) {
+	d := ctrdtest.Start(t)
+	ctx := namespaces.WithNamespace(context.Background(), ctrdtest.Namespace)
+	host := regtest.NewRegistry(t)
+	reg := registry.New(registry.WithInsecure(host))
+	regtest.PushImage(t, host+"/bad:v1", regtest.AppImage(t, "bad", true))
+	res, _ := reg.Resolve(ctx, host+"/bad:v1", nil)
+	r, err := pull.New(d.Client, reg).Pull(ctx, res, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(d.Client, t.TempDir())
+	if err := m.Create(ctx, Spec{ID: "bad", Image: r.Name, Volumes: []Mount{{Source: "data", Path: "/data"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx, "bad"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := m.Status(ctx, "bad")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.Running && st.ExitCode == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status %+v: want exited with 1", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

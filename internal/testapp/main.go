@@ -1,0 +1,39 @@
+// Command testapp is the process inside the integration tests' containers.
+// It records each start in its volume (/data/starts.log: one line per start,
+// with the image version it runs), marks its writable layer (/marker, created
+// on the first start of a root filesystem), notes the version of a read-only
+// drive at /opt/ro if there is one, and runs until SIGTERM. With
+// /fail-fast in its image it exits 1 at once, to exercise rollback.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	version, _ := os.ReadFile("/version")
+	v := strings.TrimSpace(string(version))
+	_, statErr := os.Stat("/marker")
+	fresh := os.IsNotExist(statErr)
+	if fresh {
+		os.WriteFile("/marker", []byte(v), 0o644)
+	}
+	if f, err := os.OpenFile("/data/starts.log", os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+		ro, _ := os.ReadFile("/opt/ro/version")
+		fmt.Fprintf(f, "start version=%s freshrootfs=%v ro=%s\n", v, fresh, strings.TrimSpace(string(ro)))
+		f.Close()
+	}
+	fmt.Printf("testapp %s started (fresh root filesystem: %v)\n", v, fresh)
+	if _, err := os.Stat("/fail-fast"); err == nil {
+		fmt.Println("testapp: /fail-fast present, exiting 1")
+		os.Exit(1)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	fmt.Println("testapp: stopping")
+}
