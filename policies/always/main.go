@@ -1,7 +1,8 @@
 // Command always is the built-in default pull policy, as the EVE design note
 // defines it: pull when the image is absent; when it is present, one manifest
-// check at create and refresh and a pull only if the digest differs. A failed
-// pull fails the app, even when an older image is on disk.
+// check at create and refresh and a pull only if the digest differs. At
+// create a failed pull fails the app, even when an older image is on disk; a
+// failed refresh leaves the app running on the images it has.
 package main
 
 import (
@@ -26,8 +27,10 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 		return sdk.RetryLater(in, backoffBase, backoffCap), nil
 	case sdk.EventStartFailed:
 		return sdk.Decision{Action: sdk.ActionRollback, Reason: "app failed to start on the new image; rolling back to the previous one"}, nil
-	case sdk.EventCreate, sdk.EventRefresh:
+	case sdk.EventCreate:
 		return sdk.Converge(in.Image, sdk.FailApp), nil
+	case sdk.EventRefresh:
+		return sdk.Converge(in.Image, sdk.KeepExisting), nil
 	}
 	// start, boot, tick: the tag was checked at create or refresh; an absent
 	// or wrong image is still fetched.
