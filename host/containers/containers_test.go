@@ -1,14 +1,9 @@
 package containers
 
 import (
-	"context"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -19,29 +14,14 @@ import (
 // starts waits for the app's volume log to have n lines and returns them.
 func starts(t *testing.T, m *Manager, id string, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, _ := os.ReadFile(filepath.Join(m.VolumeDir(id, "data"), "starts.log"))
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		if len(b) == 0 {
-			lines = nil
-		}
-		if len(lines) >= n {
-			return lines
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(m.LogPath(id))
-			t.Fatalf("app %s: %d starts logged, want %d; app log:\n%s", id, len(lines), n, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return regtest.Starts(t, m.VolumeDir(id, "data"), n, m.LogPath(id))
 }
 
 // TestLifecycle runs a real container through create, restart, image
 // change, purge and remove, checking what each keeps and discards.
 func TestLifecycle(t *testing.T) {
 	d := ctrdtest.Start(t)
-	ctx := namespaces.WithNamespace(context.Background(), ctrdtest.Namespace)
+	ctx := d.Context()
 	host := regtest.NewRegistry(t)
 	reg := registry.New(registry.WithInsecure(host))
 	puller := pull.New(d.Client, reg)
@@ -125,7 +105,7 @@ func TestLifecycle(t *testing.T) {
 
 func TestStartFailureIsVisible(t *testing.T) {
 	d := ctrdtest.Start(t)
-	ctx := namespaces.WithNamespace(context.Background(), ctrdtest.Namespace)
+	ctx := d.Context()
 	host := regtest.NewRegistry(t)
 	reg := registry.New(registry.WithInsecure(host))
 	regtest.PushImage(t, host+"/bad:v1", regtest.AppImage(t, "bad", true))

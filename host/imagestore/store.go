@@ -48,7 +48,8 @@ type Record struct {
 	LastPull time.Time `json:"lastPull,omitzero"`
 	// PreviousDigest is what Digest was before the last refresh, kept so an
 	// app can be rolled back.
-	PreviousDigest string `json:"previousDigest,omitempty"`
+	PreviousDigest      string `json:"previousDigest,omitempty"`
+	PreviousIndexDigest string `json:"previousIndexDigest,omitempty"`
 }
 
 // LatchReason says what changed a latch. A latch changes only on purpose.
@@ -170,9 +171,9 @@ func (s *Store) Latch(rec Record) error {
 				if rec.Reason == LatchCreate {
 					return fmt.Errorf("latch %s to %s at create: %w (%s)", rec.ID, rec.Digest, ErrAlreadyLatched, prev.Digest)
 				}
-				rec.PreviousDigest = prev.Digest
+				rec.PreviousDigest, rec.PreviousIndexDigest = prev.Digest, prev.IndexDigest
 			} else {
-				rec.PreviousDigest = prev.PreviousDigest
+				rec.PreviousDigest, rec.PreviousIndexDigest = prev.PreviousDigest, prev.PreviousIndexDigest
 			}
 			if rec.LastCheck.IsZero() {
 				rec.LastCheck, rec.LastCheckResult, rec.LastRemoteDigest = prev.LastCheck, prev.LastCheckResult, prev.LastRemoteDigest
@@ -224,7 +225,7 @@ func (s *Store) References(digest string) ([]string, error) {
 	}
 	var ids []string
 	for _, r := range recs {
-		if r.Digest == digest || r.IndexDigest == digest || r.PreviousDigest == digest {
+		if r.Digest == digest || r.IndexDigest == digest || r.PreviousDigest == digest || r.PreviousIndexDigest == digest {
 			ids = append(ids, r.ID)
 		}
 	}
@@ -264,7 +265,7 @@ func (s *Store) Collectable(onDisk []string) ([]string, error) {
 	}
 	used := map[string]bool{}
 	for _, r := range recs {
-		used[r.Digest], used[r.IndexDigest], used[r.PreviousDigest] = true, true, true
+		used[r.Digest], used[r.IndexDigest], used[r.PreviousDigest], used[r.PreviousIndexDigest] = true, true, true, true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

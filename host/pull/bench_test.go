@@ -1,14 +1,12 @@
 package pull
 
 import (
-	"context"
 	"os/exec"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/internal/ctrdtest"
@@ -27,7 +25,7 @@ func BenchmarkPullVsCtr(b *testing.B) {
 	host := regtest.NewDistribution(b)
 	ref := host + "/bench/app:latest"
 	regtest.PushImage(b, ref, regtest.RandomImage(b, 20<<20, 5))
-	ctx := namespaces.WithNamespace(context.Background(), ctrdtest.Namespace)
+	ctx := d.Context()
 	reg := registry.New(registry.WithInsecure(host))
 	p := New(d.Client, reg)
 	// clean removes every image (synchronously garbage-collecting content and
@@ -63,7 +61,7 @@ func BenchmarkPullVsCtr(b *testing.B) {
 
 		clean()
 		start = time.Now()
-		out, err := exec.Command("ctr", "--address", d.Socket, "--namespace", ctrdtest.Namespace,
+		out, err := exec.Command("ctr", "--address", d.Socket, "--namespace", d.Namespace,
 			"image", "pull", "--plain-http", ref).CombinedOutput()
 		if err != nil {
 			b.Fatalf("ctr image pull: %v\n%s", err, out)

@@ -19,7 +19,9 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -117,12 +119,23 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	if p.snapshotter != "" {
 		opts = append(opts, containerd.WithPullSnapshotter(p.snapshotter))
 	}
+	// Our own lease, kept when a pull fails: containerd's per-pull lease
+	// would be dropped with the failure, and garbage collection would then
+	// delete the partial downloads a retry should resume from.
+	ctx, release, err := p.lease(ctx, top)
+	if err != nil {
+		return Result{}, err
+	}
 	stop, handler := p.watch(ctx, progress)
 	if handler != nil {
 		opts = append(opts, containerd.WithImageHandler(handler))
 	}
 	img, err := p.client.Pull(ctx, imgName, opts...)
 	stop(err == nil)
+	if err == nil {
+		// The image record now protects the content.
+		release()
+	}
 	if err != nil {
 		return Result{}, &registry.Error{Ref: res.Ref, Op: "pull", Kind: kindOfPull(err), Err: err}
 	}
@@ -162,6 +175,25 @@ func (p *Puller) checkPlatformManifest(ctx context.Context, index ocispec.Descri
 		}
 	}
 	return fmt.Errorf("pulled index of %s has no manifest for the platform", res.Ref)
+}
+
+// PartialTTL is how long the partial downloads of a failed pull are kept for
+// a retry to resume.
+const PartialTTL = 24 * time.Hour
+
+// lease returns ctx carrying a lease named after the image being pulled,
+// created if needed, and a function that deletes it.
+func (p *Puller) lease(ctx context.Context, digest string) (context.Context, func(), error) {
+	lm := p.client.LeasesService()
+	id := "pullwise-pull-" + strings.ReplaceAll(digest, ":", "-")
+	l, err := lm.Create(ctx, leases.WithID(id), leases.WithExpiration(PartialTTL))
+	if errdefs.IsAlreadyExists(err) {
+		l, err = leases.Lease{ID: id}, nil
+	}
+	if err != nil {
+		return ctx, nil, fmt.Errorf("creating a download lease: %w", err)
+	}
+	return leases.WithLease(ctx, l.ID), func() { _ = lm.Delete(context.WithoutCancel(ctx), l) }, nil
 }
 
 // hosts configures containerd's resolver from the registry client: TLS
@@ -280,4 +312,9 @@ func kindOfPull(err error) error {
 		return registry.ErrUnreachable
 	}
 	return nil
+}
+
+// Image looks up an image in containerd by name.
+func (p *Puller) Image(ctx context.Context, name string) (containerd.Image, error) {
+	return p.client.GetImage(ctx, name)
 }

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/internal/ctrdtest"
@@ -36,7 +34,7 @@ func setupWith(t *testing.T, host string) *env {
 	p := regtest.NewProxy(t, host)
 	reg := registry.New(registry.WithInsecure(p.Host))
 	return &env{proxy: p, reg: reg, puller: New(d.Client, reg), d: d,
-		ctx: namespaces.WithNamespace(context.Background(), ctrdtest.Namespace)}
+		ctx: d.Context()}
 }
 
 func (e *env) pull(t *testing.T, ref, want string) (Result, error) {
@@ -149,6 +147,9 @@ func TestPullResumesAcrossAttempts(t *testing.T) {
 	}
 	first := e.proxy.BlobBytes()
 	e.proxy.FailBlob(ld.String(), 0)
+	// A real retry comes seconds later; give the daemon the moment it needs
+	// to settle the partial ingest the failed attempt wrote.
+	waitIngest(t, e, ld.String())
 	e.proxy.Reset()
 	r, err := e.puller.Pull(e.ctx, res, "", nil)
 	if err != nil {
@@ -275,4 +276,28 @@ func TestCollectOnlyUnreferenced(t *testing.T) {
 	if !e.unpacked(t, ra.Name) {
 		t.Fatal("a referenced image was removed")
 	}
+}
+
+// waitIngest waits until containerd holds a partial ingest of digest whose
+// offset has stopped moving.
+func waitIngest(t *testing.T, e *env, digest string) {
+	t.Helper()
+	var last int64 = -1
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		statuses, err := e.d.Client.ContentStore().ListStatuses(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range statuses {
+			if strings.Contains(s.Ref, digest) && s.Offset > 0 {
+				if s.Offset == last {
+					return
+				}
+				last = s.Offset
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no settled partial ingest of %s", digest)
 }

@@ -15,16 +15,23 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 )
-
-// Namespace is the containerd namespace tests use.
-const Namespace = "pullwise-test"
 
 // Daemon is a running private containerd.
 type Daemon struct {
 	Socket string
 	Dir    string
-	Client *containerd.Client
+	// Namespace is unique to the daemon: runc keeps container state under a
+	// machine-wide root per namespace, and shims outlive their daemon, so
+	// test daemons running side by side must not share one.
+	Namespace string
+	Client    *containerd.Client
+}
+
+// Context is a background context in the daemon's namespace.
+func (d *Daemon) Context() context.Context {
+	return namespaces.WithNamespace(context.Background(), d.Namespace)
 }
 
 // Need fails (under CI) or skips the test when binaries are missing.
@@ -83,9 +90,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{Socket: sock, Dir: dir}
+	d := &Daemon{Socket: sock, Dir: dir, Namespace: "pullwise-test-" + filepath.Base(dir)[len("pwctrd-"):]}
 	t.Cleanup(func() {
 		if d.Client != nil {
+			d.removeAll()
 			d.Client.Close()
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -117,7 +125,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c, err := containerd.New(sock, containerd.WithDefaultNamespace(Namespace), containerd.WithTimeout(10*time.Second))
+	c, err := containerd.New(sock, containerd.WithDefaultNamespace(d.Namespace), containerd.WithTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,4 +136,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	}
 	d.Client = c
 	return d
+}
+
+// removeAll kills every task and deletes every container of the namespace:
+// shims outlive containerd, so what a test started must be stopped here.
+func (d *Daemon) removeAll() {
+	ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
+	defer cancel()
+	cs, err := d.Client.Containers(ctx)
+	if err != nil {
+		return
+	}
+	for _, c := range cs {
+		if t, err := c.Task(ctx, nil); err == nil {
+			t.Kill(ctx, syscall.SIGKILL)
+			if ch, err := t.Wait(ctx); err == nil {
+				select {
+				case <-ch:
+				case <-time.After(5 * time.Second):
+				}
+			}
+			t.Delete(ctx, containerd.WithProcessKill)
+		}
+		c.Delete(ctx, containerd.WithSnapshotCleanup)
+	}
 }

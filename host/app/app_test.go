@@ -1,0 +1,421 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/containers"
+	"github.com/pullwise/pullwise/host/imagestore"
+	"github.com/pullwise/pullwise/host/pull"
+	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/internal/ctrdtest"
+	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/plugins"
+)
+
+// world is one device: a private containerd, a registry behind a counting
+// proxy, and a Host with real stores, policies and containers.
+type world struct {
+	t      *testing.T
+	ctx    context.Context
+	proxy  *regtest.Proxy
+	d      *ctrdtest.Daemon
+	dir    string
+	images *imagestore.Store
+	host   *Host
+	cm     *containers.Manager
+	opts   Options
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{t: t, dir: t.TempDir()}
+	w.d = ctrdtest.Start(t)
+	w.ctx = w.d.Context()
+	w.proxy = regtest.NewProxy(t, regtest.NewRegistry(t))
+	reg := registry.New(registry.WithInsecure(w.proxy.Host), registry.WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
+	var err error
+	if w.images, err = imagestore.Open(filepath.Join(w.dir, "images.db")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.images.Close() })
+	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(filepath.Join(os.TempDir(), "pullwise-test-module-cache")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close(context.Background()) })
+	w.cm = containers.New(w.d.Client, w.dir)
+	w.opts = Options{Registry: reg, Puller: pull.New(w.d.Client, reg), Images: w.images, Containers: w.cm,
+		Policies: NewCatalog(rt, nil), StatePath: filepath.Join(w.dir, "apps.db"), GracePeriod: 1500 * time.Millisecond}
+	w.start()
+	return w
+}
+
+// start (re)starts the host on the same state, as an agent restart would.
+func (w *world) start() {
+	w.t.Helper()
+	if w.host != nil {
+		w.host.Close()
+	}
+	h, err := New(w.opts)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.host = h
+	w.t.Cleanup(func() { h.Close() })
+}
+
+// push builds the test app at version and pushes it to repo:tag.
+func (w *world) push(repoTag, version string, failFast bool) string {
+	w.t.Helper()
+	return regtest.PushImage(w.t, w.proxy.Host+"/"+repoTag, regtest.AppImage(w.t, version, failFast)).String()
+}
+
+type appOpts struct {
+	uuid, imageID, ref, policy string
+	restart, purge, refresh    int64
+}
+
+func (w *world) config(apps ...appOpts) *config.Config {
+	w.t.Helper()
+	var b strings.Builder
+	b.WriteString("apps:\n")
+	for _, a := range apps {
+		if a.imageID == "" {
+			a.imageID = "img-" + a.uuid
+		}
+		fmt.Fprintf(&b, `  - uuid: %s
+    displayName: %s
+    restart: {counter: %d}
+    purge: {counter: %d}
+    refreshImage: {counter: %d}
+`, a.uuid, a.uuid, a.restart, a.purge, a.refresh)
+		if a.policy != "" {
+			fmt.Fprintf(&b, "    pullPolicy: %s\n", a.policy)
+		}
+		fmt.Fprintf(&b, `    drives:
+      - kind: container
+        image: {uuid: %s, name: "%s/%s"}
+      - kind: volume
+        mountPath: /data
+`, a.imageID, w.proxy.Host, a.ref)
+	}
+	c, err := config.Parse([]byte(b.String()))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return c
+}
+
+func (w *world) apply(c *config.Config) error {
+	w.t.Helper()
+	return w.host.Apply(w.ctx, c)
+}
+
+func (w *world) starts(uuid string, n int) []string {
+	w.t.Helper()
+	return regtest.Starts(w.t, w.cm.VolumeDir(uuid, "drive1"), n, w.cm.LogPath(uuid))
+}
+
+func (w *world) app(uuid string) (AppInfo, ImageInfo) {
+	w.t.Helper()
+	info, err := w.host.Info(w.ctx)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	var a AppInfo
+	var img ImageInfo
+	for _, x := range info.Apps {
+		if x.UUID == uuid {
+			a = x
+		}
+	}
+	for _, x := range info.Images {
+		if x.App == uuid {
+			img = x
+		}
+	}
+	return a, img
+}
+
+// settle gives a process that should not have been restarted the time it
+// would have taken to log a start.
+func settle() { time.Sleep(700 * time.Millisecond) }
+
+// TestRefreshSemantics walks one app through the design note's refreshImage
+// rules under the default `always` policy.
+func TestRefreshSemantics(t *testing.T) {
+	w := newWorld(t)
+	v1 := w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest"}
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.starts("web", 1); got[0] != "start version=v1 freshrootfs=true ro=" {
+		t.Fatalf("create: %q", got)
+	}
+	info, img := w.app("web")
+	if info.State != StateRunning || img.SHA256 != v1 || img.Decision == nil || img.Decision.Policy != "always" {
+		t.Fatalf("after create: %+v %+v", info, img)
+	}
+
+	t.Run("refresh with nothing new: one request, no restart", func(t *testing.T) {
+		w.proxy.Reset()
+		a.refresh = 1
+		if err := w.apply(w.config(a)); err != nil {
+			t.Fatal(err)
+		}
+		settle()
+		if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+			t.Fatalf("restarted without a change: %q", got)
+		}
+		if reqs := w.proxy.Requests(); len(reqs) != 1 || w.proxy.BlobBytes() != 0 {
+			t.Fatalf("a no-change refresh made %s", w.proxy)
+		}
+		info, img := w.app("web")
+		if info.Counters.RefreshImage != 1 || info.Restarts != 0 || img.LastCheckResult != "unchanged" {
+			t.Fatalf("%+v %+v", info, img)
+		}
+	})
+
+	t.Run("refresh after the tag moved: new image, one restart, volume kept", func(t *testing.T) {
+		v2 := w.push("web:latest", "v2", false)
+		a.refresh = 2
+		if err := w.apply(w.config(a)); err != nil {
+			t.Fatal(err)
+		}
+		got := w.starts("web", 2)
+		if len(got) != 2 || got[1] != "start version=v2 freshrootfs=true ro=" {
+			t.Fatalf("starts %q", got)
+		}
+		info, img := w.app("web")
+		if img.SHA256 != v2 || info.Restarts != 1 || info.State != StateRunning {
+			t.Fatalf("%+v %+v", info, img)
+		}
+	})
+
+	t.Run("refresh and restart with nothing new: exactly one restart, writable layer kept", func(t *testing.T) {
+		a.refresh, a.restart = 3, 1
+		if err := w.apply(w.config(a)); err != nil {
+			t.Fatal(err)
+		}
+		got := w.starts("web", 3)
+		settle()
+		if got = regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 3 || got[2] != "start version=v2 freshrootfs=false ro=" {
+			t.Fatalf("starts %q", got)
+		}
+	})
+
+	t.Run("several increases before acting are one action", func(t *testing.T) {
+		a.restart = 5 // from 1: four steps, one restart
+		if err := w.apply(w.config(a)); err != nil {
+			t.Fatal(err)
+		}
+		w.starts("web", 4)
+		settle()
+		if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 4 {
+			t.Fatalf("starts %q", got)
+		}
+	})
+
+	t.Run("refresh with purge: latest image, state discarded", func(t *testing.T) {
+		w.push("web:latest", "v3", false)
+		a.refresh, a.purge = 4, 1
+		if err := w.apply(w.config(a)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got := regtest.StartLines(w.cm.VolumeDir("web", "drive1"))
+			if len(got) == 1 && got[0] == "start version=v3 freshrootfs=true ro=" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after purge: %q", got)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func TestFailedRefreshKeepsAppRunningAndDeferredRestartProceeds(t *testing.T) {
+	w := newWorld(t)
+	v1 := w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest"}
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	w.push("web:latest", "v2", false)
+	for i := 0; i < 20; i++ {
+		w.proxy.Fail(regtest.Fault{Status: 503})
+	}
+	a.refresh, a.restart = 1, 1
+	err := w.apply(w.config(a))
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("failed refresh: %v", err)
+	}
+	// The restart waited for the failed download attempt, then ran on the
+	// old image.
+	got := w.starts("web", 2)
+	if got[1] != "start version=v1 freshrootfs=false ro=" {
+		t.Fatalf("starts %q", got)
+	}
+	info, img := w.app("web")
+	if img.SHA256 != v1 || info.LastError == "" || info.State != StateRunning || info.Counters.Restart != 1 {
+		t.Fatalf("%+v %+v", info, img)
+	}
+}
+
+// TestCreateUnderAlwaysFailsEvenWithOldImage: a second app on the same
+// ImageObjectID finds v1 on disk, the tag moved, and the pull fails: under
+// `always` it fails; under `use-existing` it runs on v1.
+func TestCreateUnderAlwaysFailsEvenWithOldImage(t *testing.T) {
+	w := newWorld(t)
+	w.push("web:latest", "v1", false)
+	first := appOpts{uuid: "first", imageID: "shared", ref: "web:latest"}
+	if err := w.apply(w.config(first)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("first", 1)
+	// Move the tag to an image whose layer the registry serves corrupted.
+	img := regtest.AppImage(t, "v2", false)
+	regtest.PushImage(t, w.proxy.Host+"/web:latest", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[len(layers)-1].Digest()
+	w.proxy.Corrupt(ld.String(), true)
+
+	second := appOpts{uuid: "second", imageID: "shared", ref: "web:latest"}
+	err := w.apply(w.config(first, second))
+	if err == nil || !strings.Contains(err.Error(), "app second") {
+		t.Fatalf("want app second to fail: %v", err)
+	}
+	info, _ := w.app("second")
+	if info.State != StateError || info.LastError == "" {
+		t.Fatalf("second: %+v", info)
+	}
+	if st, _ := w.cm.Status(w.ctx, "first"); !st.Running {
+		t.Fatal("the first app was disturbed")
+	}
+
+	third := appOpts{uuid: "third", imageID: "shared", ref: "web:latest", policy: "use-existing"}
+	if err := w.apply(w.config(first, third)); err != nil {
+		t.Fatalf("use-existing with the image on disk: %v", err)
+	}
+	if got := w.starts("third", 1); got[0] != "start version=v1 freshrootfs=true ro=" {
+		t.Fatalf("third: %q", got)
+	}
+}
+
+func TestInvalidConfigRejectedAppsUntouched(t *testing.T) {
+	w := newWorld(t)
+	w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest", restart: 2}
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	a.restart = 1
+	err := w.apply(w.config(a))
+	if err == nil || !strings.Contains(err.Error(), "apps[0].restart.counter: went backwards from 2 to 1") {
+		t.Fatalf("%v", err)
+	}
+	bad := w.config(appOpts{uuid: "web", ref: "web:latest", restart: 3, policy: "sometimes"})
+	if err := w.apply(bad); err == nil || !strings.Contains(err.Error(), `unknown policy "sometimes"`) {
+		t.Fatalf("%v", err)
+	}
+	settle()
+	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+		t.Fatalf("a rejected config restarted the app: %q", got)
+	}
+}
+
+// TestHostRestartNeitherRepeatsNorLoses restarts the host between actions.
+func TestHostRestartNeitherRepeatsNorLoses(t *testing.T) {
+	w := newWorld(t)
+	w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest", restart: 1}
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	w.start() // the agent restarts: the app is adopted, nothing repeats
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	settle()
+	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+		t.Fatalf("restarting the host repeated an action: %q", got)
+	}
+	a.restart = 2 // asked while the host was down: done once on start
+	w.start()
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 2)
+	settle()
+	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 2 {
+		t.Fatalf("starts %q", got)
+	}
+}
+
+func TestRollbackWhenNewImageFailsToStart(t *testing.T) {
+	w := newWorld(t)
+	v1 := w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest"}
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	w.push("web:latest", "broken", true)
+	a.refresh = 1
+	w.apply(w.config(a))
+	info, img := w.app("web")
+	if info.State != StateRolledBack || img.SHA256 != v1 || !strings.Contains(info.LastError, "rolled back") {
+		t.Fatalf("%+v %+v", info, img)
+	}
+	got := w.starts("web", 3)
+	if got[1] != "start version=broken freshrootfs=true ro=" || got[2] != "start version=v1 freshrootfs=true ro=" {
+		t.Fatalf("starts %q", got)
+	}
+	if st, _ := w.cm.Status(w.ctx, "web"); !st.Running {
+		t.Fatal("not running after the rollback")
+	}
+}
+
+func TestRemoveApp(t *testing.T) {
+	w := newWorld(t)
+	w.push("web:latest", "v1", false)
+	w.push("db:latest", "d1", false)
+	web, db := appOpts{uuid: "web", ref: "web:latest"}, appOpts{uuid: "db", ref: "db:latest"}
+	if err := w.apply(w.config(web, db)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("db", 1)
+	if err := w.apply(w.config(web)); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := w.cm.Status(w.ctx, "db"); st.Exists {
+		t.Fatal("removed app's container still exists")
+	}
+	if _, ok, _ := w.images.Get("img-db"); ok {
+		t.Fatal("removed app's ImageObjectID still latched")
+	}
+	imgs, _ := w.d.Client.ImageService().List(w.ctx)
+	for _, i := range imgs {
+		if strings.Contains(i.Name, "/db@") {
+			t.Fatalf("removed app's image still in containerd: %s", i.Name)
+		}
+	}
+	if st, _ := w.cm.Status(w.ctx, "web"); !st.Running {
+		t.Fatal("the other app was disturbed")
+	}
+	_ = errors.New
+}
