@@ -53,7 +53,8 @@ bench:
 	$(GO) test -run '^$$' -bench 'DecideFresh' -benchtime 200x -count $(COUNT) ./plugins/ | tee -a bench-results/decide.txt
 	$(GO) test -run '^$$' -bench 'Load|InstanceMemory' -benchtime 3x -count $(COUNT) ./plugins/ | tee bench-results/load.txt
 	$(GO) test -run '^$$' -bench 'PullVsCtr' -benchtime 5x -count 1 ./host/pull/ | tee bench-results/pull.txt
-	$(GO) tool benchstat bench-results/decide.txt bench-results/load.txt bench-results/pull.txt
+	$(GO) test -run '^$$' -bench 'CreateVsCtr' -benchtime 5x -count 1 ./host/app/ | tee bench-results/create.txt
+	$(GO) tool benchstat bench-results/decide.txt bench-results/load.txt bench-results/pull.txt bench-results/create.txt
 
 demo: build
 	./scripts/demo.sh

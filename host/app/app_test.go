@@ -23,7 +23,7 @@ import (
 // world is one device: a private containerd, a registry behind a counting
 // proxy, and a Host with real stores, policies and containers.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	proxy  *regtest.Proxy
 	d      *ctrdtest.Daemon
@@ -34,7 +34,10 @@ type world struct {
 	opts   Options
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T) *world { return newBenchWorld(t) }
+
+// newBenchWorld is newWorld for tests and benchmarks alike.
+func newBenchWorld(t testing.TB) *world {
 	t.Helper()
 	w := &world{t: t, dir: t.TempDir()}
 	w.d = ctrdtest.Start(t)
@@ -418,4 +421,43 @@ func TestRemoveApp(t *testing.T) {
 		t.Fatal("the other app was disturbed")
 	}
 	_ = errors.New
+}
+
+func TestPinnedDigestIsVerified(t *testing.T) {
+	w := newWorld(t)
+	v1 := w.push("web:1.0", "v1", false)
+	c := w.config(appOpts{uuid: "web", ref: "web:1.0"})
+	c.Apps[0].Drives[0].Image.SHA256 = strings.Repeat("ab", 32)
+	err := w.apply(c)
+	if err == nil || !strings.Contains(err.Error(), "sha256:"+strings.Repeat("ab", 32)) || !strings.Contains(err.Error(), v1) {
+		t.Fatalf("a wrong pin: %v; want an error naming both digests", err)
+	}
+	if st, _ := w.cm.Status(w.ctx, "web"); st.Exists {
+		t.Fatal("an app was created on an image that does not match its pin")
+	}
+	c.Apps[0].Drives[0].Image.SHA256 = strings.ToUpper(strings.TrimPrefix(v1, "sha256:"))
+	if err := w.apply(c); err != nil {
+		t.Fatalf("the right pin (upper case): %v", err)
+	}
+	w.starts("web", 1)
+}
+
+// TestOtherChangeRebuilds: a change other than the counters (here the
+// environment) rebuilds the container and keeps the volumes.
+func TestOtherChangeRebuilds(t *testing.T) {
+	w := newWorld(t)
+	w.push("web:latest", "v1", false)
+	c := w.config(appOpts{uuid: "web", ref: "web:latest"})
+	if err := w.apply(c); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	c = w.config(appOpts{uuid: "web", ref: "web:latest"})
+	c.Apps[0].Env = []string{"MODE=new"}
+	if err := w.apply(c); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.starts("web", 2); got[1] != "start version=v1 freshrootfs=true ro=" {
+		t.Fatalf("starts %q", got)
+	}
 }
