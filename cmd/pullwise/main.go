@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pullwise/pullwise/host/agent"
 )
 
 func main() {
@@ -41,7 +43,22 @@ by a WebAssembly policy module running in a sandbox; the built-in default is
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newPolicyCmd(), newResolveCmd())
+	state := root.PersistentFlags().String("state", agent.DefaultStateDir, "the agent's state directory (its API socket is DIR/pullwise.sock)")
+	root.AddCommand(newPolicyCmd(), newResolveCmd(), newAgentCmd(state), newStatusCmd(state),
+		newOpCmd(state, "refresh", "Check an app's images and apply what changed (refreshImage)",
+			`Increase the app's refreshImage counter through the agent, as a controller
+would: every container drive is checked, new images download while the app
+keeps running, and the app restarts only if an image changed. Waits for the
+outcome (with download progress) unless --no-wait. --dry-run shows which
+images would change and downloads nothing.`,
+			"  pullwise refresh web\n  pullwise refresh web --dry-run"),
+		newOpCmd(state, "restart", "Restart an app (its writable layer and volumes are kept)",
+			`Increase the app's restart counter through the agent. A restart asked during
+a refresh waits for the refresh's downloads.`, "  pullwise restart web"),
+		newOpCmd(state, "purge", "Restart an app with its writable layer and volumes discarded",
+			`Increase the app's purge counter through the agent: the app is rebuilt from
+its images with its state discarded.`, "  pullwise purge web --no-wait"),
+	)
 	return root
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/imagestore"
+	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/sdk"
 )
@@ -79,7 +80,11 @@ func (h *Host) decide(ctx context.Context, cfg *config.Config, app config.App, i
 				res = &got
 			}
 			h.setState(rec, StateDownloading)
-			pr, err := h.o.Puller.Pull(ctx, *res, img.Pin(), nil)
+			var progress func(pull.Progress)
+			if h.o.Progress != nil {
+				progress = func(p pull.Progress) { h.o.Progress(app.UUID, p) }
+			}
+			pr, err := h.o.Puller.Pull(ctx, *res, img.Pin(), progress)
 			if err != nil {
 				return h.failed(ctx, cfg, app, img, rec, in, onFailure, present, err)
 			}

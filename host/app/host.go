@@ -32,6 +32,10 @@ import (
 	"github.com/pullwise/pullwise/sdk"
 )
 
+// ErrRejected marks an Apply that refused the configuration whole: nothing
+// was touched.
+var ErrRejected = errors.New("configuration rejected")
+
 // Options are what a Host is made of. Every field but Logger, Now, Device
 // and GracePeriod is required.
 type Options struct {
@@ -51,6 +55,8 @@ type Options struct {
 	// GracePeriod is how long a changed app must keep running before its
 	// previous images stop being a rollback target. Default 10 s.
 	GracePeriod time.Duration
+	// Progress, if set, receives the download progress of every pull.
+	Progress func(app string, p pull.Progress)
 }
 
 // Host applies configurations. Its methods are safe for concurrent use; they
@@ -114,10 +120,10 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := cfg.Validate(h.applied, h.o.Policies.Known); err != nil {
-		return fmt.Errorf("configuration rejected: %w", err)
+		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	if err := h.checkSettings(ctx, cfg); err != nil {
-		return fmt.Errorf("configuration rejected: %w", err)
+		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	if err := h.state.setDevice(cfg.Device); err != nil {
 		return err

@@ -28,6 +28,15 @@ var testapp = struct {
 // Different versions share the binary's layer.
 func AppImage(t testing.TB, version string, failFast bool) v1.Image {
 	t.Helper()
+	img, err := BuildAppImage(version, failFast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// BuildAppImage is AppImage outside tests (the demo uses it).
+func BuildAppImage(version string, failFast bool) (v1.Image, error) {
 	testapp.Do(func() {
 		dir, err := os.MkdirTemp("", "pullwise-testapp-")
 		if err != nil {
@@ -47,30 +56,32 @@ func AppImage(t testing.TB, version string, failFast bool) v1.Image {
 		testapp.bin, testapp.err = os.ReadFile(out)
 	})
 	if testapp.err != nil {
-		t.Fatal(testapp.err)
+		return nil, testapp.err
 	}
 	files := map[string][]byte{"version": []byte(version + "\n")}
 	if failFast {
 		files["fail-fast"] = []byte("1\n")
 	}
-	binLayer := tarLayer(t, map[string][]byte{"app": testapp.bin}, 0o755)
-	dataLayer := tarLayer(t, files, 0o644)
+	binLayer, err := tarLayer(map[string][]byte{"app": testapp.bin}, 0o755)
+	if err != nil {
+		return nil, err
+	}
+	dataLayer, err := tarLayer(files, 0o644)
+	if err != nil {
+		return nil, err
+	}
 	img, err := mutate.AppendLayers(empty.Image, binLayer, dataLayer)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cfg = cfg.DeepCopy()
 	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
 	cfg.Config.Entrypoint = []string{"/app"}
-	img, err = mutate.ConfigFile(img, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
+	return mutate.ConfigFile(img, cfg)
 }
 
 type buildError struct {
@@ -80,8 +91,7 @@ type buildError struct {
 
 func (e *buildError) Error() string { return "building testapp: " + e.err.Error() + "\n" + e.out }
 
-func tarLayer(t testing.TB, files map[string][]byte, mode int64) v1.Layer {
-	t.Helper()
+func tarLayer(files map[string][]byte, mode int64) (v1.Layer, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	names := make([]string, 0, len(files))
@@ -92,14 +102,10 @@ func tarLayer(t testing.TB, files map[string][]byte, mode int64) v1.Layer {
 	for _, name := range names {
 		b := files[name]
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		tw.Write(b)
 	}
 	tw.Close()
-	l, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
 }

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/pullwise/pullwise/host/agent"
+)
+
+func newAgentCmd(state *string) *cobra.Command {
+	var o agent.Options
+	var logLevel string
+	var logJSON bool
+	cmd := &cobra.Command{
+		Use:   "agent --config FILE [--state DIR]",
+		Short: "Run the agent: apply the configuration and keep it applied",
+		Long: `Run the pullwise agent. It applies the configuration file and re-applies it
+whenever the file changes (a rejected edit leaves the apps as they were and
+is reported by "pullwise status"), serves the local API on DIR/pullwise.sock
+(mode 0600) for the other commands, writes the info report to
+DIR/status.json after every change, and consults the pull policies when they
+ask for it.
+
+On SIGTERM or SIGINT it stops and leaves every app running; started again
+with the same state directory it adopts them without restarting them.
+
+With no other setup it uses the built-in "always" policy, an embedded image
+store under DIR, and containerd at its usual socket.`,
+		Example: `  pullwise agent --config /etc/pullwise/config.yaml
+  pullwise agent --config demo.yaml --state /tmp/pw --containerd /tmp/ctrd/containerd.sock --log-json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.StateDir = *state
+			o.Logger = hclog.New(&hclog.LoggerOptions{Name: "pullwise", Level: hclog.LevelFromString(logLevel), JSONFormat: logJSON, Output: os.Stderr})
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return agent.Run(ctx, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.ConfigPath, "config", "", "configuration file, YAML or JSON (required)")
+	cmd.Flags().StringVar(&o.ContainerdSocket, "containerd", agent.DefaultContainerd, "containerd's socket")
+	cmd.Flags().StringVar(&o.Namespace, "namespace", agent.DefaultNamespace, "containerd namespace for the apps")
+	cmd.Flags().DurationVar(&o.GracePeriod, "grace-period", 10*time.Second, "an app that exits this soon after an image change is rolled back (if its policy says so)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	cmd.Flags().BoolVar(&logJSON, "log-json", false, "log in JSON")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+// clientContext bounds a CLI request that does not wait for an action.
+func clientContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), 30*time.Second)
+}

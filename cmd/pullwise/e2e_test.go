@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/internal/ctrdtest"
+	"github.com/pullwise/pullwise/internal/regtest"
+)
+
+// e2e drives the real pullwise binary: an agent on a private containerd and
+// the Debian docker-registry server, and the CLI talking to it.
+type e2e struct {
+	t        *testing.T
+	bin      string
+	state    string
+	config   string
+	d        *ctrdtest.Daemon
+	registry string
+	agent    *exec.Cmd
+	agentLog *bytes.Buffer
+}
+
+func newE2E(t *testing.T) *e2e {
+	t.Helper()
+	e := &e2e{t: t, state: t.TempDir(), d: ctrdtest.Start(t), registry: regtest.NewDistribution(t)}
+	e.bin = filepath.Join(t.TempDir(), "pullwise")
+	if out, err := exec.Command("go", "build", "-o", e.bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("building pullwise: %v\n%s", err, out)
+	}
+	e.config = filepath.Join(t.TempDir(), "config.yaml")
+	e.writeConfig(fmt.Sprintf(`device:
+  insecureRegistries: [%q]
+apps:
+  - uuid: 0a7c3b1e-0000-4000-8000-00000000e2e1
+    displayName: web
+    drives:
+      - kind: container
+        image: {uuid: 6f1e0c1e-0000-4000-8000-00000000e2e1, name: "%s/demo/web:latest"}
+      - kind: volume
+        mountPath: /data
+`, e.registry, e.registry))
+	t.Cleanup(e.stopAgent)
+	return e
+}
+
+func (e *e2e) writeConfig(s string) {
+	e.t.Helper()
+	if err := os.WriteFile(e.config, []byte(s), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *e2e) startAgent() {
+	e.t.Helper()
+	e.agentLog = &bytes.Buffer{}
+	e.agent = exec.Command(e.bin, "agent", "--config", e.config, "--state", e.state,
+		"--containerd", e.d.Socket, "--namespace", e.d.Namespace, "--grace-period", "1s", "--log-level", "debug")
+	e.agent.Stdout, e.agent.Stderr = e.agentLog, e.agentLog
+	if err := e.agent.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *e2e) stopAgent() {
+	if e.agent == nil || e.agent.Process == nil {
+		return
+	}
+	e.agent.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { e.agent.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		e.agent.Process.Kill()
+		<-done
+		e.t.Errorf("the agent did not stop on SIGTERM; log:\n%s", e.agentLog)
+	}
+	e.agent = nil
+}
+
+func (e *e2e) cli(args ...string) (string, error) {
+	e.t.Helper()
+	cmd := exec.Command(e.bin, append(args, "--state", e.state)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// status waits until cond holds for `pullwise status -o json`.
+func (e *e2e) status(what string, cond func(agent.Status) bool) agent.Status {
+	e.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := e.cli("status", "-o", "json")
+		var st agent.Status
+		if err == nil && json.Unmarshal([]byte(out), &st) == nil && cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("waiting for %s: last status %s (%v)\nagent log:\n%s", what, out, err, e.agentLog)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (e *e2e) starts() []string {
+	return regtest.StartLines(filepath.Join(e.state, "volumes", "0a7c3b1e-0000-4000-8000-00000000e2e1", "drive1"))
+}
+
+func running(st agent.Status) bool { return len(st.Info.Apps) == 1 && st.Info.Apps[0].State == "RUNNING" }
+
+func TestEndToEnd(t *testing.T) {
+	e := newE2E(t)
+	v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
+	e.startAgent()
+	st := e.status("the app to run", running)
+	if st.Info.Images[0].SHA256 != v1 {
+		t.Fatalf("resolved %s, want %s", st.Info.Images[0].SHA256, v1)
+	}
+	if out, err := e.cli("status"); err != nil || !strings.Contains(out, "web") || !strings.Contains(out, shortDigest(v1)) {
+		t.Fatalf("status table: %v\n%s", err, out)
+	}
+
+	// Nothing new: a dry run says so.
+	if out, err := e.cli("refresh", "web", "--dry-run"); err != nil || !strings.Contains(out, "up to date") {
+		t.Fatalf("dry run: %v\n%s", err, out)
+	}
+	// Move the tag, refresh: the new digest and exactly one restart.
+	v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v2", false)).String()
+	if out, err := e.cli("refresh", "web", "--dry-run"); err != nil || !strings.Contains(out, "would change") {
+		t.Fatalf("dry run after the move: %v\n%s", err, out)
+	}
+	out, err := e.cli("refresh", "web")
+	if err != nil || !strings.Contains(out, "web: RUNNING, 1 restart(s)") {
+		t.Fatalf("refresh: %v\n%s\nagent log:\n%s", err, out, e.agentLog)
+	}
+	st = e.status("the new digest", func(st agent.Status) bool { return running(st) && st.Info.Images[0].SHA256 == v2 })
+	if st.Info.Apps[0].Restarts != 1 || st.Info.Apps[0].Counters.RefreshImage != 1 {
+		t.Fatalf("after refresh: %+v", st.Info.Apps[0])
+	}
+	if got := regtest.Starts(t, filepath.Dir(e.starts0()), 2, ""); len(got) != 2 || !strings.Contains(got[1], "version=v2") {
+		t.Fatalf("starts %q", got)
+	}
+
+	// The agent stops, the app keeps running; a new agent adopts it without
+	// a restart.
+	e.stopAgent()
+	if _, err := e.cli("status"); err == nil {
+		t.Fatal("status answered with the agent stopped")
+	} else if out, _ := e.cli("status"); !strings.Contains(out, "not running") || !strings.Contains(out, "pullwise agent --config") {
+		t.Fatalf("status without an agent should say how to start it: %s", out)
+	}
+	e.startAgent()
+	e.status("the app to be adopted", running)
+	time.Sleep(time.Second)
+	if got := e.starts(); len(got) != 2 {
+		t.Fatalf("adoption restarted the app: %q", got)
+	}
+
+	// A malformed edit is rejected, with the field named; the app is untouched.
+	b, _ := os.ReadFile(e.config)
+	e.writeConfig(strings.Replace(string(b), "displayName: web", "displayName: web\n    restart: {counter: -1}", 1))
+	st = e.status("the rejection", func(st agent.Status) bool { return st.Agent.ConfigError != "" })
+	if !strings.Contains(st.Agent.ConfigError, "apps[0].restart.counter") || !running(st) {
+		t.Fatalf("rejection: %+v", st.Agent)
+	}
+	time.Sleep(time.Second)
+	if got := e.starts(); len(got) != 2 {
+		t.Fatalf("a rejected edit restarted the app: %q", got)
+	}
+}
+
+// starts0 is the starts.log path.
+func (e *e2e) starts0() string {
+	return filepath.Join(e.state, "volumes", "0a7c3b1e-0000-4000-8000-00000000e2e1", "drive1", "starts.log")
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/host/pull"
+)
+
+func newStatusCmd(state *string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status [-o table|json]",
+		Short: "Show the apps, their images and the last policy decisions",
+		Long: `Show what the agent reports: per app its state, image, resolved sha256, last
+registry check and the policy's last decision. -o json prints the whole info
+report (documented in docs/info.md) with the agent's own status.`,
+		Example: `  pullwise status
+  pullwise status -o json | jq '.info.images[].sha256'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := clientContext(cmd)
+			defer cancel()
+			st, err := agent.NewClient(*state).Status(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				return printJSON(out, st)
+			case "table", "":
+				printTable(out, st)
+				return nil
+			default:
+				return fmt.Errorf("-o %q: want table or json", output)
+			}
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func printTable(out io.Writer, st agent.Status) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tSTATE\tIMAGE\tSHA256\tLAST CHECK\tDECISION")
+	for _, a := range st.Info.Apps {
+		first := true
+		for _, img := range st.Info.Images {
+			if img.App != a.UUID {
+				continue
+			}
+			name, state := "", ""
+			if first {
+				name, state = a.DisplayName, a.State
+			}
+			first = false
+			check := "never"
+			if img.LastCheck != nil {
+				check = img.LastCheck.Local().Format(time.DateTime) + " " + img.LastCheckResult
+			}
+			decision := ""
+			if img.Decision != nil {
+				decision = img.Decision.Action + ": " + img.Decision.Reason
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, state, img.Ref, shortDigest(img.SHA256), check, decision)
+		}
+	}
+	tw.Flush()
+	for _, a := range st.Info.Apps {
+		if a.LastError != "" {
+			fmt.Fprintf(out, "\n%s: last error: %s\n", a.DisplayName, a.LastError)
+		}
+	}
+	if st.Agent.ConfigError != "" {
+		fmt.Fprintf(out, "\nconfiguration %s was rejected (apps run as the last accepted one said):\n  %s\n", st.Agent.ConfigPath, strings.ReplaceAll(st.Agent.ConfigError, "\n", "\n  "))
+	}
+	for _, p := range st.Agent.Policies {
+		if p.Error != "" {
+			fmt.Fprintf(out, "\npolicy module %s: %s\n", p.Name, p.Error)
+		}
+	}
+}
+
+// shortDigest is a digest's first 12 hex digits.
+func shortDigest(d string) string {
+	d = strings.TrimPrefix(d, "sha256:")
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
+}
+
+func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
+	var noWait, dryRun bool
+	cmd := &cobra.Command{
+		Use:     op + " APP",
+		Short:   short,
+		Long:    long,
+		Example: example,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := agent.NewClient(*state)
+			out := cmd.OutOrStdout()
+			if dryRun {
+				ctx, cancel := clientContext(cmd)
+				defer cancel()
+				checks, err := c.DryRun(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				for _, ch := range checks {
+					switch {
+					case ch.Error != "":
+						fmt.Fprintf(out, "%s: cannot check: %s\n", ch.Ref, ch.Error)
+					case ch.WouldChange:
+						fmt.Fprintf(out, "%s: would change %s -> %s\n", ch.Ref, shortDigest(ch.Current), shortDigest(ch.Remote))
+					default:
+						fmt.Fprintf(out, "%s: up to date (%s)\n", ch.Ref, shortDigest(ch.Current))
+					}
+				}
+				return nil
+			}
+			before, _ := c.Status(cmd.Context())
+			info, err := c.Op(cmd.Context(), args[0], op, !noWait, progressPrinter(out))
+			if noWait {
+				if err == nil {
+					fmt.Fprintf(out, "%s requested for %s\n", op, args[0])
+				}
+				return err
+			}
+			if info != nil {
+				restarts := info.Restarts - restartsOf(before, info.UUID)
+				fmt.Fprintf(out, "%s: %s, %d restart(s)", info.DisplayName, info.State, restarts)
+				if info.LastError != "" {
+					fmt.Fprintf(out, ", last error: %s", info.LastError)
+				}
+				fmt.Fprintln(out)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the agent has the request, without waiting for the outcome")
+	if op == "refresh" {
+		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only show which images would change; download nothing")
+	}
+	return cmd
+}
+
+func restartsOf(st agent.Status, uuid string) int {
+	for _, a := range st.Info.Apps {
+		if a.UUID == uuid {
+			return a.Restarts
+		}
+	}
+	return 0
+}
+
+// progressPrinter shows downloads as progress bars on a terminal and as
+// plain lines otherwise.
+func progressPrinter(out io.Writer) func(pull.Progress) {
+	tty := false
+	if f, ok := out.(*os.File); ok {
+		tty = isatty.IsTerminal(f.Fd())
+	}
+	bars := map[string]*progressbar.ProgressBar{}
+	printed := map[string]bool{}
+	return func(p pull.Progress) {
+		if p.Total <= 0 {
+			return
+		}
+		if tty {
+			b := bars[p.Digest]
+			if b == nil {
+				b = progressbar.DefaultBytes(p.Total, shortDigest(p.Digest))
+				bars[p.Digest] = b
+			}
+			b.Set64(p.Done)
+			return
+		}
+		switch {
+		case p.Complete && !printed[p.Digest]:
+			printed[p.Digest] = true
+			fmt.Fprintf(out, "downloaded %s (%s)\n", shortDigest(p.Digest), bytesText(p.Total))
+		case !p.Complete && p.Done > 0:
+			fmt.Fprintf(out, "downloading %s: %s of %s\n", shortDigest(p.Digest), bytesText(p.Done), bytesText(p.Total))
+		}
+	}
+}
+
+func bytesText(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+

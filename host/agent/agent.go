@@ -1,0 +1,369 @@
+// Package agent is the pullwise agent: it watches a configuration file and
+// applies it (through host/app) whenever it changes, serves a local API on a
+// unix socket for the CLI, writes the info report to a status file, runs the
+// policy ticks the policies ask for, and on SIGTERM stops leaving every app
+// running, to adopt them again on the next start.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/fsnotify/fsnotify"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/containers"
+	"github.com/pullwise/pullwise/host/imagestore"
+	"github.com/pullwise/pullwise/host/pull"
+	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/plugins"
+)
+
+// Defaults.
+const (
+	DefaultStateDir   = "/var/lib/pullwise"
+	DefaultContainerd = "/run/containerd/containerd.sock"
+	DefaultNamespace  = "pullwise"
+	SocketName        = "pullwise.sock"
+	StatusName        = "status.json"
+)
+
+// Options configure an agent.
+type Options struct {
+	ConfigPath       string
+	StateDir         string
+	ContainerdSocket string
+	Namespace        string
+	Logger           hclog.Logger
+	// GracePeriod for rollback after an image change. Default 10 s.
+	GracePeriod time.Duration
+}
+
+// Status is what the status file and GET /v1/status hold.
+type Status struct {
+	Agent AgentStatus `json:"agent"`
+	Info  app.Info    `json:"info"`
+}
+
+// AgentStatus describes the agent itself.
+type AgentStatus struct {
+	ConfigPath string `json:"configPath"`
+	// ConfigError is why the current configuration file was rejected; the
+	// apps run as the last accepted one said.
+	ConfigError string    `json:"configError,omitempty"`
+	AppliedAt   time.Time `json:"appliedAt,omitzero"`
+	// ApplyError reports apps whose last action failed.
+	ApplyError string `json:"applyError,omitempty"`
+	// Policies are the drop-in modules and any that failed to load.
+	Policies []plugins.ModuleStatus `json:"policies,omitempty"`
+}
+
+// Agent is a running agent.
+type Agent struct {
+	o       Options
+	log     hclog.Logger
+	client  *containerd.Client
+	rt      *plugins.Runtime
+	dir     *plugins.Dir
+	images  *imagestore.Store
+	host    *app.Host
+	bumps   *bumps
+	ctx     context.Context
+	work    chan request
+	mu      sync.Mutex
+	status  AgentStatus
+	subs    map[chan progressEvent]string // subscriber -> app uuid
+}
+
+type request struct {
+	done chan error
+}
+
+type progressEvent struct {
+	App      string        `json:"app"`
+	Progress pull.Progress `json:"progress"`
+}
+
+// Run starts the agent and serves until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	a, err := start(ctx, o)
+	if err != nil {
+		return err
+	}
+	return a.serve(ctx)
+}
+
+func start(ctx context.Context, o Options) (*Agent, error) {
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if o.ContainerdSocket == "" {
+		o.ContainerdSocket = DefaultContainerd
+	}
+	if o.Namespace == "" {
+		o.Namespace = DefaultNamespace
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.New(&hclog.LoggerOptions{Name: "pullwise"})
+	}
+	if o.ConfigPath == "" {
+		return nil, errors.New("no configuration file: pass --config FILE")
+	}
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	a := &Agent{o: o, log: o.Logger, work: make(chan request), subs: map[chan progressEvent]string{}}
+	a.status.ConfigPath = o.ConfigPath
+	ctx = namespaces.WithNamespace(ctx, o.Namespace)
+	a.ctx = ctx
+	first, err := config.Load(o.ConfigPath, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	client, err := containerd.New(o.ContainerdSocket, containerd.WithDefaultNamespace(o.Namespace), containerd.WithTimeout(10*time.Second))
+	if err == nil {
+		_, err = client.Version(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach containerd at %s: %w (is containerd running? start it, or pass --containerd SOCKET)", o.ContainerdSocket, err)
+	}
+	a.client = client
+	if a.rt, err = plugins.NewRuntime(ctx, plugins.WithCacheDir(filepath.Join(o.StateDir, "module-cache")), plugins.WithLogger(a.log.Named("policy"))); err != nil {
+		return nil, err
+	}
+	policyDir := first.Device.PolicyDir
+	if policyDir == "" {
+		policyDir = filepath.Join(o.StateDir, "policies")
+	}
+	if a.dir, err = plugins.OpenDir(ctx, a.rt, policyDir, plugins.WithPins(pins(first))); err != nil {
+		return nil, err
+	}
+	if a.images, err = imagestore.Open(filepath.Join(o.StateDir, "images.db")); err != nil {
+		return nil, err
+	}
+	// Insecure registries are read at start: a change needs an agent restart.
+	reg := registry.New(registry.WithInsecure(first.Device.InsecureRegistries...))
+	a.host, err = app.New(app.Options{
+		Registry: reg, Puller: pull.New(client, reg), Images: a.images,
+		Containers: containers.New(client, o.StateDir), Policies: app.NewCatalog(a.rt, a.dir),
+		StatePath: filepath.Join(o.StateDir, "apps.db"), Logger: a.log.Named("apps"),
+		GracePeriod: o.GracePeriod, Progress: a.publish,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.bumps, err = loadBumps(filepath.Join(o.StateDir, "bumps.json"))
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func pins(c *config.Config) map[string]string {
+	p := map[string]string{}
+	add := func(r *config.PolicyRef) {
+		if r != nil && r.SHA256 != "" {
+			p[r.Name] = r.SHA256
+		}
+	}
+	add(c.Device.PullPolicy)
+	for _, a := range c.Apps {
+		add(a.PullPolicy)
+	}
+	return p
+}
+
+func (a *Agent) serve(ctx context.Context) error {
+	defer a.close()
+	sock := filepath.Join(a.o.StateDir, SocketName)
+	os.Remove(sock) // a stale socket from a killed agent
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("API socket %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		os.Remove(sock)
+	}()
+	go a.dir.Watch(ctx, 500*time.Millisecond, func(r plugins.SyncReport) {
+		if r.Changed() {
+			a.request(ctx)
+		}
+	})
+	go a.watchConfig(ctx)
+	a.log.Info("agent started", "config", a.o.ConfigPath, "state", a.o.StateDir, "socket", sock, "namespace", a.o.Namespace)
+	a.reconcile()
+	for {
+		next := a.host.NextTick()
+		var tick <-chan time.Time
+		if !next.IsZero() {
+			tick = time.After(max(time.Until(next), 0))
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Info("stopping; apps keep running")
+			return nil
+		case req := <-a.work:
+			req.done <- a.reconcile()
+		case <-tick:
+			if err := a.host.Tick(a.ctx); err != nil {
+				a.log.Warn("policy tick", "error", err)
+			}
+			a.writeStatus()
+		}
+	}
+}
+
+// request asks the main loop to reconcile and waits for the result.
+func (a *Agent) request(ctx context.Context) error {
+	req := request{done: make(chan error, 1)}
+	select {
+	case a.work <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// reconcile reads the configuration file, adds the counter increases asked
+// through the API, and applies it. A rejected file leaves the apps as the
+// last accepted configuration said.
+func (a *Agent) reconcile() error {
+	defer a.writeStatus()
+	c, err := config.Load(a.o.ConfigPath, nil, nil)
+	if err == nil {
+		a.bumps.apply(c)
+		err = a.host.Apply(a.ctx, c)
+		if errors.Is(err, app.ErrRejected) {
+			a.setConfigError(err)
+			a.log.Error("configuration rejected; apps left as they were", "error", err)
+			return err
+		}
+		a.mu.Lock()
+		a.status.ConfigError, a.status.AppliedAt = "", time.Now().UTC()
+		a.status.ApplyError = ""
+		if err != nil {
+			a.status.ApplyError = err.Error()
+		}
+		a.mu.Unlock()
+		if err != nil {
+			a.log.Warn("applied with errors", "error", err)
+		}
+		return err
+	}
+	a.setConfigError(err)
+	a.log.Error("configuration rejected; apps left as they were", "error", err)
+	return err
+}
+
+func (a *Agent) setConfigError(err error) {
+	a.mu.Lock()
+	a.status.ConfigError = err.Error()
+	a.mu.Unlock()
+}
+
+func (a *Agent) snapshot() (Status, error) {
+	info, err := a.host.Info(a.ctx)
+	a.mu.Lock()
+	st := Status{Agent: a.status, Info: info}
+	a.mu.Unlock()
+	st.Agent.Policies = a.dir.Status()
+	return st, err
+}
+
+// writeStatus writes the status file atomically (rename).
+func (a *Agent) writeStatus() {
+	st, err := a.snapshot()
+	if err != nil {
+		a.log.Error("building status", "error", err)
+		return
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	path := filepath.Join(a.o.StateDir, StatusName)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		a.log.Error("writing status file", "error", err)
+	}
+}
+
+// watchConfig requests a reconcile whenever the configuration file changes.
+// It watches the directory, so editors that replace the file by renaming
+// are seen too.
+func (a *Agent) watchConfig(ctx context.Context) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		a.log.Error("watching the configuration", "error", err)
+		return
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Dir(a.o.ConfigPath)); err != nil {
+		a.log.Error("watching the configuration", "error", err)
+		return
+	}
+	name := filepath.Clean(a.o.ConfigPath)
+	var settle <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-w.Events:
+			if filepath.Clean(ev.Name) == name {
+				settle = time.After(200 * time.Millisecond)
+			}
+		case err := <-w.Errors:
+			a.log.Warn("configuration watcher", "error", err)
+			settle = time.After(200 * time.Millisecond)
+		case <-settle:
+			a.log.Info("configuration changed")
+			a.request(ctx)
+		}
+	}
+}
+
+func (a *Agent) publish(appID string, p pull.Progress) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for ch, id := range a.subs {
+		if id == appID {
+			select {
+			case ch <- progressEvent{App: appID, Progress: p}:
+			default: // a slow reader misses progress, never the result
+			}
+		}
+	}
+}
+
+func (a *Agent) close() {
+	a.host.Close()
+	a.images.Close()
+	a.dir.Close(context.Background())
+	a.rt.Close(context.Background())
+	a.client.Close()
+}

@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/pullwise/pullwise/host/app"
+)
+
+// The local API, on a unix socket (mode 0600) in the state directory:
+//
+//	GET  /v1/status                 Status
+//	POST /v1/apps/{app}/{op}        op: refresh, restart or purge; increases the
+//	                                counter as a controller would. With ?wait=1
+//	                                the answer streams newline-delimited JSON:
+//	                                {"progress": ...} lines, then {"result": AppInfo}
+//	                                or {"error": "..."}.
+//	GET  /v1/apps/{app}/dry-run     []ImageCheck: what a refresh would change
+//
+// {app} is an app's uuid or display name.
+func (a *Agent) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := a.snapshot()
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, st)
+	})
+	mux.HandleFunc("POST /v1/apps/{app}/{op}", a.handleOp)
+	mux.HandleFunc("GET /v1/apps/{app}/dry-run", func(w http.ResponseWriter, r *http.Request) {
+		uuid, err := a.findApp(r.PathValue("app"))
+		if err != nil {
+			httpError(w, http.StatusNotFound, err)
+			return
+		}
+		checks, err := a.host.DryRunRefresh(r.Context(), uuid)
+		if err != nil {
+			httpError(w, http.StatusBadGateway, err)
+			return
+		}
+		writeJSON(w, checks)
+	})
+	return mux
+}
+
+func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
+	op := r.PathValue("op")
+	if op != "refresh" && op != "restart" && op != "purge" {
+		httpError(w, http.StatusNotFound, fmt.Errorf("unknown operation %q: want refresh, restart or purge", op))
+		return
+	}
+	uuid, err := a.findApp(r.PathValue("app"))
+	if err != nil {
+		httpError(w, http.StatusNotFound, err)
+		return
+	}
+	if err := a.bumps.add(uuid, op); err != nil {
+		httpError(w, http.StatusInternalServerError, err)
+		return
+	}
+	if r.URL.Query().Get("wait") == "" {
+		go a.request(a.ctx)
+		w.WriteHeader(http.StatusAccepted)
+		writeJSON(w, map[string]string{"status": "accepted"})
+		return
+	}
+	events := make(chan progressEvent, 64)
+	a.mu.Lock()
+	a.subs[events] = uuid
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.subs, events)
+		a.mu.Unlock()
+	}()
+	done := make(chan error, 1)
+	go func() { done <- a.request(r.Context()) }()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	flush := func() {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+	for {
+		select {
+		case ev := <-events:
+			enc.Encode(map[string]any{"progress": ev.Progress})
+			flush()
+		case err := <-done:
+			info, ierr := a.host.Info(a.ctx)
+			var result *app.AppInfo
+			for i := range info.Apps {
+				if info.Apps[i].UUID == uuid {
+					result = &info.Apps[i]
+				}
+			}
+			switch {
+			case ierr != nil:
+				enc.Encode(map[string]any{"error": ierr.Error()})
+			case err != nil:
+				enc.Encode(map[string]any{"error": err.Error(), "result": result})
+			default:
+				enc.Encode(map[string]any{"result": result})
+			}
+			flush()
+			return
+		}
+	}
+}
+
+// findApp maps a uuid or display name to the app's uuid.
+func (a *Agent) findApp(name string) (string, error) {
+	applied := a.host.Applied()
+	if applied != nil {
+		for _, ap := range applied.Apps {
+			if ap.UUID == name || ap.DisplayName == name {
+				return ap.UUID, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no app %q (give its uuid or display name; `pullwise status` lists them)", name)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+}

@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+
+	"github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/pull"
+)
+
+// ErrNotRunning means no agent answers on the state directory's socket.
+var ErrNotRunning = errors.New("the pullwise agent is not running")
+
+// Client talks to a running agent over its socket.
+type Client struct {
+	sock string
+	http *http.Client
+}
+
+// NewClient returns a client for the agent whose state directory is dir.
+func NewClient(dir string) *Client {
+	sock := filepath.Join(dir, SocketName)
+	return &Client{sock: sock, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://pullwise"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w (no answer on %s): start it with `pullwise agent --config FILE --state %s`", ErrNotRunning, c.sock, filepath.Dir(c.sock))
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		var e struct{ Error string }
+		json.NewDecoder(resp.Body).Decode(&e)
+		return nil, errors.New(e.Error)
+	}
+	return resp, nil
+}
+
+// Status returns the agent's status and info report.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	resp, err := c.do(ctx, http.MethodGet, "/v1/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// DryRun reports what a refresh of the app would change.
+func (c *Client) DryRun(ctx context.Context, appName string) ([]app.ImageCheck, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(appName)+"/dry-run")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out []app.ImageCheck
+	return out, json.NewDecoder(resp.Body).Decode(&out)
+}
+
+// Op increases an app's refresh, restart or purge counter. With wait it
+// returns the app's state once the agent has acted, calling progress for
+// each download update on the way; without, it returns at once (nil info).
+func (c *Client) Op(ctx context.Context, appName, op string, wait bool, progress func(pull.Progress)) (*app.AppInfo, error) {
+	path := "/v1/apps/" + url.PathEscape(appName) + "/" + op
+	if wait {
+		path += "?wait=1"
+	}
+	resp, err := c.do(ctx, http.MethodPost, path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if !wait {
+		io.Copy(io.Discard, resp.Body)
+		return nil, nil
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var line struct {
+			Progress *pull.Progress `json:"progress"`
+			Result   *app.AppInfo   `json:"result"`
+			Error    string         `json:"error"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			return nil, fmt.Errorf("agent answer: %w", err)
+		}
+		switch {
+		case line.Progress != nil:
+			if progress != nil {
+				progress(*line.Progress)
+			}
+		case line.Error != "":
+			return line.Result, errors.New(line.Error)
+		default:
+			return line.Result, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("the agent closed the connection before answering")
+}

@@ -1,0 +1,120 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/sdk"
+)
+
+// NextTick is the earliest time a policy asked to be consulted again, or
+// zero if none did.
+func (h *Host) NextTick() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var next time.Time
+	sts, _ := h.state.statuses()
+	for _, st := range sts {
+		if st.NextCheck != nil && (next.IsZero() || st.NextCheck.Before(next)) {
+			next = *st.NextCheck
+		}
+	}
+	return next
+}
+
+// Tick consults the policies of the apps whose requested time has come
+// (event tick), and restarts an app on a changed image when its policy says
+// so. Failures are reported per app and leave the apps as they were.
+func (h *Host) Tick(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.applied == nil {
+		return nil
+	}
+	now := h.o.Now()
+	var errs []error
+	for _, app := range h.applied.Apps {
+		rec, err := h.state.status(app.UUID)
+		if err != nil || rec.NextCheck == nil || rec.NextCheck.After(now) {
+			continue
+		}
+		rec.NextCheck = nil
+		changed, restart := false, false
+		for _, d := range app.Drives {
+			if d.Kind != config.DriveContainer {
+				continue
+			}
+			out, err := h.decide(ctx, h.applied, app, *d.Image, sdk.EventTick, &rec)
+			if err != nil {
+				h.fail(&rec, err)
+				errs = append(errs, fmt.Errorf("app %s: %w", app.UUID, err))
+				continue
+			}
+			changed = changed || out.changed
+			restart = restart || (out.changed && out.restartOnChange)
+		}
+		if changed && restart {
+			spec, err := h.spec(ctx, app)
+			if err == nil {
+				h.setState(&rec, StateRestarting)
+				err = h.o.Containers.Replace(ctx, spec)
+			}
+			if err != nil {
+				h.fail(&rec, err)
+				h.setState(&rec, StateError)
+				errs = append(errs, err)
+				continue
+			}
+			rec.Restarts++
+		}
+		h.setState(&rec, StateRunning)
+	}
+	return errors.Join(errs...)
+}
+
+// ImageCheck is what a refresh would find for one image.
+type ImageCheck struct {
+	ImageObjectID string `json:"imageObjectId"`
+	Ref           string `json:"ref"`
+	Current       string `json:"current,omitempty"`
+	Remote        string `json:"remote,omitempty"`
+	WouldChange   bool   `json:"wouldChange"`
+	Error         string `json:"error,omitempty"`
+}
+
+// DryRunRefresh reports which of an app's images a refresh would change,
+// asking the registry (one request per unchanged image) and downloading
+// nothing. It does not consult the policy: it answers "what is new", not
+// "what would the policy do".
+func (h *Host) DryRunRefresh(ctx context.Context, uuid string) ([]ImageCheck, error) {
+	h.mu.Lock()
+	app := findApp(h.applied, uuid)
+	h.mu.Unlock()
+	if len(app.Drives) == 0 {
+		return nil, fmt.Errorf("no app %q", uuid)
+	}
+	var out []ImageCheck
+	for _, d := range app.Drives {
+		if d.Kind != config.DriveContainer {
+			continue
+		}
+		c := ImageCheck{ImageObjectID: d.Image.UUID, Ref: d.Image.Name}
+		var prev *registry.Resolution
+		if r, ok, _ := h.o.Images.Get(d.Image.UUID); ok {
+			c.Current = r.Digest
+			prev = &registry.Resolution{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
+		}
+		res, err := h.o.Registry.Resolve(ctx, d.Image.Name, prev)
+		if err != nil {
+			c.Error = err.Error()
+		} else {
+			c.Remote, c.WouldChange = res.Digest, res.Digest != c.Current
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
