@@ -116,7 +116,9 @@ func (e *e2e) starts() []string {
 	return regtest.StartLines(filepath.Join(e.state, "volumes", "0a7c3b1e-0000-4000-8000-00000000e2e1", "drive1"))
 }
 
-func running(st agent.Status) bool { return len(st.Info.Apps) == 1 && st.Info.Apps[0].State == "RUNNING" }
+func running(st agent.Status) bool {
+	return len(st.Info.Apps) == 1 && st.Info.Apps[0].State == "RUNNING"
+}
 
 func TestEndToEnd(t *testing.T) {
 	e := newE2E(t)

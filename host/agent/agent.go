@@ -72,19 +72,19 @@ type AgentStatus struct {
 
 // Agent is a running agent.
 type Agent struct {
-	o       Options
-	log     hclog.Logger
-	client  *containerd.Client
-	rt      *plugins.Runtime
-	dir     *plugins.Dir
-	images  *imagestore.Store
-	host    *app.Host
-	bumps   *bumps
-	ctx     context.Context
-	work    chan request
-	mu      sync.Mutex
-	status  AgentStatus
-	subs    map[chan progressEvent]string // subscriber -> app uuid
+	o      Options
+	log    hclog.Logger
+	client *containerd.Client
+	rt     *plugins.Runtime
+	dir    *plugins.Dir
+	images *imagestore.Store
+	host   *app.Host
+	bumps  *bumps
+	ctx    context.Context
+	work   chan request
+	mu     sync.Mutex
+	status AgentStatus
+	subs   map[chan progressEvent]string // subscriber -> app uuid
 }
 
 type request struct {
