@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/pullwise
 COUNT   ?= 5
 
-.PHONY: all build test test-integration check vet fmt-check policies check-policies generate check-generated bench demo clean
+.PHONY: all build test test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
 
 all: build
 
@@ -56,8 +56,11 @@ bench:
 	$(GO) test -run '^$$' -bench 'CreateVsCtr' -benchtime 5x -count 1 ./host/app/ | tee bench-results/create.txt
 	$(GO) tool benchstat bench-results/decide.txt bench-results/load.txt bench-results/pull.txt bench-results/create.txt
 
-demo: build
+demo:
 	./scripts/demo.sh
+
+demo-policy: build
+	./scripts/demo-policy.sh
 
 clean:
 	rm -rf bin bench-results
