@@ -54,7 +54,8 @@ bench:
 	$(GO) test -run '^$$' -bench 'Load|InstanceMemory' -benchtime 3x -count $(COUNT) ./plugins/ | tee bench-results/load.txt
 	$(GO) test -run '^$$' -bench 'PullVsCtr' -benchtime 5x -count 1 ./host/pull/ | tee bench-results/pull.txt
 	$(GO) test -run '^$$' -bench 'CreateVsCtr' -benchtime 5x -count 1 ./host/app/ | tee bench-results/create.txt
-	$(GO) tool benchstat bench-results/decide.txt bench-results/load.txt bench-results/pull.txt bench-results/create.txt
+	$(GO) test -run '^$$' -bench 'BenchmarkAgent' -benchtime 5x -count 1 ./cmd/pullwise/ | tee bench-results/agent.txt
+	$(GO) tool benchstat bench-results/decide.txt bench-results/load.txt bench-results/pull.txt bench-results/create.txt bench-results/agent.txt
 
 demo:
 	./scripts/demo.sh

@@ -20,7 +20,7 @@ import (
 // e2e drives the real pullwise binary: an agent on a private containerd and
 // the Debian docker-registry server, and the CLI talking to it.
 type e2e struct {
-	t        *testing.T
+	t        testing.TB
 	bin      string
 	state    string
 	config   string
@@ -30,7 +30,7 @@ type e2e struct {
 	agentLog *bytes.Buffer
 }
 
-func newE2E(t *testing.T) *e2e {
+func newE2E(t testing.TB) *e2e {
 	t.Helper()
 	e := &e2e{t: t, state: t.TempDir(), d: ctrdtest.Start(t), registry: regtest.NewDistribution(t)}
 	e.bin = filepath.Join(t.TempDir(), "pullwise")

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -140,7 +141,10 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		return nil, fmt.Errorf("cannot reach containerd at %s: %w (is containerd running? start it, or pass --containerd SOCKET)", o.ContainerdSocket, err)
 	}
 	a.client = client
-	if a.rt, err = plugins.NewRuntime(ctx, plugins.WithCacheDir(filepath.Join(o.StateDir, "module-cache")), plugins.WithLogger(a.log.Named("policy"))); err != nil {
+	// One idle instance per module: an agent makes a few decisions an hour,
+	// and each warm instance holds a few MiB.
+	if a.rt, err = plugins.NewRuntime(ctx, plugins.WithCacheDir(filepath.Join(o.StateDir, "module-cache")),
+		plugins.WithLogger(a.log.Named("policy")), plugins.WithIdleInstances(1)); err != nil {
 		return nil, err
 	}
 	policyDir := first.Device.PolicyDir
@@ -212,6 +216,9 @@ func (a *Agent) serve(ctx context.Context) error {
 	go a.watchConfig(ctx)
 	a.log.Info("agent started", "config", a.o.ConfigPath, "state", a.o.StateDir, "socket", sock, "namespace", a.o.Namespace)
 	a.reconcile()
+	// Start-up (decoding and compiling modules, pulls) leaves garbage the
+	// idle agent will not reuse: hand it back to the kernel now.
+	debug.FreeOSMemory()
 	for {
 		next := a.host.NextTick()
 		var tick <-chan time.Time
