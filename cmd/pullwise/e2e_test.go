@@ -25,14 +25,22 @@ type e2e struct {
 	state    string
 	config   string
 	d        *ctrdtest.Daemon
-	registry string
+	registry string // the proxy in front of docker-registry
+	proxy    *regtest.Proxy
+	env      []string // extra environment for the agent
 	agent    *exec.Cmd
 	agentLog *bytes.Buffer
 }
 
-func newE2E(t testing.TB) *e2e {
+func newE2E(t testing.TB) *e2e { return newE2EWithRoot(t, 0) }
+
+// newE2EWithRoot gives containerd a root filesystem of rootBytes (0: no
+// limit), so a test can fill the disk.
+func newE2EWithRoot(t testing.TB, rootBytes int64) *e2e {
 	t.Helper()
-	e := &e2e{t: t, state: t.TempDir(), d: ctrdtest.Start(t), registry: regtest.NewDistribution(t)}
+	e := &e2e{t: t, state: t.TempDir(), d: ctrdtest.StartWithRoot(t, rootBytes)}
+	e.proxy = regtest.NewProxy(t, regtest.NewDistribution(t))
+	e.registry = e.proxy.Host
 	e.bin = filepath.Join(t.TempDir(), "pullwise")
 	if out, err := exec.Command("go", "build", "-o", e.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("building pullwise: %v\n%s", err, out)
@@ -66,6 +74,7 @@ func (e *e2e) startAgent() {
 	e.agent = exec.Command(e.bin, "agent", "--config", e.config, "--state", e.state,
 		"--containerd", e.d.Socket, "--namespace", e.d.Namespace, "--grace-period", "1s", "--log-level", "debug")
 	e.agent.Stdout, e.agent.Stderr = e.agentLog, e.agentLog
+	e.agent.Env = append(os.Environ(), e.env...)
 	if err := e.agent.Start(); err != nil {
 		e.t.Fatal(err)
 	}

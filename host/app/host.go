@@ -29,6 +29,7 @@ import (
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/internal/faultpoint"
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -179,6 +180,12 @@ func (h *Host) act(ctx context.Context, cfg *config.Config, d config.Delta) erro
 	if d.Created {
 		return h.create(ctx, cfg, app, &rec)
 	}
+	if h.completedBeforeCrash(ctx, app, &rec) {
+		// The agent died after the action took effect but before recording
+		// it: record it now, do not repeat it.
+		h.setState(&rec, StateRunning)
+		return h.done(app, &rec, true)
+	}
 	var refreshErr error
 	changed, restartOnChange := false, false
 	if d.Refresh {
@@ -197,14 +204,19 @@ func (h *Host) act(ctx context.Context, cfg *config.Config, d config.Delta) erro
 	}
 	switch {
 	case d.Purge:
-		h.setState(&rec, StatePurging)
+		h.begin(ctx, &rec, "purge", StatePurging)
+		faultpoint.Hit("purge:begun")
 		err = h.o.Containers.Purge(ctx, spec)
+		faultpoint.Hit("purge:done")
 	case d.Modified || (changed && (restartOnChange || d.Restart)):
-		h.setState(&rec, StateRestarting)
+		h.begin(ctx, &rec, "replace", StateRestarting)
 		err = h.o.Containers.Replace(ctx, spec)
+		faultpoint.Hit("replace:done")
 	case d.Restart:
-		h.setState(&rec, StateRestarting)
+		h.begin(ctx, &rec, "restart", StateRestarting)
+		faultpoint.Hit("restart:begun")
 		err = h.o.Containers.Restart(ctx, app.UUID)
+		faultpoint.Hit("restart:done")
 	default:
 		// A refresh that changed nothing (or whose policy does not restart):
 		// no restart.
@@ -381,8 +393,44 @@ func (h *Host) remove(ctx context.Context, cfg *config.Config, uuid string) erro
 	return h.state.forget(uuid)
 }
 
+// begin journals a container action before it starts.
+func (h *Host) begin(ctx context.Context, rec *AppInfo, op, state string) {
+	st, _ := h.o.Containers.Status(ctx, rec.UUID)
+	rec.Pending = &Pending{Op: op, Generation: st.Generation, Pid: st.Pid}
+	h.setState(rec, state)
+}
+
+// completedBeforeCrash reports whether a journalled action took effect: a
+// restart shows a running process other than the one before it; a replace
+// or purge a running container of a later generation. An action that did
+// not take effect is simply done again (restart and rebuild are safe to
+// repeat until they have taken effect).
+func (h *Host) completedBeforeCrash(ctx context.Context, app config.App, rec *AppInfo) bool {
+	p := rec.Pending
+	if p == nil {
+		return false
+	}
+	st, err := h.o.Containers.Status(ctx, app.UUID)
+	if err != nil || !st.Running {
+		return false
+	}
+	done := false
+	switch p.Op {
+	case "restart":
+		done = st.Generation == p.Generation && st.Pid != p.Pid
+	case "replace", "purge":
+		done = st.Generation > p.Generation
+	}
+	if done {
+		h.log.Info("an action interrupted by a crash had completed; recording it", "app", app.UUID, "op", p.Op)
+		rec.Restarts++
+	}
+	return done
+}
+
 // done records the app as acted upon. ok clears the last error.
 func (h *Host) done(app config.App, rec *AppInfo, ok bool) error {
+	rec.Pending = nil
 	rec.Counters = Counters{Restart: app.Restart.Counter, Purge: app.Purge.Counter, RefreshImage: app.RefreshImage.Counter}
 	if ok && rec.State != StateRolledBack {
 		rec.LastError, rec.LastErrorAt = "", nil

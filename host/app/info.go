@@ -47,6 +47,19 @@ type AppInfo struct {
 	NextCheck *time.Time `json:"nextCheck,omitempty"`
 	// Decisions are the policy's last decision per ImageObjectID.
 	Decisions map[string]DecisionInfo `json:"decisions,omitempty"`
+	// Pending is a container action begun and not yet recorded as done: if
+	// the agent died in it, the next run finds out whether it took effect.
+	Pending *Pending `json:"pending,omitempty"`
+}
+
+// Pending journals a container action: what it was and what the container
+// looked like before, so its effect can be recognised afterwards.
+type Pending struct {
+	// Op is restart, replace or purge.
+	Op string `json:"op"`
+	// Generation and Pid are the container's before the action.
+	Generation int    `json:"generation"`
+	Pid        uint32 `json:"pid"`
 }
 
 // Counters are EVE's InstanceOpsCmd counters as acted upon.

@@ -56,7 +56,12 @@ func Need(t testing.TB, bins ...string) {
 }
 
 // Start runs a private containerd until the test ends.
-func Start(t testing.TB) *Daemon {
+func Start(t testing.TB) *Daemon { return StartWithRoot(t, 0) }
+
+// StartWithRoot is Start with containerd's root (its content store and
+// snapshots) on a tmpfs of rootBytes, so a test can fill the disk. 0 means
+// no limit.
+func StartWithRoot(t testing.TB, rootBytes int64) *Daemon {
 	t.Helper()
 	Need(t, "containerd", "runc")
 	// Unix socket paths are limited to 108 bytes: keep the directory short.
@@ -65,6 +70,13 @@ func Start(t testing.TB) *Daemon {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "c.sock")
+	if rootBytes > 0 {
+		root := filepath.Join(dir, "root")
+		os.MkdirAll(root, 0o700)
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", rootBytes), "tmpfs", root).CombinedOutput(); err != nil {
+			t.Fatalf("mounting a %d byte tmpfs for containerd: %v\n%s", rootBytes, err, out)
+		}
+	}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q

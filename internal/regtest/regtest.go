@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -62,6 +63,8 @@ type Proxy struct {
 	cut         map[string]int64 // blob digest -> bytes to send before cutting
 	corrupt     map[string]bool  // digest -> flip a byte of its body
 	failBlob    map[string]int   // blob digest -> GETs still to answer 503
+	down        bool             // drop every connection
+	rate        int64            // blob bytes per second; 0 for no limit
 }
 
 // NewProxy starts a proxy in front of the registry at host:port.
@@ -111,6 +114,13 @@ func (p *Proxy) Fail(f ...Fault) { p.mu.Lock(); p.faults = append(p.faults, f...
 // dropping the connection.
 func (p *Proxy) CutBlob(digest string, n int64) { p.mu.Lock(); p.cut[digest] = n; p.mu.Unlock() }
 
+// Down makes the proxy drop every connection at once, as an unreachable
+// registry would look.
+func (p *Proxy) Down(on bool) { p.mu.Lock(); p.down = on; p.mu.Unlock() }
+
+// Throttle limits blob downloads to about bytesPerSec (0: no limit).
+func (p *Proxy) Throttle(bytesPerSec int64) { p.mu.Lock(); p.rate = bytesPerSec; p.mu.Unlock() }
+
 // FailBlob answers the GETs of blob digest after the next one (which may be
 // cut) with 503, n times.
 func (p *Proxy) FailBlob(digest string, n int) { p.mu.Lock(); p.failBlob[digest] = n; p.mu.Unlock() }
@@ -120,6 +130,16 @@ func (p *Proxy) Corrupt(digest string, on bool) { p.mu.Lock(); p.corrupt[digest]
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
+	if p.down {
+		p.mu.Unlock()
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
 	p.requests = append(p.requests, r.Method+" "+r.URL.Path)
 	var fault *Fault
 	if len(p.faults) > 0 {
@@ -203,7 +223,11 @@ func (b *countingBody) Read(buf []byte) (int, error) {
 	}
 	b.p.mu.Lock()
 	b.p.blobBytes += int64(n)
+	rate := b.p.rate
 	b.p.mu.Unlock()
+	if rate > 0 && n > 0 {
+		time.Sleep(time.Duration(int64(n) * int64(time.Second) / rate))
+	}
 	return n, err
 }
 

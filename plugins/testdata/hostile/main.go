@@ -32,7 +32,14 @@ func decide(_, n uint32) uint64 {
 	input := string(in[:n])
 	mode := func(m string) bool { return strings.Contains(input, `"name":"`+m+`"`) }
 	answer := `{"action":"use-local","restartOnChange":false,"reason":"ok"}`
+	if !strings.Contains(input, `"localDigest"`) {
+		answer = `{"action":"pull","restartOnChange":true,"onPullFailure":"fail","reason":"absent"}`
+	}
 	switch {
+	case mode("loop-on-refresh") && strings.Contains(input, `"event":"refresh"`):
+		for {
+		}
+	case mode("loop-on-refresh"):
 	case mode("trap"):
 		panic("hostile module panics on purpose")
 	case mode("loop"):
