@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,10 +42,7 @@ func newE2EWithRoot(t testing.TB, rootBytes int64) *e2e {
 	e := &e2e{t: t, state: t.TempDir(), d: ctrdtest.StartWithRoot(t, rootBytes)}
 	e.proxy = regtest.NewProxy(t, regtest.NewDistribution(t))
 	e.registry = e.proxy.Host
-	e.bin = filepath.Join(t.TempDir(), "pullwise")
-	if out, err := exec.Command("go", "build", "-o", e.bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("building pullwise: %v\n%s", err, out)
-	}
+	e.bin = binary(t)
 	e.config = filepath.Join(t.TempDir(), "config.yaml")
 	e.writeConfig(fmt.Sprintf(`device:
   insecureRegistries: [%q]
@@ -59,6 +57,32 @@ apps:
 `, e.registry, e.registry))
 	t.Cleanup(e.stopAgent)
 	return e
+}
+
+var built struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// binary builds the pullwise binary once per test run.
+func binary(t testing.TB) string {
+	t.Helper()
+	built.Do(func() {
+		dir, err := os.MkdirTemp("", "pullwise-bin-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.path = filepath.Join(dir, "pullwise")
+		if out, err := exec.Command("go", "build", "-o", built.path, ".").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("building pullwise: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.path
 }
 
 func (e *e2e) writeConfig(s string) {

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/sdk/policybuild"
+)
+
+// The fault suite: each case breaks something real (the registry, the
+// network, the disk, the agent process, a policy module) under the real
+// binary, then checks what must hold afterwards, and logs both.
+
+const webUUID = "0a7c3b1e-0000-4000-8000-00000000e2e1"
+
+// app is one app entry of a config.
+func app(uuid, name, imageID, ref, policy string) string {
+	s := fmt.Sprintf("  - uuid: %s\n    displayName: %s\n", uuid, name)
+	if policy != "" {
+		s += "    pullPolicy: " + policy + "\n"
+	}
+	return s + fmt.Sprintf("    drives:\n      - kind: container\n        image: {uuid: %s, name: %q}\n      - kind: volume\n        mountPath: /data\n", imageID, ref)
+}
+
+func (e *e2e) configure(apps ...string) {
+	e.t.Helper()
+	e.writeConfig(fmt.Sprintf("device:\n  insecureRegistries: [%q]\napps:\n%s", e.registry, strings.Join(apps, "")))
+}
+
+func (e *e2e) web() string {
+	return app(webUUID, "web", "6f1e0c1e-0000-4000-8000-00000000e2e1", e.registry+"/demo/web:latest", "")
+}
+
+func appState(st agent.Status, name string) (string, string) {
+	for _, a := range st.Info.Apps {
+		if a.DisplayName == name {
+			return a.State, a.LastError
+		}
+	}
+	return "", ""
+}
+
+func imageOf(st agent.Status, uuid string) string {
+	for _, i := range st.Info.Images {
+		if i.App == uuid {
+			return i.SHA256
+		}
+	}
+	return ""
+}
+
+// bigImage is the test app at version plus random layers.
+func bigImage(t testing.TB, version string, layers int, size int64) v1.Image {
+	t.Helper()
+	img := regtest.AppImage(t, version, false)
+	for i := 0; i < layers; i++ {
+		l, err := random.Layer(size, types.DockerLayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return img
+}
+
+// startWeb pushes v1 and runs the web app.
+func startWeb(t *testing.T) (*e2e, string) {
+	e := newE2E(t)
+	v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
+	e.configure(e.web())
+	e.startAgent()
+	e.status("web running", running)
+	regtest.Starts(t, e.volume(), 1, "")
+	return e, v1
+}
+
+func (e *e2e) volume() string {
+	return filepath.Join(e.state, "volumes", webUUID, "drive1")
+}
+
+func TestFaults(t *testing.T) {
+	t.Run("registry answers 500, then 429 with Retry-After, then recovers", func(t *testing.T) {
+		e, _ := startWeb(t)
+		v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v2", false)).String()
+		e.proxy.Fail(regtest.Fault{Status: 500}, regtest.Fault{Status: 429, RetryAfter: "2"})
+		t.Log("broke: the registry answers 500, then 429 with Retry-After: 2, then works")
+		start := time.Now()
+		out, err := e.cli("refresh", "web")
+		took := time.Since(start)
+		if err != nil || !strings.Contains(out, "1 restart(s)") {
+			t.Fatalf("refresh: %v\n%s", err, out)
+		}
+		if took < 2*time.Second {
+			t.Fatalf("the refresh took %s: the 2 s Retry-After was not honoured", took)
+		}
+		st := e.status("v2", func(st agent.Status) bool { return imageOf(st, webUUID) == v2 })
+		t.Logf("checked: the refresh waited %s (≥ the Retry-After), completed on %s, state %s", took.Round(time.Millisecond), v2[:19], st.Info.Apps[0].State)
+	})
+
+	t.Run("registry unreachable at create", func(t *testing.T) {
+		e, _ := startWeb(t)
+		e.proxy.Down(true)
+		t.Log("broke: every connection to the registry is dropped")
+		strict := app("0a7c3b1e-0000-4000-8000-0000000000a2", "strict", "img-strict", e.registry+"/demo/web:latest", "")
+		lenient := app("0a7c3b1e-0000-4000-8000-0000000000a3", "lenient", "6f1e0c1e-0000-4000-8000-00000000e2e1", e.registry+"/demo/web:latest", "use-existing")
+		e.configure(e.web(), strict, lenient)
+		st := e.status("strict failed, lenient running", func(st agent.Status) bool {
+			s1, _ := appState(st, "strict")
+			s2, _ := appState(st, "lenient")
+			return s1 == "ERROR" && s2 == "RUNNING"
+		})
+		_, why := appState(st, "strict")
+		if !strings.Contains(why, "registry unreachable") {
+			t.Fatalf("strict's error should say the registry is unreachable: %q", why)
+		}
+		if s, _ := appState(st, "web"); s != "RUNNING" {
+			t.Fatalf("web: %s", s)
+		}
+		t.Logf("checked: under always the new app fails (%.80s…); under use-existing, with the image on disk, it runs; web untouched", why)
+	})
+
+	t.Run("connection cut mid-blob", func(t *testing.T) {
+		e, _ := startWeb(t)
+		img := bigImage(t, "v2", 1, 8<<20)
+		v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", img).String()
+		layers, _ := img.Layers()
+		ld, _ := layers[len(layers)-1].Digest()
+		e.proxy.Reset()
+		e.proxy.CutBlob(ld.String(), 4<<20)
+		t.Log("broke: the 8 MiB layer's connection is cut after 4 MiB")
+		if out, err := e.cli("refresh", "web"); err != nil {
+			t.Fatalf("refresh: %v\n%s", err, out)
+		}
+		e.status("v2", func(st agent.Status) bool { return imageOf(st, webUUID) == v2 })
+		if got := e.proxy.BlobBytes(); got > 8<<20+1<<20+64<<10 {
+			t.Fatalf("%d blob bytes for an 8 MiB layer cut in half", got)
+		}
+		t.Logf("checked: the refresh completed on the new image with %d blob bytes in all (≤ 8 MiB + 1 MiB)", e.proxy.BlobBytes())
+	})
+
+	t.Run("corrupted blob", func(t *testing.T) {
+		e, v1 := startWeb(t)
+		img := regtest.AppImage(t, "v2", false)
+		regtest.PushImage(t, e.registry+"/demo/web:latest", img)
+		layers, _ := img.Layers()
+		ld, _ := layers[len(layers)-1].Digest()
+		e.proxy.Corrupt(ld.String(), true)
+		t.Log("broke: the registry serves the new image's layer with a flipped byte")
+		out, _ := e.cli("refresh", "web")
+		st := e.status("the error", func(st agent.Status) bool { _, why := appState(st, "web"); return why != "" })
+		state, why := appState(st, "web")
+		if state != "RUNNING" || imageOf(st, webUUID) != v1 || !strings.Contains(why, "digest") {
+			t.Fatalf("after a corrupt blob: %s, %s, %q\n%s", state, imageOf(st, webUUID), why, out)
+		}
+		t.Logf("checked: rejected (%.90s…); the app still runs on %s", why, v1[:19])
+	})
+
+	t.Run("agent SIGKILLed mid-download", func(t *testing.T) {
+		e, _ := startWeb(t)
+		v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", bigImage(t, "v2", 2, 8<<20)).String()
+		e.proxy.Reset()
+		e.proxy.Throttle(4 << 20)
+		if out, err := e.cli("refresh", "web", "--no-wait"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for e.proxy.BlobBytes() < 2<<20 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		e.agent.Process.Signal(syscall.SIGKILL)
+		e.agent.Wait()
+		e.agent = nil
+		got := e.proxy.BlobBytes()
+		t.Logf("broke: the agent is SIGKILLed after %d of 16 MiB downloaded", got)
+		e.proxy.Throttle(0)
+		e.startAgent()
+		st := e.status("v2", func(st agent.Status) bool { return imageOf(st, webUUID) == v2 && running(st) })
+		starts := regtest.Starts(t, e.volume(), 2, "")
+		time.Sleep(time.Second)
+		if starts = regtest.StartLines(e.volume()); len(starts) != 2 || st.Info.Apps[0].Counters.RefreshImage != 1 {
+			t.Fatalf("starts %q, counters %+v", starts, st.Info.Apps[0].Counters)
+		}
+		t.Logf("checked: the restarted agent finished the refresh once (2 starts in the volume, the first kept), %d blob bytes in all", e.proxy.BlobBytes())
+	})
+
+	for _, point := range []string{"restart:begun", "restart:done"} {
+		t.Run("agent SIGKILLed mid-restart at "+point, func(t *testing.T) {
+			e, _ := startWeb(t)
+			e.stopAgent()
+			e.env = []string{"PULLWISE_FAULTPOINT=" + point}
+			e.startAgent()
+			e.status("adopted", running)
+			e.cli("restart", "web", "--no-wait")
+			e.agent.Wait()
+			e.agent = nil
+			t.Logf("broke: the agent killed itself with SIGKILL at %s", point)
+			e.env = nil
+			e.startAgent()
+			e.status("restart recorded", func(st agent.Status) bool { return running(st) && st.Info.Apps[0].Counters.Restart == 1 })
+			time.Sleep(time.Second)
+			if starts := regtest.StartLines(e.volume()); len(starts) != 2 || !strings.Contains(starts[1], "freshrootfs=false") {
+				t.Fatalf("starts %q: want exactly one restart, writable layer kept", starts)
+			}
+			t.Log("checked: exactly one restart happened, volume and writable layer kept")
+		})
+	}
+
+	for _, point := range []string{"purge:begun", "purge:done"} {
+		t.Run("agent SIGKILLed mid-purge at "+point, func(t *testing.T) {
+			e, _ := startWeb(t)
+			e.cli("restart", "web") // two starts in the volume before the purge
+			regtest.Starts(t, e.volume(), 2, "")
+			e.stopAgent()
+			e.env = []string{"PULLWISE_FAULTPOINT=" + point}
+			e.startAgent()
+			e.status("adopted", running)
+			e.cli("purge", "web", "--no-wait")
+			e.agent.Wait()
+			e.agent = nil
+			t.Logf("broke: the agent killed itself with SIGKILL at %s", point)
+			e.env = nil
+			e.startAgent()
+			e.status("purge recorded", func(st agent.Status) bool { return running(st) && st.Info.Apps[0].Counters.Purge == 1 })
+			time.Sleep(time.Second)
+			if starts := regtest.StartLines(e.volume()); len(starts) != 1 || !strings.Contains(starts[0], "freshrootfs=true") {
+				t.Fatalf("starts %q: want exactly one purge (one start in an emptied volume)", starts)
+			}
+			t.Log("checked: exactly one purge happened (the volume was emptied once and holds one start)")
+		})
+	}
+
+	t.Run("malformed config edit", func(t *testing.T) {
+		e, v1 := startWeb(t)
+		b, _ := os.ReadFile(e.config)
+		e.writeConfig(strings.Replace(string(b), "displayName: web", "displayName: web\n    drives: oops", 1))
+		t.Log("broke: the configuration file is edited into something that does not parse")
+		st := e.status("the rejection", func(st agent.Status) bool { return st.Agent.ConfigError != "" })
+		time.Sleep(time.Second)
+		if !running(st) || imageOf(st, webUUID) != v1 || len(regtest.StartLines(e.volume())) != 1 {
+			t.Fatal("the app was touched by a rejected configuration")
+		}
+		t.Logf("checked: rejected (%.100s…), the app untouched", st.Agent.ConfigError)
+	})
+
+	t.Run("policy module loops during a refresh", func(t *testing.T) {
+		e := newE2E(t)
+		dir := filepath.Join(e.state, "policies")
+		os.MkdirAll(dir, 0o755)
+		if err := policybuild.Build(t.Context(), "../../plugins/testdata/hostile", filepath.Join(dir, "hostile.wasm")); err != nil {
+			t.Fatal(err)
+		}
+		v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
+		e.configure(app(webUUID, "loop-on-refresh", "6f1e0c1e-0000-4000-8000-00000000e2e1", e.registry+"/demo/web:latest", "hostile"))
+		e.startAgent()
+		e.status("running", running)
+		t.Log("broke: the app's policy module loops forever when asked about a refresh")
+		out, err := e.cli("refresh", "loop-on-refresh")
+		if err == nil || !strings.Contains(out, "time limit") {
+			t.Fatalf("refresh with a looping policy: %v\n%s", err, out)
+		}
+		st := e.status("state", func(st agent.Status) bool { return true })
+		if !running(st) || imageOf(st, webUUID) != v1 || len(regtest.StartLines(e.volume())) != 1 {
+			t.Fatalf("the app was touched: %+v", st.Info.Apps)
+		}
+		// The next decision works: a second app on the same module is created.
+		e.configure(app(webUUID, "loop-on-refresh", "6f1e0c1e-0000-4000-8000-00000000e2e1", e.registry+"/demo/web:latest", "hostile"),
+			app("0a7c3b1e-0000-4000-8000-0000000000b2", "second", "img-second", e.registry+"/demo/web:latest", "hostile"))
+		e.status("second running", func(st agent.Status) bool { s, _ := appState(st, "second"); return s == "RUNNING" })
+		t.Logf("checked: the refresh reported the time limit, the app was untouched, and the module's next decision created another app")
+	})
+
+	t.Run("disk fills during a pull", func(t *testing.T) {
+		e := newE2EWithRoot(t, 48<<20)
+		v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
+		e.configure(e.web())
+		e.startAgent()
+		e.status("web running", running)
+		regtest.PushImage(t, e.registry+"/demo/web:latest", bigImage(t, "v2", 4, 16<<20))
+		t.Log("broke: containerd's disk (a 48 MiB tmpfs) is smaller than the new image (64 MiB)")
+		out, _ := e.cli("refresh", "web")
+		st := e.status("the error", func(st agent.Status) bool { _, why := appState(st, "web"); return why != "" })
+		state, why := appState(st, "web")
+		if state != "RUNNING" || imageOf(st, webUUID) != v1 || !strings.Contains(why, "no space left on device") {
+			t.Fatalf("disk full: %s, %s, %q\n%s", state, imageOf(st, webUUID), why, out)
+		}
+		e.cli("restart", "web")
+		if starts := regtest.Starts(t, e.volume(), 2, ""); !strings.Contains(starts[1], "version=v1") {
+			t.Fatalf("the previous image does not start: %q", starts)
+		}
+		t.Logf("checked: a clear error (%.100s…); the previous image is intact and restarts", why)
+	})
+}
