@@ -1,7 +1,9 @@
 package app
 
 import (
+	"fmt"
 	"os/exec"
+	"strings"
 	"slices"
 	"testing"
 	"time"
@@ -84,4 +86,87 @@ func BenchmarkCreateVsCtr(b *testing.B) {
 	b.ReportMetric(float64(med(ours).Milliseconds()), "pullwise-ms")
 	b.ReportMetric(float64(med(theirs).Milliseconds()), "ctr-ms")
 	b.ReportMetric(float64(med(ours))/float64(med(theirs)), "ratio")
+}
+
+// BenchmarkRefreshRound refreshes 50 apps on 5 tags of which 2 moved, in one
+// configuration change, and reports the registry requests (manifests and
+// blobs), the blob bytes, the wall time and the apps restarted. Targets: one
+// manifest request per tag, each new blob downloaded once, only the 20 apps
+// on moved tags restarted.
+//
+//	go test -run '^$' -bench RefreshRound -benchtime 3x ./host/app/
+func BenchmarkRefreshRound(b *testing.B) {
+	w := newBenchWorld(b)
+	const apps, tags = 50, 5
+	var opts []appOpts
+	for i := 0; i < tags; i++ {
+		w.push(fmt.Sprintf("fleet/t%d:latest", i), fmt.Sprintf("t%d-v0", i), false)
+	}
+	for i := 0; i < apps; i++ {
+		opts = append(opts, appOpts{uuid: fmt.Sprintf("app-%02d", i), ref: fmt.Sprintf("fleet/t%d:latest", i%tags)})
+	}
+	if err := w.apply(w.config(opts...)); err != nil {
+		b.Fatal(err)
+	}
+	var walls []time.Duration
+	var manifests, blobs, bytes, restarted []float64
+	b.ResetTimer()
+	for round := 1; round <= b.N; round++ {
+		b.StopTimer()
+		for _, moved := range []int{0, 1} {
+			w.push(fmt.Sprintf("fleet/t%d:latest", moved), fmt.Sprintf("t%d-v%d", moved, round), false)
+		}
+		before := map[string]int{}
+		info, _ := w.host.Info(w.ctx)
+		for _, a := range info.Apps {
+			before[a.UUID] = a.Restarts
+		}
+		for i := range opts {
+			opts[i].refresh = int64(round)
+		}
+		cfg := w.config(opts...)
+		w.proxy.Reset()
+		b.StartTimer()
+		start := time.Now()
+		if err := w.apply(cfg); err != nil {
+			b.Fatal(err)
+		}
+		walls = append(walls, time.Since(start))
+		b.StopTimer()
+		var m, bl float64
+		for _, r := range w.proxy.Requests() {
+			switch {
+			case strings.Contains(r, "/manifests/"):
+				m++
+			case strings.Contains(r, "/blobs/"):
+				bl++
+			}
+		}
+		info, _ = w.host.Info(w.ctx)
+		var n float64
+		for _, a := range info.Apps {
+			if a.Restarts > before[a.UUID] {
+				n++
+				if i := appIndex(a.UUID); i%tags > 1 {
+					b.Fatalf("%s on an unmoved tag was restarted", a.UUID)
+				}
+			}
+		}
+		manifests, blobs, bytes, restarted = append(manifests, m), append(blobs, bl), append(bytes, float64(w.proxy.BlobBytes())), append(restarted, n)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	medF := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
+	medD := func(v []time.Duration) time.Duration { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
+	b.ReportMetric(medF(manifests), "manifest-requests")
+	b.ReportMetric(medF(blobs), "blob-requests")
+	b.ReportMetric(medF(bytes), "blob-bytes")
+	b.ReportMetric(medF(restarted), "apps-restarted")
+	b.ReportMetric(float64(medD(walls).Milliseconds()), "wall-ms")
+}
+
+func appIndex(uuid string) int {
+	var i int
+	fmt.Sscanf(uuid, "app-%d", &i)
+	return i
 }

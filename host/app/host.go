@@ -69,6 +69,10 @@ type Host struct {
 
 	mu      sync.Mutex
 	applied *config.Config
+	// round caches resolutions during one Apply or Tick (nil outside).
+	round map[string]roundResult
+	// watching are the apps whose images changed during this Apply.
+	watching []watched
 }
 
 // New opens the host's state and picks up where the last run stopped: the
@@ -129,11 +133,17 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	if err := h.state.setDevice(cfg.Device); err != nil {
 		return err
 	}
+	h.round = map[string]roundResult{}
+	h.watching = nil
+	defer func() { h.round, h.watching = nil, nil }()
 	var errs []error
 	for _, d := range cfg.Diff(h.applied) {
 		if err := h.act(ctx, cfg, d); err != nil {
 			errs = append(errs, fmt.Errorf("app %s: %w", d.UUID, err))
 		}
+	}
+	if err := h.watchStarts(ctx, cfg, h.watching); err != nil {
+		errs = append(errs, err)
 	}
 	applied, err := h.state.applied()
 	if err != nil {
@@ -229,13 +239,14 @@ func (h *Host) act(ctx context.Context, cfg *config.Config, d config.Delta) erro
 		return err
 	}
 	rec.Restarts++
-	if changed {
-		if rolled, err := h.watchStart(ctx, cfg, app, &rec); err != nil || rolled {
-			return errors.Join(refreshErr, err, h.done(app, &rec, false))
-		}
-	}
 	h.setState(&rec, StateRunning)
-	return errors.Join(refreshErr, h.done(app, &rec, refreshErr == nil))
+	err = h.done(app, &rec, refreshErr == nil)
+	if changed {
+		// Watched after every app has been acted upon, all at once: one grace
+		// period per pass, not one per changed app.
+		h.watching = append(h.watching, watched{app: app, rec: &rec})
+	}
+	return errors.Join(refreshErr, err)
 }
 
 // create resolves and fetches every container drive, then creates and
@@ -305,26 +316,41 @@ func (h *Host) refresh(ctx context.Context, cfg *config.Config, app config.App, 
 	return changed, restartOnChange, errors.Join(errs...)
 }
 
-// watchStart waits the grace period after an image change. If the app died
-// in it, the policy is asked (start-failed); on rollback the app goes back
-// to its previous images. It reports whether it rolled back.
-func (h *Host) watchStart(ctx context.Context, cfg *config.Config, app config.App, rec *AppInfo) (bool, error) {
+// watched is an app whose images changed in this pass.
+type watched struct {
+	app config.App
+	rec *AppInfo
+}
+
+// watchStarts waits one grace period for the apps whose images changed. An
+// app that dies in it is reported to its policy (start-failed); on rollback
+// it goes back to its previous images.
+func (h *Host) watchStarts(ctx context.Context, cfg *config.Config, apps []watched) error {
+	var errs []error
 	deadline := time.Now().Add(h.o.GracePeriod)
-	for time.Now().Before(deadline) {
-		st, err := h.o.Containers.Status(ctx, app.UUID)
-		if err != nil {
-			return false, err
+	for len(apps) > 0 && time.Now().Before(deadline) {
+		var still []watched
+		for _, w := range apps {
+			st, err := h.o.Containers.Status(ctx, w.app.UUID)
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case st.Exists && !st.Running:
+				if _, err := h.startFailed(ctx, cfg, w.app, w.rec, st.ExitCode); err != nil {
+					errs = append(errs, fmt.Errorf("app %s: %w", w.app.UUID, err))
+				}
+			default:
+				still = append(still, w)
+			}
 		}
-		if st.Exists && !st.Running {
-			return h.startFailed(ctx, cfg, app, rec, st.ExitCode)
-		}
+		apps = still
 		select {
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return false, nil
+	return errors.Join(errs...)
 }
 
 func (h *Host) startFailed(ctx context.Context, cfg *config.Config, app config.App, rec *AppInfo, code uint32) (bool, error) {

@@ -36,6 +36,8 @@ func (h *Host) Tick(ctx context.Context) error {
 		return nil
 	}
 	now := h.o.Now()
+	h.round = map[string]roundResult{}
+	defer func() { h.round = nil }()
 	var errs []error
 	for _, app := range h.applied.Apps {
 		rec, err := h.state.status(app.UUID)
