@@ -47,15 +47,21 @@ check-policies:
 check-generated: generate
 	@git diff --exit-code --stat -- sdk/abi_easyjson.go || { echo "sdk/abi_easyjson.go was stale: commit the regenerated file"; exit 1; }
 
+# Every benchmark, side by side with its peer where it has one, then one
+# table of medians (bench-results/report.md) and JSON (results.json).
+# About 8 minutes on 2 cores. BENCHMARKS.md quotes a run of it.
 bench:
 	mkdir -p bench-results
 	$(GO) test -run '^$$' -bench 'DecideWarm' -benchtime 3000x -count $(COUNT) ./plugins/ | tee bench-results/decide.txt
 	$(GO) test -run '^$$' -bench 'DecideFresh' -benchtime 200x -count $(COUNT) ./plugins/ | tee -a bench-results/decide.txt
 	$(GO) test -run '^$$' -bench 'Load|InstanceMemory' -benchtime 3x -count $(COUNT) ./plugins/ | tee bench-results/load.txt
+	$(GO) test -run '^$$' -bench 'NoChangeCheck' -benchtime 3x -count 1 ./host/pull/ | tee bench-results/check.txt
 	$(GO) test -run '^$$' -bench 'PullVsCtr' -benchtime 5x -count 1 ./host/pull/ | tee bench-results/pull.txt
 	$(GO) test -run '^$$' -bench 'CreateVsCtr' -benchtime 5x -count 1 ./host/app/ | tee bench-results/create.txt
+	$(GO) test -run '^$$' -bench 'RefreshRound' -benchtime 3x -count 1 -timeout 30m ./host/app/ | tee bench-results/round.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkAgent' -benchtime 5x -count 1 ./cmd/pullwise/ | tee bench-results/agent.txt
-	$(GO) tool benchstat bench-results/decide.txt bench-results/load.txt bench-results/pull.txt bench-results/create.txt bench-results/agent.txt
+	$(GO) run ./internal/cmd/benchreport -json bench-results/results.json bench-results/decide.txt bench-results/load.txt \
+		bench-results/check.txt bench-results/pull.txt bench-results/create.txt bench-results/round.txt bench-results/agent.txt | tee bench-results/report.md
 
 demo:
 	./scripts/demo.sh
