@@ -4,8 +4,8 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"sync"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
