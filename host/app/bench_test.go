@@ -3,8 +3,8 @@ package app
 import (
 	"fmt"
 	"os/exec"
-	"strings"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
