@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/pullwise
 COUNT   ?= 5
 
-.PHONY: all build test test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
+.PHONY: all build test test-faults test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
 
 all: build
 
@@ -22,8 +22,14 @@ generate:
 	cd sdk && $(GO) tool easyjson -all -no_std_marshalers abi.go
 
 test: check
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -skip '^TestFaults$$' ./...
 	$(GO) test -count=1 -race ./plugins/ ./sdk/...
+	$(MAKE) test-faults
+
+# The fault-injection suite, verbose: each case logs what it broke and what
+# it checked afterwards.
+test-faults:
+	$(GO) test -count=1 -v -run '^TestFaults$$' ./cmd/pullwise/
 
 # The tests that start a private containerd and docker-registry (they also
 # run in make test). Outside CI they skip if those are not installed.
