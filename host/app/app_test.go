@@ -461,3 +461,39 @@ func TestOtherChangeRebuilds(t *testing.T) {
 		t.Fatalf("starts %q", got)
 	}
 }
+
+// TestCheckOnStartAtRestartAndBoot: under check-on-start, a restart and a
+// host start (boot) each check the tag; a moved tag is pulled and the app
+// comes up on it, in exactly one start.
+func TestCheckOnStartAtRestartAndBoot(t *testing.T) {
+	w := newWorld(t)
+	w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest", policy: "check-on-start"}
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	v2 := w.push("web:latest", "v2", false)
+	a.restart = 1
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.starts("web", 2); got[1] != "start version=v2 freshrootfs=true ro=" {
+		t.Fatalf("restart under check-on-start: %q", got)
+	}
+	if _, img := w.app("web"); img.SHA256 != v2 || img.Decision == nil || img.Decision.Event != "start" {
+		t.Fatalf("image after restart: %+v", img)
+	}
+	// The host restarts while the tag moves again: boot checks.
+	v3 := w.push("web:latest", "v3", false)
+	w.start()
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.starts("web", 3); got[2] != "start version=v3 freshrootfs=true ro=" {
+		t.Fatalf("boot under check-on-start: %q", got)
+	}
+	if _, img := w.app("web"); img.SHA256 != v3 {
+		t.Fatalf("image after boot: %+v", img)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -67,12 +68,17 @@ type Host struct {
 	state *stateStore
 	log   hclog.Logger
 
+	// mu serialises Apply and Tick. applied is read without it, so the
+	// report and the API answer while an action runs.
 	mu      sync.Mutex
-	applied *config.Config
+	applied atomic.Pointer[config.Config]
 	// round caches resolutions during one Apply or Tick (nil outside).
 	round map[string]roundResult
 	// watching are the apps whose images changed during this Apply.
 	watching []watched
+	// booted is set once the first Apply has asked the policies about the
+	// apps it found running (event boot).
+	booted bool
 }
 
 // New opens the host's state and picks up where the last run stopped: the
@@ -103,18 +109,16 @@ func New(o Options) (*Host, error) {
 		st.close()
 		return nil, fmt.Errorf("reading app state: %w", err)
 	}
-	return &Host{o: o, state: st, log: o.Logger, applied: applied}, nil
+	h := &Host{o: o, state: st, log: o.Logger}
+	h.applied.Store(applied)
+	return h, nil
 }
 
 // Close closes the state. Apps keep running.
 func (h *Host) Close() error { return h.state.close() }
 
 // Applied is the configuration as acted upon (nil before the first Apply).
-func (h *Host) Applied() *config.Config {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.applied
-}
+func (h *Host) Applied() *config.Config { return h.applied.Load() }
 
 // Apply brings the apps in line with cfg. An invalid configuration (any
 // field, counters going backwards, unknown policies, settings a policy
@@ -124,7 +128,7 @@ func (h *Host) Applied() *config.Config {
 func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := cfg.Validate(h.applied, h.o.Policies.Known); err != nil {
+	if err := cfg.Validate(h.applied.Load(), h.o.Policies.Known); err != nil {
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	if err := h.checkSettings(ctx, cfg); err != nil {
@@ -137,10 +141,15 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	h.watching = nil
 	defer func() { h.round, h.watching = nil, nil }()
 	var errs []error
-	for _, d := range cfg.Diff(h.applied) {
+	deltas := cfg.Diff(h.applied.Load())
+	for _, d := range deltas {
 		if err := h.act(ctx, cfg, d); err != nil {
 			errs = append(errs, fmt.Errorf("app %s: %w", d.UUID, err))
 		}
+	}
+	if !h.booted {
+		h.booted = true
+		errs = append(errs, h.boot(ctx, cfg, deltas))
 	}
 	if err := h.watchStarts(ctx, cfg, h.watching); err != nil {
 		errs = append(errs, err)
@@ -149,7 +158,7 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	h.applied = applied
+	h.applied.Store(applied)
 	return errors.Join(errs...)
 }
 
@@ -198,13 +207,18 @@ func (h *Host) act(ctx context.Context, cfg *config.Config, d config.Delta) erro
 	}
 	var refreshErr error
 	changed, restartOnChange := false, false
-	if d.Refresh {
+	switch {
+	case d.Refresh:
 		h.setState(&rec, StateRefreshing)
-		changed, restartOnChange, refreshErr = h.refresh(ctx, cfg, app, &rec)
-		if refreshErr != nil {
-			h.fail(&rec, refreshErr)
-			h.log.Warn("refresh failed; the app stays on its images", "app", app.UUID, "error", refreshErr)
-		}
+		changed, restartOnChange, refreshErr = h.refresh(ctx, cfg, app, &rec, sdk.EventRefresh)
+	case d.Restart || d.Purge:
+		// The app is about to start again: its policy may want to look first
+		// (check-on-start does).
+		changed, restartOnChange, refreshErr = h.refresh(ctx, cfg, app, &rec, sdk.EventStart)
+	}
+	if refreshErr != nil {
+		h.fail(&rec, refreshErr)
+		h.log.Warn("checking images failed; the app stays on its images", "app", app.UUID, "error", refreshErr)
 	}
 	spec, err := h.spec(ctx, app)
 	if err != nil {
@@ -287,10 +301,11 @@ func (h *Host) create(ctx context.Context, cfg *config.Config, app config.App, r
 	return h.done(app, rec, true)
 }
 
-// refresh checks every container drive (other drives are not touched) and
-// downloads what changed, while the app keeps running. The images it
-// involves are held from garbage collection until it returns.
-func (h *Host) refresh(ctx context.Context, cfg *config.Config, app config.App, rec *AppInfo) (changed, restartOnChange bool, err error) {
+// refresh asks the policy about every container drive (other drives are not
+// touched) for event ev and downloads what changed, while the app keeps
+// running. The images it involves are held from garbage collection until it
+// returns.
+func (h *Host) refresh(ctx context.Context, cfg *config.Config, app config.App, rec *AppInfo, ev sdk.Event) (changed, restartOnChange bool, err error) {
 	var held []string
 	for _, d := range app.Drives {
 		if d.Kind == config.DriveContainer {
@@ -305,7 +320,7 @@ func (h *Host) refresh(ctx context.Context, cfg *config.Config, app config.App, 
 		if d.Kind != config.DriveContainer {
 			continue
 		}
-		out, err := h.decide(ctx, cfg, app, *d.Image, sdk.EventRefresh, rec)
+		out, err := h.decide(ctx, cfg, app, *d.Image, ev, rec)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("image %s: %w", d.Image.Name, err))
 			continue
@@ -314,6 +329,50 @@ func (h *Host) refresh(ctx context.Context, cfg *config.Config, app config.App, 
 		restartOnChange = restartOnChange || (out.changed && out.restartOnChange)
 	}
 	return changed, restartOnChange, errors.Join(errs...)
+}
+
+// boot asks the policies (event boot) about the apps the host found running
+// from an earlier run and that this Apply did not otherwise act on: the
+// built-ins use the images they have; a policy that checks at boot may bring
+// a new image, and the app restarts on it if the policy says so.
+func (h *Host) boot(ctx context.Context, cfg *config.Config, acted []config.Delta) error {
+	var errs []error
+	for _, app := range cfg.Apps {
+		if slices.ContainsFunc(acted, func(d config.Delta) bool { return d.UUID == app.UUID }) {
+			continue
+		}
+		if st, err := h.o.Containers.Status(ctx, app.UUID); err != nil || !st.Running {
+			continue
+		}
+		rec, err := h.state.status(app.UUID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		changed, restart, err := h.refresh(ctx, cfg, app, &rec, sdk.EventBoot)
+		if err != nil {
+			h.fail(&rec, err)
+			errs = append(errs, fmt.Errorf("app %s at boot: %w", app.UUID, err))
+		}
+		if changed && restart {
+			spec, err := h.spec(ctx, app)
+			if err == nil {
+				h.begin(ctx, &rec, "replace", StateRestarting)
+				err = h.o.Containers.Replace(ctx, spec)
+			}
+			if err != nil {
+				h.fail(&rec, err)
+				h.setState(&rec, StateError)
+				errs = append(errs, err)
+				continue
+			}
+			rec.Restarts++
+			h.watching = append(h.watching, watched{app: app, rec: &rec})
+		}
+		rec.Pending = nil
+		h.setState(&rec, StateRunning)
+	}
+	return errors.Join(errs...)
 }
 
 // watched is an app whose images changed in this pass.
@@ -405,7 +464,7 @@ func (h *Host) remove(ctx context.Context, cfg *config.Config, uuid string) erro
 	if err := h.o.Containers.Remove(ctx, uuid); err != nil {
 		return err
 	}
-	prev := findApp(h.applied, uuid)
+	prev := findApp(h.applied.Load(), uuid)
 	for _, d := range prev.Drives {
 		if d.Kind == config.DriveContainer && !usesImage(cfg, d.Image.UUID) {
 			if err := h.o.Images.Delete(d.Image.UUID); err != nil {

@@ -98,8 +98,6 @@ type DecisionInfo struct {
 // Info reports every app of the configuration acted upon and every image
 // its container drives use.
 func (h *Host) Info(ctx context.Context) (Info, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	info := Info{GeneratedAt: h.o.Now().UTC(), Apps: []AppInfo{}, Images: []ImageInfo{}}
 	statuses, err := h.state.statuses()
 	if err != nil {
@@ -110,7 +108,7 @@ func (h *Host) Info(ctx context.Context) (Info, error) {
 			st.State = StateHalted
 		}
 		info.Apps = append(info.Apps, st)
-		app := findApp(h.applied, st.UUID)
+		app := findApp(h.applied.Load(), st.UUID)
 		for _, d := range app.Drives {
 			if d.Image == nil {
 				continue

@@ -32,14 +32,15 @@ func (h *Host) NextTick() time.Time {
 func (h *Host) Tick(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.applied == nil {
+	applied := h.applied.Load()
+	if applied == nil {
 		return nil
 	}
 	now := h.o.Now()
 	h.round = map[string]roundResult{}
 	defer func() { h.round = nil }()
 	var errs []error
-	for _, app := range h.applied.Apps {
+	for _, app := range applied.Apps {
 		rec, err := h.state.status(app.UUID)
 		if err != nil || rec.NextCheck == nil || rec.NextCheck.After(now) {
 			continue
@@ -50,7 +51,7 @@ func (h *Host) Tick(ctx context.Context) error {
 			if d.Kind != config.DriveContainer {
 				continue
 			}
-			out, err := h.decide(ctx, h.applied, app, *d.Image, sdk.EventTick, &rec)
+			out, err := h.decide(ctx, applied, app, *d.Image, sdk.EventTick, &rec)
 			if err != nil {
 				h.fail(&rec, err)
 				errs = append(errs, fmt.Errorf("app %s: %w", app.UUID, err))
@@ -93,9 +94,7 @@ type ImageCheck struct {
 // nothing. It does not consult the policy: it answers "what is new", not
 // "what would the policy do".
 func (h *Host) DryRunRefresh(ctx context.Context, uuid string) ([]ImageCheck, error) {
-	h.mu.Lock()
-	app := findApp(h.applied, uuid)
-	h.mu.Unlock()
+	app := findApp(h.applied.Load(), uuid)
 	if len(app.Drives) == 0 {
 		return nil, fmt.Errorf("no app %q", uuid)
 	}
