@@ -10,6 +10,11 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/imagestore"
@@ -18,6 +23,8 @@ import (
 	"github.com/pullwise/pullwise/internal/ctrdtest"
 	"github.com/pullwise/pullwise/internal/regtest"
 	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/sdk"
+	"github.com/pullwise/pullwise/sdk/policybuild"
 )
 
 // world is one device: a private containerd, a registry behind a counting
@@ -496,4 +503,68 @@ func TestCheckOnStartAtRestartAndBoot(t *testing.T) {
 	if _, img := w.app("web"); img.SHA256 != v3 {
 		t.Fatalf("image after boot: %+v", img)
 	}
+}
+
+// TestMeteredLinkWeighsTheDownload runs the metered-link example policy as a
+// drop-in module: after a check the host tells it how many bytes a pull
+// would fetch, and it defers a download too long for the link.
+func TestMeteredLinkWeighsTheDownload(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	if err := policybuild.Build(context.Background(), "../../examples/policies/metered-link", filepath.Join(dir, "metered-link.wasm")); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(filepath.Join(os.TempDir(), "pullwise-test-module-cache")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(context.Background())
+	drop, err := plugins.OpenDir(context.Background(), rt, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.opts.Policies = NewCatalog(rt, drop)
+	w.opts.Device = func() sdk.Device {
+		return sdk.Device{Link: sdk.Link{Online: true, Metered: true, BandwidthBps: 10_000}}
+	}
+	w.start()
+	w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest", policy: "metered-link"}
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+
+	// A small change (a new version file): a second's worth at 10 kB/s.
+	v2 := w.push("web:latest", "v2", false)
+	a.refresh = 1
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	if _, img := w.app("web"); img.SHA256 != v2 || img.Decision.Action != "pull" {
+		t.Fatalf("small download: %+v %+v", img, img.Decision)
+	}
+	// A large one: a 20 MB layer is half an hour at 10 kB/s, over the 600 s limit.
+	big, err := mutate.AppendLayers(regtest.AppImage(t, "v3", false), randomLayer(t, 20<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	regtest.PushImage(t, w.proxy.Host+"/web:latest", big)
+	a.refresh = 2
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	info, img := w.app("web")
+	if img.SHA256 != v2 || img.Decision.Action != "defer" || !strings.Contains(img.Decision.Reason, "download of 2097") || info.NextCheck == nil {
+		t.Fatalf("large download: %+v %+v %+v", info, img, img.Decision)
+	}
+}
+
+func randomLayer(t *testing.T, size int64) v1.Layer {
+	t.Helper()
+	l, err := random.Layer(size, types.DockerLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

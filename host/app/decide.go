@@ -69,6 +69,11 @@ func (h *Host) decide(ctx context.Context, cfg *config.Config, app config.App, i
 			in.Image.RemoteDigest = got.Digest
 			in.Image.LastCheck = ptr(got.ResolvedAt)
 			in.Image.LastRemoteDigest = got.Digest
+			if got.Digest != in.Image.LocalDigest {
+				// What a pull would cost, for policies that weigh it (one small
+				// request: the manifest, which the pull needs anyway).
+				in.Image.DownloadBytes = h.downloadBytes(ctx, img, got)
+			}
 		case sdk.ActionPull:
 			onFailure = d.OnPullFailure
 			if res == nil {
@@ -164,6 +169,23 @@ func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Recor
 		}
 	}
 	return res, err
+}
+
+// downloadBytes estimates the bytes a pull of res would fetch: the config and
+// layers containerd does not already have. 0 when it cannot tell.
+func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry.Resolution) int64 {
+	m, err := h.o.Registry.Manifest(ctx, img.Name, res.Digest)
+	if err != nil {
+		h.log.Debug("estimating the download", "image", img.Name, "error", err)
+		return 0
+	}
+	var n int64
+	for _, b := range append(m.Layers, m.Config) {
+		if !h.o.Puller.Has(ctx, b.Digest.String()) {
+			n += b.Size
+		}
+	}
+	return n
 }
 
 // roundResult is a resolution made earlier in the same pass.

@@ -24,6 +24,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
+	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pullwise/pullwise/host/registry"
@@ -317,4 +318,14 @@ func kindOfPull(err error) error {
 // Image looks up an image in containerd by name.
 func (p *Puller) Image(ctx context.Context, name string) (containerd.Image, error) {
 	return p.client.GetImage(ctx, name)
+}
+
+// Has reports whether containerd's content store holds the blob digest.
+func (p *Puller) Has(ctx context.Context, digest string) bool {
+	d, err := godigest.Parse(digest)
+	if err != nil {
+		return false
+	}
+	_, err = p.client.ContentStore().Info(ctx, d)
+	return err == nil
 }

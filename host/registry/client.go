@@ -289,3 +289,27 @@ func (c *Client) Credentials(host string) (string, string, error) {
 	}
 	return cfg.Username, cfg.Password, nil
 }
+
+// Manifest fetches the image manifest ref's repository holds at digest (one
+// GET; the body is checked against the digest).
+func (c *Client) Manifest(ctx context.Context, ref, digest string) (*v1.Manifest, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.ParseReference(ref)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.remote()
+	if err != nil {
+		return nil, err
+	}
+	d, err := p.Get(ctx, r.Context().Digest(digest))
+	if err != nil {
+		return nil, classify(ref, "fetch manifest", err)
+	}
+	m, err := v1.ParseManifest(strings.NewReader(string(d.Manifest)))
+	if err != nil {
+		return nil, classify(ref, "parse manifest", err)
+	}
+	return m, nil
+}
