@@ -174,6 +174,9 @@ func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Recor
 // downloadBytes estimates the bytes a pull of res would fetch: the config and
 // layers containerd does not already have. 0 when it cannot tell.
 func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry.Resolution) int64 {
+	if n, ok := h.sizes[res.Digest]; ok {
+		return n
+	}
 	m, err := h.o.Registry.Manifest(ctx, img.Name, res.Digest)
 	if err != nil {
 		h.log.Debug("estimating the download", "image", img.Name, "error", err)
@@ -184,6 +187,9 @@ func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry
 		if !h.o.Puller.Has(ctx, b.Digest.String()) {
 			n += b.Size
 		}
+	}
+	if h.sizes != nil {
+		h.sizes[res.Digest] = n
 	}
 	return n
 }

@@ -72,8 +72,10 @@ type Host struct {
 	// report and the API answer while an action runs.
 	mu      sync.Mutex
 	applied atomic.Pointer[config.Config]
-	// round caches resolutions during one Apply or Tick (nil outside).
+	// round and sizes cache resolutions and download estimates during one
+	// Apply or Tick (nil outside).
 	round map[string]roundResult
+	sizes map[string]int64
 	// watching are the apps whose images changed during this Apply.
 	watching []watched
 	// booted is set once the first Apply has asked the policies about the
@@ -137,9 +139,8 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	if err := h.state.setDevice(cfg.Device); err != nil {
 		return err
 	}
-	h.round = map[string]roundResult{}
-	h.watching = nil
-	defer func() { h.round, h.watching = nil, nil }()
+	h.round, h.sizes, h.watching = map[string]roundResult{}, map[string]int64{}, nil
+	defer func() { h.round, h.sizes, h.watching = nil, nil, nil }()
 	var errs []error
 	deltas := cfg.Diff(h.applied.Load())
 	for _, d := range deltas {

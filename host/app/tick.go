@@ -37,8 +37,8 @@ func (h *Host) Tick(ctx context.Context) error {
 		return nil
 	}
 	now := h.o.Now()
-	h.round = map[string]roundResult{}
-	defer func() { h.round = nil }()
+	h.round, h.sizes = map[string]roundResult{}, map[string]int64{}
+	defer func() { h.round, h.sizes = nil, nil }()
 	var errs []error
 	for _, app := range applied.Apps {
 		rec, err := h.state.status(app.UUID)
