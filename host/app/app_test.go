@@ -568,3 +568,36 @@ func randomLayer(t *testing.T, size int64) v1.Layer {
 	}
 	return l
 }
+
+// TestFailedCreateIsRetriedWhenThePolicySays: the registry is down at
+// create; the policy (always) asks to retry with back-off; once the clock
+// reaches that time and the registry is back, a tick creates the app.
+func TestFailedCreateIsRetriedWhenThePolicySays(t *testing.T) {
+	w := newWorld(t)
+	var offset time.Duration
+	w.opts.Now = func() time.Time { return time.Now().Add(offset) }
+	w.start()
+	w.push("web:latest", "v1", false)
+	w.proxy.Down(true)
+	err := w.apply(w.config(appOpts{uuid: "web", ref: "web:latest"}))
+	if err == nil || !strings.Contains(err.Error(), "registry unreachable") {
+		t.Fatalf("create with the registry down: %v", err)
+	}
+	info, img := w.app("web")
+	if info.State != StateError || info.NextCheck == nil || img.Decision == nil || img.Decision.Event != "pull-failed" {
+		t.Fatalf("after the failure: %+v %+v", info, img.Decision)
+	}
+	due := *info.NextCheck
+	if err := w.host.Tick(w.ctx); err != nil || regtest.StartLines(w.cm.VolumeDir("web", "drive1")) != nil {
+		t.Fatalf("a tick before the retry time did something: %v", err)
+	}
+	w.proxy.Down(false)
+	offset = time.Until(due) + time.Second
+	if err := w.host.Tick(w.ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	if info, _ := w.app("web"); info.State != StateRunning || info.LastError != "" {
+		t.Fatalf("after the retry: %+v", info)
+	}
+}

@@ -46,6 +46,7 @@ func (h *Host) decide(ctx context.Context, cfg *config.Config, app config.App, i
 	}
 	present := have && h.present(ctx, r)
 	in := h.input(cfg, app, img, r, present, ev, rec)
+	in.Attempt = rec.Attempts[img.UUID]
 	var res *registry.Resolution
 	var onFailure sdk.PullFailure
 	for step := 0; step < maxSteps; step++ {
@@ -101,6 +102,7 @@ func (h *Host) decide(ctx context.Context, cfg *config.Config, app config.App, i
 				return outcome{}, err
 			}
 			h.schedule(rec, d.NextCheck)
+			delete(rec.Attempts, img.UUID)
 			return outcome{changed: changed, restartOnChange: d.RestartOnChange}, nil
 		case sdk.ActionUseLocal:
 			if !present {
@@ -128,8 +130,12 @@ func (h *Host) decide(ctx context.Context, cfg *config.Config, app config.App, i
 // again. The error is returned either way for the report; with
 // keep-existing and an image on disk the outcome is "unchanged".
 func (h *Host) failed(ctx context.Context, cfg *config.Config, app config.App, img config.Image, rec *AppInfo, in sdk.Input, onFailure sdk.PullFailure, present bool, cause error) (outcome, error) {
+	if rec.Attempts == nil {
+		rec.Attempts = map[string]int{}
+	}
+	rec.Attempts[img.UUID]++
 	if m, err := h.o.Policies.Module(ctx, cfg.Policy(app)); err == nil {
-		in.Event, in.Attempt, in.LastError = sdk.EventPullFailed, in.Attempt+1, cause.Error()
+		in.Event, in.Attempt, in.LastError = sdk.EventPullFailed, rec.Attempts[img.UUID], cause.Error()
 		if d, err := m.Decide(ctx, in); err == nil {
 			h.record(rec, cfg, img, sdk.EventPullFailed, d)
 			h.schedule(rec, d.NextCheck)

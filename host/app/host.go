@@ -72,6 +72,9 @@ type Host struct {
 	// report and the API answer while an action runs.
 	mu      sync.Mutex
 	applied atomic.Pointer[config.Config]
+	// desired is the last configuration accepted by Apply, including apps
+	// whose create failed (they are not in applied until it succeeds).
+	desired atomic.Pointer[config.Config]
 	// round and sizes cache resolutions and download estimates during one
 	// Apply or Tick (nil outside).
 	round map[string]roundResult
@@ -139,6 +142,7 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	if err := h.state.setDevice(cfg.Device); err != nil {
 		return err
 	}
+	h.desired.Store(cfg)
 	h.round, h.sizes, h.watching = map[string]roundResult{}, map[string]int64{}, nil
 	defer func() { h.round, h.sizes, h.watching = nil, nil, nil }()
 	var errs []error
@@ -151,6 +155,16 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	if !h.booted {
 		h.booted = true
 		errs = append(errs, h.boot(ctx, cfg, deltas))
+	}
+	// Forget apps that left the configuration before they were ever created.
+	if sts, err := h.state.statuses(); err == nil {
+		for _, st := range sts {
+			if !slices.ContainsFunc(cfg.Apps, func(a config.App) bool { return a.UUID == st.UUID }) {
+				if err := h.state.forget(st.UUID); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
 	}
 	if err := h.watchStarts(ctx, cfg, h.watching); err != nil {
 		errs = append(errs, err)

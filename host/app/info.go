@@ -47,6 +47,9 @@ type AppInfo struct {
 	NextCheck *time.Time `json:"nextCheck,omitempty"`
 	// Decisions are the policy's last decision per ImageObjectID.
 	Decisions map[string]DecisionInfo `json:"decisions,omitempty"`
+	// Attempts counts consecutive failed checks or pulls per ImageObjectID:
+	// the policies' back-off grows with it.
+	Attempts map[string]int `json:"attempts,omitempty"`
 	// Pending is a container action begun and not yet recorded as done: if
 	// the agent died in it, the next run finds out whether it took effect.
 	Pending *Pending `json:"pending,omitempty"`
@@ -108,7 +111,11 @@ func (h *Host) Info(ctx context.Context) (Info, error) {
 			st.State = StateHalted
 		}
 		info.Apps = append(info.Apps, st)
-		app := findApp(h.applied.Load(), st.UUID)
+		cfg := h.desired.Load() // the configuration in force, failed creates included
+		if cfg == nil {
+			cfg = h.applied.Load()
+		}
+		app := findApp(cfg, st.UUID)
 		for _, d := range app.Drives {
 			if d.Image == nil {
 				continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/pullwise/pullwise/host/config"
@@ -17,8 +18,12 @@ func (h *Host) NextTick() time.Time {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var next time.Time
+	desired := h.desired.Load()
 	sts, _ := h.state.statuses()
 	for _, st := range sts {
+		if desired == nil || !slices.ContainsFunc(desired.Apps, func(a config.App) bool { return a.UUID == st.UUID }) {
+			continue
+		}
 		if st.NextCheck != nil && (next.IsZero() || st.NextCheck.Before(next)) {
 			next = *st.NextCheck
 		}
@@ -34,7 +39,7 @@ func (h *Host) Tick(ctx context.Context) error {
 	defer h.mu.Unlock()
 	applied := h.applied.Load()
 	if applied == nil {
-		return nil
+		applied = &config.Config{}
 	}
 	now := h.o.Now()
 	h.round, h.sizes = map[string]roundResult{}, map[string]int64{}
@@ -75,6 +80,25 @@ func (h *Host) Tick(ctx context.Context) error {
 			rec.Restarts++
 		}
 		h.setState(&rec, StateRunning)
+	}
+	// Apps whose create failed are tried again when their policy said to.
+	if desired := h.desired.Load(); desired != nil {
+		for _, app := range desired.Apps {
+			if slices.ContainsFunc(applied.Apps, func(a config.App) bool { return a.UUID == app.UUID }) {
+				continue
+			}
+			rec, err := h.state.status(app.UUID)
+			if err != nil || rec.NextCheck == nil || rec.NextCheck.After(now) {
+				continue
+			}
+			rec.NextCheck = nil
+			if err := h.create(ctx, desired, app, &rec); err != nil {
+				errs = append(errs, fmt.Errorf("app %s: %w", app.UUID, err))
+			}
+		}
+		if applied, err := h.state.applied(); err == nil && applied != nil {
+			h.applied.Store(applied)
+		}
 	}
 	return errors.Join(errs...)
 }
