@@ -364,30 +364,38 @@ func (h *Host) boot(ctx context.Context, cfg *config.Config, acted []config.Delt
 			errs = append(errs, err)
 			continue
 		}
-		changed, restart, err := h.refresh(ctx, cfg, app, &rec, sdk.EventBoot)
-		if err != nil {
-			h.fail(&rec, err)
+		if err := h.recheck(ctx, cfg, app, &rec, sdk.EventBoot); err != nil {
 			errs = append(errs, fmt.Errorf("app %s at boot: %w", app.UUID, err))
 		}
-		if changed && restart {
-			spec, err := h.spec(ctx, app)
-			if err == nil {
-				h.begin(ctx, &rec, "replace", StateRestarting)
-				err = h.o.Containers.Replace(ctx, spec)
-			}
-			if err != nil {
-				h.fail(&rec, err)
-				h.setState(&rec, StateError)
-				errs = append(errs, err)
-				continue
-			}
-			rec.Restarts++
-			h.watching = append(h.watching, watched{app: app, rec: &rec})
-		}
-		rec.Pending = nil
-		h.setState(&rec, StateRunning)
 	}
 	return errors.Join(errs...)
+}
+
+// recheck asks the policy about a running app's images (boot, tick) and, if
+// an image changed and the policy wants a restart for it, rebuilds the app on
+// the new images (journalled, and watched through the grace period).
+func (h *Host) recheck(ctx context.Context, cfg *config.Config, app config.App, rec *AppInfo, ev sdk.Event) error {
+	changed, restart, err := h.refresh(ctx, cfg, app, rec, ev)
+	if err != nil {
+		h.fail(rec, err)
+	}
+	if changed && restart {
+		spec, serr := h.spec(ctx, app)
+		if serr == nil {
+			h.begin(ctx, rec, "replace", StateRestarting)
+			serr = h.o.Containers.Replace(ctx, spec)
+		}
+		if serr != nil {
+			h.fail(rec, serr)
+			h.setState(rec, StateError)
+			return errors.Join(err, serr)
+		}
+		rec.Restarts++
+		h.watching = append(h.watching, watched{app: app, rec: rec})
+	}
+	rec.Pending = nil
+	h.setState(rec, StateRunning)
+	return err
 }
 
 // watched is an app whose images changed in this pass.

@@ -42,8 +42,8 @@ func (h *Host) Tick(ctx context.Context) error {
 		applied = &config.Config{}
 	}
 	now := h.o.Now()
-	h.round, h.sizes = map[string]roundResult{}, map[string]int64{}
-	defer func() { h.round, h.sizes = nil, nil }()
+	h.round, h.sizes, h.watching = map[string]roundResult{}, map[string]int64{}, nil
+	defer func() { h.round, h.sizes, h.watching = nil, nil, nil }()
 	var errs []error
 	for _, app := range applied.Apps {
 		rec, err := h.state.status(app.UUID)
@@ -51,35 +51,9 @@ func (h *Host) Tick(ctx context.Context) error {
 			continue
 		}
 		rec.NextCheck = nil
-		changed, restart := false, false
-		for _, d := range app.Drives {
-			if d.Kind != config.DriveContainer {
-				continue
-			}
-			out, err := h.decide(ctx, applied, app, *d.Image, sdk.EventTick, &rec)
-			if err != nil {
-				h.fail(&rec, err)
-				errs = append(errs, fmt.Errorf("app %s: %w", app.UUID, err))
-				continue
-			}
-			changed = changed || out.changed
-			restart = restart || (out.changed && out.restartOnChange)
+		if err := h.recheck(ctx, applied, app, &rec, sdk.EventTick); err != nil {
+			errs = append(errs, fmt.Errorf("app %s: %w", app.UUID, err))
 		}
-		if changed && restart {
-			spec, err := h.spec(ctx, app)
-			if err == nil {
-				h.setState(&rec, StateRestarting)
-				err = h.o.Containers.Replace(ctx, spec)
-			}
-			if err != nil {
-				h.fail(&rec, err)
-				h.setState(&rec, StateError)
-				errs = append(errs, err)
-				continue
-			}
-			rec.Restarts++
-		}
-		h.setState(&rec, StateRunning)
 	}
 	// Apps whose create failed are tried again when their policy said to.
 	if desired := h.desired.Load(); desired != nil {
@@ -99,6 +73,9 @@ func (h *Host) Tick(ctx context.Context) error {
 		if applied, err := h.state.applied(); err == nil && applied != nil {
 			h.applied.Store(applied)
 		}
+	}
+	if err := h.watchStarts(ctx, applied, h.watching); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
