@@ -24,7 +24,7 @@ generate:
 test: check
 	$(GO) test -count=1 -skip '^TestFaults$$' ./...
 	$(GO) test -count=1 -race ./plugins/ ./sdk/...
-	$(MAKE) test-faults
+	@$(MAKE) --no-print-directory test-faults
 
 # The fault-injection suite, verbose: each case logs what it broke and what
 # it checked afterwards.
