@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -427,7 +426,6 @@ func TestRemoveApp(t *testing.T) {
 	if st, _ := w.cm.Status(w.ctx, "web"); !st.Running {
 		t.Fatal("the other app was disturbed")
 	}
-	_ = errors.New
 }
 
 func TestPinnedDigestIsVerified(t *testing.T) {
