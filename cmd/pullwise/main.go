@@ -40,6 +40,10 @@ policy, digests are verified, and nothing is downloaded twice.
 Every decision (pull? check? restart? fall back? when to look again?) is made
 by a WebAssembly policy module running in a sandbox; the built-in default is
 "always" (check the manifest digest, pull only if it changed).`,
+		Example: `  pullwise agent --config /etc/pullwise/config.yaml
+  pullwise status
+  pullwise refresh web
+  pullwise policy test ./vendor.wasm --cases cases.yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

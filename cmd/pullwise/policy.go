@@ -85,6 +85,8 @@ vendor can prove a module before it goes near a device.
 
 MODULE is a path to a .wasm file or the name of a built-in policy:
 ` + "  " + strings.Join(policies.Names(), ", "),
+		Example: `  pullwise policy inspect always
+  pullwise policy test ./vendor.wasm --cases cases.yaml`,
 	}
 	cmd.AddCommand(newPolicyRunCmd(), newPolicyTestCmd(), newPolicyInspectCmd(), newPolicyBuildCmd(), newPolicyAnnotateCmd(), newPolicyListCmd())
 	return cmd
@@ -317,9 +319,10 @@ replacing any earlier one. For modules not built with "pullwise policy build"
 
 func newPolicyListCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "list",
-		Short: "List the built-in policies",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Short:   "List the built-in policies",
+		Example: "  pullwise policy list",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, name := range policies.Names() {
 				wasm, _ := policies.Module(name)
