@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -30,6 +31,7 @@ import (
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/sdk"
 )
 
 // Defaults.
@@ -163,7 +165,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		Registry: reg, Puller: pull.New(client, reg), Images: a.images,
 		Containers: containers.New(client, o.StateDir), Policies: app.NewCatalog(a.rt, a.dir),
 		StatePath: filepath.Join(o.StateDir, "apps.db"), Logger: a.log.Named("apps"),
-		GracePeriod: o.GracePeriod, Progress: a.publish,
+		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device,
 	})
 	if err != nil {
 		return nil, err
@@ -173,6 +175,18 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// device is what policies are told about the device: free disk where
+// images are stored, and the link. Nothing measures the link yet: it is
+// reported online and unmetered, with unknown bandwidth.
+func (a *Agent) device() sdk.Device {
+	d := sdk.Device{Link: sdk.Link{Online: true}}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(a.o.StateDir, &st); err == nil {
+		d.FreeDiskBytes = int64(st.Bavail) * int64(st.Bsize)
+	}
+	return d
 }
 
 func pins(c *config.Config) map[string]string {
