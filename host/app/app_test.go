@@ -599,3 +599,33 @@ func TestFailedCreateIsRetriedWhenThePolicySays(t *testing.T) {
 		t.Fatalf("after the retry: %+v", info)
 	}
 }
+
+// TestChangedImageReference: the configuration points a drive at another
+// image; it is resolved and pulled like at create, and the app rebuilt on it.
+func TestChangedImageReference(t *testing.T) {
+	w := newWorld(t)
+	w.push("web:1", "v1", false)
+	other := w.push("other:1", "o1", false)
+	if err := w.apply(w.config(appOpts{uuid: "web", ref: "web:1"})); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	if err := w.apply(w.config(appOpts{uuid: "web", imageID: "img-other", ref: "other:1"})); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.starts("web", 2); got[1] != "start version=o1 freshrootfs=true ro=" {
+		t.Fatalf("starts %q", got)
+	}
+	if _, img := w.app("web"); img.SHA256 != other || img.ImageObjectID != "img-other" {
+		t.Fatalf("%+v", img)
+	}
+	if _, ok, _ := w.images.Get("img-web"); ok {
+		t.Fatal("the ImageObjectID no app uses is still latched")
+	}
+	imgs, _ := w.d.Client.ImageService().List(w.ctx)
+	for _, i := range imgs {
+		if strings.Contains(i.Name, "/web@") {
+			t.Fatalf("the image no app uses is still in containerd: %s", i.Name)
+		}
+	}
+}

@@ -235,6 +235,23 @@ func (h *Host) act(ctx context.Context, cfg *config.Config, d config.Delta) erro
 		h.fail(&rec, refreshErr)
 		h.log.Warn("checking images failed; the app stays on its images", "app", app.UUID, "error", refreshErr)
 	}
+	if d.Modified {
+		// A changed drive may name an image not resolved yet (a new
+		// ImageObjectID, or a new reference for one): resolve it as at create.
+		for _, dr := range app.Drives {
+			if dr.Kind != config.DriveContainer {
+				continue
+			}
+			if r, ok, _ := h.o.Images.Get(dr.Image.UUID); ok && r.Ref == dr.Image.Name {
+				continue
+			}
+			if _, err := h.decide(ctx, cfg, app, *dr.Image, sdk.EventCreate, &rec); err != nil {
+				h.fail(&rec, err)
+				h.setState(&rec, StateError)
+				return err
+			}
+		}
+	}
 	spec, err := h.spec(ctx, app)
 	if err != nil {
 		h.fail(&rec, err)
@@ -269,6 +286,11 @@ func (h *Host) act(ctx context.Context, cfg *config.Config, d config.Delta) erro
 	}
 	rec.Restarts++
 	h.setState(&rec, StateRunning)
+	if d.Modified {
+		if err := h.release(ctx, cfg, app.UUID); err != nil {
+			h.log.Warn("releasing images the app no longer uses", "app", app.UUID, "error", err)
+		}
+	}
 	err = h.done(app, &rec, refreshErr == nil)
 	if changed {
 		// Watched after every app has been acted upon, all at once: one grace
@@ -487,8 +509,17 @@ func (h *Host) remove(ctx context.Context, cfg *config.Config, uuid string) erro
 	if err := h.o.Containers.Remove(ctx, uuid); err != nil {
 		return err
 	}
-	prev := findApp(h.applied.Load(), uuid)
-	for _, d := range prev.Drives {
+	if err := h.release(ctx, cfg, uuid); err != nil {
+		return err
+	}
+	return h.state.forget(uuid)
+}
+
+// release forgets the ImageObjectIDs the app used as last acted upon that no
+// app of cfg uses any more, and lets containerd collect images nothing
+// refers to.
+func (h *Host) release(ctx context.Context, cfg *config.Config, uuid string) error {
+	for _, d := range findApp(h.applied.Load(), uuid).Drives {
 		if d.Kind == config.DriveContainer && !usesImage(cfg, d.Image.UUID) {
 			if err := h.o.Images.Delete(d.Image.UUID); err != nil {
 				return err
@@ -498,7 +529,7 @@ func (h *Host) remove(ctx context.Context, cfg *config.Config, uuid string) erro
 	if _, err := h.o.Puller.Collect(ctx, h.o.Images); err != nil {
 		h.log.Warn("collecting unused images", "error", err)
 	}
-	return h.state.forget(uuid)
+	return nil
 }
 
 // begin journals a container action before it starts.
