@@ -254,6 +254,14 @@ func TestFaults(t *testing.T) {
 			t.Fatal("the app was touched by a rejected configuration")
 		}
 		t.Logf("checked: rejected (%.100s…), the app untouched", st.Agent.ConfigError)
+		// The agent restarts with the file still broken: it serves and says so.
+		e.stopAgent()
+		e.startAgent()
+		st = e.status("the agent to serve with a broken file", func(st agent.Status) bool { return st.Agent.ConfigError != "" && running(st) })
+		if got := regtest.StartLines(e.volume()); len(got) != 1 {
+			t.Fatalf("restarting the agent on a broken file touched the app: %q", got)
+		}
+		t.Log("checked: an agent started on the broken file serves, reports it, and leaves the app running")
 	})
 
 	t.Run("policy module loops during a refresh", func(t *testing.T) {

@@ -133,7 +133,17 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	a.ctx = ctx
 	first, err := config.Load(o.ConfigPath, nil, nil)
 	if err != nil {
-		return nil, err
+		// An invalid file must not keep the agent down: it starts, serves its
+		// API and reports the error, and the apps run as they were. Device
+		// settings come from whatever of the file parses.
+		b, rerr := os.ReadFile(o.ConfigPath)
+		if rerr != nil {
+			return nil, fmt.Errorf("reading config: %w", rerr)
+		}
+		if first, err = config.Parse(b); err != nil {
+			first = &config.Config{}
+		}
+		a.log.Error("the configuration is invalid; starting with the apps as they run", "error", err)
 	}
 	client, err := containerd.New(o.ContainerdSocket, containerd.WithDefaultNamespace(o.Namespace), containerd.WithTimeout(10*time.Second))
 	if err == nil {
