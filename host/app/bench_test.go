@@ -3,7 +3,6 @@ package app
 import (
 	"fmt"
 	"os/exec"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,14 +77,9 @@ func BenchmarkCreateVsCtr(b *testing.B) {
 		ctr("container", "rm", "ctr-bench")
 	}
 	b.StopTimer()
-	med := func(ds []time.Duration) time.Duration {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return s[len(s)/2]
-	}
-	b.ReportMetric(float64(med(ours).Milliseconds()), "pullwise-ms")
-	b.ReportMetric(float64(med(theirs).Milliseconds()), "ctr-ms")
-	b.ReportMetric(float64(med(ours))/float64(med(theirs)), "ratio")
+	b.ReportMetric(float64(regtest.Median(ours).Milliseconds()), "pullwise-ms")
+	b.ReportMetric(float64(regtest.Median(theirs).Milliseconds()), "ctr-ms")
+	b.ReportMetric(float64(regtest.Median(ours))/float64(regtest.Median(theirs)), "ratio")
 }
 
 // BenchmarkRefreshRound refreshes 50 apps on 5 tags of which 2 moved, in one
@@ -156,13 +150,11 @@ func BenchmarkRefreshRound(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	medF := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
-	medD := func(v []time.Duration) time.Duration { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
-	b.ReportMetric(medF(manifests), "manifest-requests")
-	b.ReportMetric(medF(blobs), "blob-requests")
-	b.ReportMetric(medF(bytes), "blob-bytes")
-	b.ReportMetric(medF(restarted), "apps-restarted")
-	b.ReportMetric(float64(medD(walls).Milliseconds()), "wall-ms")
+	b.ReportMetric(regtest.Median(manifests), "manifest-requests")
+	b.ReportMetric(regtest.Median(blobs), "blob-requests")
+	b.ReportMetric(regtest.Median(bytes), "blob-bytes")
+	b.ReportMetric(regtest.Median(restarted), "apps-restarted")
+	b.ReportMetric(float64(regtest.Median(walls).Milliseconds()), "wall-ms")
 }
 
 func appIndex(uuid string) int {

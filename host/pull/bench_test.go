@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -101,14 +100,9 @@ func BenchmarkPullVsCtr(b *testing.B) {
 		raw = append(raw, rawCopy())
 	}
 	b.StopTimer()
-	med := func(ds []time.Duration) time.Duration {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return s[len(s)/2]
-	}
-	b.ReportMetric(float64(med(ours).Milliseconds()), "pullwise-ms")
-	b.ReportMetric(float64(med(theirs).Milliseconds()), "ctr-ms")
-	b.ReportMetric(float64(med(ours))/float64(med(theirs)), "ratio")
-	b.ReportMetric(float64(med(raw).Milliseconds()), "raw-copy-ms")
-	b.ReportMetric(float64(med(ours))/float64(med(raw)), "vs-raw-ratio")
+	b.ReportMetric(float64(regtest.Median(ours).Milliseconds()), "pullwise-ms")
+	b.ReportMetric(float64(regtest.Median(theirs).Milliseconds()), "ctr-ms")
+	b.ReportMetric(float64(regtest.Median(ours))/float64(regtest.Median(theirs)), "ratio")
+	b.ReportMetric(float64(regtest.Median(raw).Milliseconds()), "raw-copy-ms")
+	b.ReportMetric(float64(regtest.Median(ours))/float64(regtest.Median(raw)), "vs-raw-ratio")
 }
