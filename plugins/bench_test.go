@@ -5,11 +5,10 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/pullwise/pullwise/internal/regtest"
 	"github.com/pullwise/pullwise/policies"
 	"github.com/pullwise/pullwise/sdk"
 )
@@ -137,7 +136,7 @@ func BenchmarkInstanceMemory(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		rssBefore := rss(b)
+		rssBefore := rss(b, 0)
 		insts := make([]*instance, 0, n)
 		var linear uint64
 		for j := 0; j < n; j++ {
@@ -156,25 +155,17 @@ func BenchmarkInstanceMemory(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(linear)/n/(1<<20), "linear-MiB/instance")
 		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n/(1<<20), "goheap-MiB/instance")
-		b.ReportMetric(float64(rss(b)-rssBefore)/n/(1<<20), "rss-MiB/instance")
+		b.ReportMetric(float64(rss(b, 0)-rssBefore)/n/(1<<20), "rss-MiB/instance")
 		for _, inst := range insts {
 			inst.close(ctx)
 		}
 	}
 }
 
-// rss reads the process's resident set size from /proc (Linux).
-func rss(b *testing.B) int64 {
-	data, err := os.ReadFile("/proc/self/status")
+func rss(b *testing.B, pid int) int64 {
+	n, err := regtest.RSS(pid)
 	if err != nil {
-		return 0
+		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	b.Fatal("no VmRSS in /proc/self/status")
-	return 0
+	return n
 }

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,7 +45,10 @@ func BenchmarkAgent(b *testing.B) {
 		return n == 10
 	})
 	time.Sleep(3 * time.Second) // idle
-	rss := vmRSS(b, e.agent.Process.Pid)
+	rss, err := regtest.RSS(e.agent.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
 	e.stopAgent()
 
 	var startups []time.Duration
@@ -75,19 +76,4 @@ func BenchmarkAgent(b *testing.B) {
 	slices.Sort(startups)
 	b.ReportMetric(float64(rss)/(1<<20), "idle-rss-MiB")
 	b.ReportMetric(float64(startups[len(startups)/2].Milliseconds()), "startup-ms")
-}
-
-func vmRSS(b *testing.B, pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
 }

@@ -145,8 +145,11 @@ func (e *e2e) status(what string, cond func(agent.Status) bool) agent.Status {
 	}
 }
 
-func (e *e2e) starts() []string {
-	return regtest.StartLines(filepath.Join(e.state, "volumes", "0a7c3b1e-0000-4000-8000-00000000e2e1", "drive1"))
+func (e *e2e) starts() []string { return regtest.StartLines(e.volume()) }
+
+// volume is the web app's volume directory, where the test app logs starts.
+func (e *e2e) volume() string {
+	return filepath.Join(e.state, "volumes", webUUID, "drive1")
 }
 
 func running(st agent.Status) bool {
@@ -182,7 +185,7 @@ func TestEndToEnd(t *testing.T) {
 	if st.Info.Apps[0].Restarts != 1 || st.Info.Apps[0].Counters.RefreshImage != 1 {
 		t.Fatalf("after refresh: %+v", st.Info.Apps[0])
 	}
-	if got := regtest.Starts(t, filepath.Dir(e.starts0()), 2, ""); len(got) != 2 || !strings.Contains(got[1], "version=v2") {
+	if got := regtest.Starts(t, e.volume(), 2, ""); len(got) != 2 || !strings.Contains(got[1], "version=v2") {
 		t.Fatalf("starts %q", got)
 	}
 
@@ -212,9 +215,4 @@ func TestEndToEnd(t *testing.T) {
 	if got := e.starts(); len(got) != 2 {
 		t.Fatalf("a rejected edit restarted the app: %q", got)
 	}
-}
-
-// starts0 is the starts.log path.
-func (e *e2e) starts0() string {
-	return filepath.Join(e.state, "volumes", "0a7c3b1e-0000-4000-8000-00000000e2e1", "drive1", "starts.log")
 }

@@ -88,10 +88,6 @@ func startWeb(t *testing.T) (*e2e, string) {
 	return e, v1
 }
 
-func (e *e2e) volume() string {
-	return filepath.Join(e.state, "volumes", webUUID, "drive1")
-}
-
 func TestFaults(t *testing.T) {
 	t.Run("registry answers 500, then 429 with Retry-After, then recovers", func(t *testing.T) {
 		e, _ := startWeb(t)

@@ -65,5 +65,3 @@ its images with its state discarded.`, "  pullwise purge web --no-wait"),
 	)
 	return root
 }
-
-func errorsIs(err, target error) bool { return errors.Is(err, target) }

@@ -150,7 +150,7 @@ func (h *Host) failed(ctx context.Context, cfg *config.Config, app config.App, i
 func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Record, have bool) (registry.Resolution, error) {
 	var prev *registry.Resolution
 	if have {
-		prev = &registry.Resolution{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
+		prev = latched(r)
 	}
 	// Within one pass (Apply or Tick) a reference is asked about once, however
 	// many apps use it: 50 apps on 5 tags cost 5 requests.
@@ -198,6 +198,12 @@ func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry
 		h.sizes[res.Digest] = n
 	}
 	return n
+}
+
+// latched is a record's latch as the registry client's previous resolution,
+// so an unchanged tag costs one request.
+func latched(r imagestore.Record) *registry.Resolution {
+	return &registry.Resolution{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
 }
 
 // roundResult is a resolution made earlier in the same pass.

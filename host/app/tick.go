@@ -108,7 +108,7 @@ func (h *Host) DryRunRefresh(ctx context.Context, uuid string) ([]ImageCheck, er
 		var prev *registry.Resolution
 		if r, ok, _ := h.o.Images.Get(d.Image.UUID); ok {
 			c.Current = r.Digest
-			prev = &registry.Resolution{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
+			prev = latched(r)
 		}
 		res, err := h.o.Registry.Resolve(ctx, d.Image.Name, prev)
 		if err != nil {

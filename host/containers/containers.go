@@ -97,7 +97,7 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 	}
 	mounts := []specs.Mount{}
 	for _, v := range s.Volumes {
-		dir := m.volumeDir(s.ID, v.Source)
+		dir := m.VolumeDir(s.ID, v.Source)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("app %s: volume %s: %w", s.ID, v.Source, err)
 		}
@@ -357,7 +357,5 @@ func (m *Manager) Apps(ctx context.Context) ([]string, error) {
 // LogPath is where the app's stdout and stderr go.
 func (m *Manager) LogPath(id string) string { return filepath.Join(m.dir, "logs", id+".log") }
 
-func (m *Manager) volumeDir(id, name string) string { return filepath.Join(m.dir, "volumes", id, name) }
-
 // VolumeDir is the host directory of an app's volume.
-func (m *Manager) VolumeDir(id, name string) string { return m.volumeDir(id, name) }
+func (m *Manager) VolumeDir(id, name string) string { return filepath.Join(m.dir, "volumes", id, name) }
