@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -297,19 +298,22 @@ func digestOfRef(s content.Status) string {
 }
 
 // kindOfPull maps containerd's pull errors onto the registry's kinds, so
-// callers see the same distinctions whichever step failed.
+// callers see the same distinctions whichever step failed. containerd's
+// typed errors are used where it has them; its resolver reports HTTP status
+// and digest failures only as text, so those are matched by message.
 func kindOfPull(err error) error {
+	var nerr net.Error
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "unexpected status from GET request") && strings.Contains(msg, "401"),
-		strings.Contains(msg, "403 Forbidden"), strings.Contains(msg, "authorization failed"):
+	case errdefs.IsUnauthorized(err), errdefs.IsPermissionDenied(err),
+		strings.Contains(msg, "401 Unauthorized"), strings.Contains(msg, "403 Forbidden"):
 		return registry.ErrUnauthorized
-	case strings.Contains(msg, "not found"):
+	case errdefs.IsNotFound(err):
 		return registry.ErrNotFound
-	case strings.Contains(msg, "failed commit on ref") && strings.Contains(msg, "unexpected commit digest"),
-		strings.Contains(msg, "digest mismatch"):
+	case strings.Contains(msg, "unexpected commit digest"), strings.Contains(msg, "digest mismatch"):
 		return registry.ErrDigestMismatch
-	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no such host"), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &nerr),
+		strings.Contains(msg, "connection refused"), strings.Contains(msg, "no such host"):
 		return registry.ErrUnreachable
 	}
 	return nil
