@@ -8,6 +8,7 @@
 #               the integration tests start private instances of these on
 #               temporary sockets and loopback ports; no system service is
 #               used or needed
+#   strace      make bench counts the agent's fsyncs with it
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
 
@@ -17,6 +18,7 @@ command -v git >/dev/null || need+=(git)
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v strace >/dev/null || need+=(strace)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   apt-get update -qq

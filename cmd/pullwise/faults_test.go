@@ -215,6 +215,45 @@ func TestFaults(t *testing.T) {
 		})
 	}
 
+	// An image change, killed at each of its steps: the restarted agent
+	// compares what the container runs with the journal and converges, on
+	// the new image, with exactly one start on it.
+	for _, point := range []string{"replace:journalled", "replace:latched", "rebuild:stopped", "rebuild:created", "replace:done"} {
+		t.Run("agent SIGKILLed mid-image-change at "+point, func(t *testing.T) {
+			e, _ := startWeb(t)
+			e.stopAgent()
+			v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v2", false)).String()
+			e.env = []string{"PULLWISE_FAULTPOINT=" + point}
+			e.startAgent()
+			e.status("adopted", running)
+			e.cli("refresh", "web", "--no-wait")
+			e.agent.Wait()
+			e.agent = nil
+			t.Logf("broke: the agent killed itself with SIGKILL at %s", point)
+			e.env = nil
+			e.startAgent()
+			st := e.status("the refresh recorded", func(st agent.Status) bool {
+				return running(st) && st.Info.Apps[0].Counters.RefreshImage == 1 && st.Info.Apps[0].Pending == nil
+			})
+			time.Sleep(time.Second)
+			starts := regtest.StartLines(e.volume())
+			if len(starts) != 2 || starts[1] != "start version=v2 freshrootfs=true ro=" {
+				t.Fatalf("starts %q: want exactly one start on v2", starts)
+			}
+			if got := imageOf(st, webUUID); got != v2 {
+				t.Fatalf("the report says %s, the app runs v2 (%s)", got, v2)
+			}
+			c, err := e.d.Client.LoadContainer(e.d.Context(), webUUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info, _ := c.Info(e.d.Context()); !strings.HasSuffix(info.Image, v2) {
+				t.Fatalf("the container runs %s, want %s", info.Image, v2)
+			}
+			t.Logf("checked: one start on v2, the report and the container agree (%s)", v2[:19])
+		})
+	}
+
 	for _, point := range []string{"purge:begun", "purge:done"} {
 		t.Run("agent SIGKILLed mid-purge at "+point, func(t *testing.T) {
 			e, _ := startWeb(t)

@@ -6,6 +6,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -67,8 +68,6 @@ type AgentStatus struct {
 	// apps run as the last accepted one said.
 	ConfigError string    `json:"configError,omitempty"`
 	AppliedAt   time.Time `json:"appliedAt,omitzero"`
-	// ApplyError reports apps whose last action failed.
-	ApplyError string `json:"applyError,omitempty"`
 	// Policies are the drop-in modules and any that failed to load.
 	Policies []plugins.ModuleStatus `json:"policies,omitempty"`
 }
@@ -84,14 +83,15 @@ type Agent struct {
 	host   *app.Host
 	bumps  *bumps
 	ctx    context.Context
-	work   chan request
-	mu     sync.Mutex
-	status AgentStatus
-	subs   map[chan progressEvent]string // subscriber -> app uuid
-}
-
-type request struct {
-	done chan error
+	// reconciling serialises reading the configuration and submitting it,
+	// so submissions reach the host in the order the file was read. It is
+	// never held while an app acts.
+	reconciling sync.Mutex
+	statusPoke  chan struct{}
+	lastStatus  []byte // the status file's content, its time left out
+	mu          sync.Mutex
+	status      AgentStatus
+	subs        map[chan progressEvent]string // subscriber -> app uuid
 }
 
 type progressEvent struct {
@@ -127,7 +127,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	a := &Agent{o: o, log: o.Logger, work: make(chan request), subs: map[chan progressEvent]string{}}
+	a := &Agent{o: o, log: o.Logger, statusPoke: make(chan struct{}, 1), subs: map[chan progressEvent]string{}}
 	a.status.ConfigPath = o.ConfigPath
 	ctx = namespaces.WithNamespace(ctx, o.Namespace)
 	a.ctx = ctx
@@ -175,7 +175,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		Registry: reg, Puller: pull.New(client, reg), Images: a.images,
 		Containers: containers.New(client, o.StateDir), Policies: app.NewCatalog(a.rt, a.dir),
 		StatePath: filepath.Join(o.StateDir, "apps.db"), Logger: a.log.Named("apps"),
-		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device,
+		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
 	})
 	if err != nil {
 		return nil, err
@@ -234,87 +234,87 @@ func (a *Agent) serve(ctx context.Context) error {
 	}()
 	go a.dir.Watch(ctx, 500*time.Millisecond, func(r plugins.SyncReport) {
 		if r.Changed() {
-			a.request(ctx)
+			a.reconcile()
 		}
 	})
 	go a.watchConfig(ctx)
+	go a.writeStatusOnChange(ctx)
 	a.log.Info("agent started", "config", a.o.ConfigPath, "state", a.o.StateDir, "socket", sock, "namespace", a.o.Namespace)
 	a.reconcile()
-	// Start-up (decoding and compiling modules, pulls) leaves garbage the
-	// idle agent will not reuse: hand it back to the kernel now.
+	// Start-up (decoding and compiling modules) leaves garbage the idle
+	// agent will not reuse: hand it back to the kernel now.
 	debug.FreeOSMemory()
-	for {
-		next := a.host.NextTick()
-		var tick <-chan time.Time
-		if !next.IsZero() {
-			tick = time.After(max(time.Until(next), 0))
-		}
-		select {
-		case <-ctx.Done():
-			a.log.Info("stopping; apps keep running")
-			return nil
-		case req := <-a.work:
-			req.done <- a.reconcile()
-		case <-tick:
-			if err := a.host.Tick(a.ctx); err != nil {
-				a.log.Warn("policy tick", "error", err)
-			}
-			a.writeStatus()
-		}
-	}
-}
-
-// request asks the main loop to reconcile and waits for the result.
-func (a *Agent) request(ctx context.Context) error {
-	req := request{done: make(chan error, 1)}
-	select {
-	case a.work <- req:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	<-ctx.Done()
+	a.log.Info("stopping; apps keep running")
+	return nil
 }
 
 // reconcile reads the configuration file, adds the counter increases asked
-// through the API, and applies it. A rejected file leaves the apps as the
-// last accepted configuration said.
-func (a *Agent) reconcile() error {
-	defer a.writeStatus()
-	c, err := config.Load(a.o.ConfigPath, nil, nil)
+// through the API, and hands it to the apps' workers; it does not wait for
+// them. A file that does not parse, or whose device part is invalid, leaves
+// every app as it was; an app whose own part is invalid stays as it was
+// while the others are acted upon. The tickets let a caller wait for one
+// app (nil when nothing was submitted).
+func (a *Agent) reconcile() (*app.Tickets, error) {
+	a.reconciling.Lock()
+	defer a.reconciling.Unlock()
+	defer a.statusChanged()
+	b, err := os.ReadFile(a.o.ConfigPath)
+	var c *config.Config
+	if err == nil {
+		c, err = config.Parse(b)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", a.o.ConfigPath, err)
+		}
+	} else {
+		err = fmt.Errorf("reading config: %w", err)
+	}
+	var t *app.Tickets
 	if err == nil {
 		a.bumps.apply(c)
-		err = a.host.Apply(a.ctx, c)
-		if errors.Is(err, app.ErrRejected) {
-			a.setConfigError(err)
-			a.log.Error("configuration rejected; apps left as they were", "error", err)
-			return err
-		}
-		a.mu.Lock()
-		a.status.ConfigError, a.status.AppliedAt = "", time.Now().UTC()
-		a.status.ApplyError = ""
-		if err != nil {
-			a.status.ApplyError = err.Error()
-		}
-		a.mu.Unlock()
-		if err != nil {
-			a.log.Warn("applied with errors", "error", err)
-		}
-		return err
+		t, err = a.host.Submit(a.ctx, c)
 	}
-	a.setConfigError(err)
-	a.log.Error("configuration rejected; apps left as they were", "error", err)
-	return err
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.status.ConfigError = ""
+	if t != nil {
+		a.status.AppliedAt = time.Now().UTC()
+	}
+	if err != nil {
+		a.status.ConfigError = err.Error()
+		if t == nil {
+			a.log.Error("configuration rejected; apps left as they were", "error", err)
+		} else {
+			a.log.Error("some apps' configuration rejected; they are left as they were", "error", err)
+		}
+	}
+	return t, err
 }
 
-func (a *Agent) setConfigError(err error) {
-	a.mu.Lock()
-	a.status.ConfigError = err.Error()
-	a.mu.Unlock()
+// statusChanged asks for the status file to be brought up to date.
+func (a *Agent) statusChanged() {
+	select {
+	case a.statusPoke <- struct{}{}:
+	default:
+	}
+}
+
+// writeStatusOnChange writes the status file when asked, at most ten times
+// a second.
+func (a *Agent) writeStatusOnChange(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.statusPoke:
+		}
+		a.writeStatus()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (a *Agent) snapshot() (Status, error) {
@@ -326,13 +326,22 @@ func (a *Agent) snapshot() (Status, error) {
 	return st, err
 }
 
-// writeStatus writes the status file atomically (rename).
+// writeStatus writes the status file atomically (rename), unless nothing
+// but its time changed: flash wears.
 func (a *Agent) writeStatus() {
 	st, err := a.snapshot()
 	if err != nil {
 		a.log.Error("building status", "error", err)
 		return
 	}
+	at := st.Info.GeneratedAt
+	st.Info.GeneratedAt = time.Time{}
+	same, _ := json.Marshal(st)
+	if bytes.Equal(same, a.lastStatus) {
+		return
+	}
+	a.lastStatus = same
+	st.Info.GeneratedAt = at
 	b, _ := json.MarshalIndent(st, "", "  ")
 	path := filepath.Join(a.o.StateDir, StatusName)
 	tmp := path + ".tmp"
@@ -373,7 +382,7 @@ func (a *Agent) watchConfig(ctx context.Context) {
 			settle = time.After(200 * time.Millisecond)
 		case <-settle:
 			a.log.Info("configuration changed")
-			a.request(ctx)
+			a.reconcile()
 		}
 	}
 }

@@ -61,8 +61,16 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, err)
 		return
 	}
+	tickets, err := a.reconcile()
+	if tickets == nil {
+		httpError(w, http.StatusConflict, fmt.Errorf("the configuration is rejected, so the %s cannot be applied: %w", op, err))
+		return
+	}
+	if err := tickets.Rejected(uuid); err != nil {
+		httpError(w, http.StatusConflict, fmt.Errorf("the app's configuration is rejected, so the %s cannot be applied: %w", op, err))
+		return
+	}
 	if r.URL.Query().Get("wait") == "" {
-		go a.request(a.ctx)
 		w.WriteHeader(http.StatusAccepted)
 		writeJSON(w, map[string]string{"status": "accepted"})
 		return
@@ -76,8 +84,10 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 		delete(a.subs, events)
 		a.mu.Unlock()
 	}()
+	// Only this app's outcome: other apps' work and errors are not waited
+	// for and not reported here.
 	done := make(chan error, 1)
-	go func() { done <- a.request(r.Context()) }()
+	go func() { done <- tickets.Wait(r.Context(), uuid) }()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	flush := func() {
@@ -112,11 +122,11 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// findApp maps a uuid or display name to the app's uuid.
+// findApp maps a uuid or display name to the app's uuid, whatever state the
+// app is in (a failed create included).
 func (a *Agent) findApp(name string) (string, error) {
-	applied := a.host.Applied()
-	if applied != nil {
-		for _, ap := range applied.Apps {
+	if desired := a.host.Desired(); desired != nil {
+		for _, ap := range desired.Apps {
 			if ap.UUID == name || ap.DisplayName == name {
 				return ap.UUID, nil
 			}

@@ -462,7 +462,7 @@ func TestOtherChangeRebuilds(t *testing.T) {
 	if err := w.apply(c); err != nil {
 		t.Fatal(err)
 	}
-	if got := w.starts("web", 2); got[1] != "start version=v1 freshrootfs=true ro=" {
+	if got := w.starts("web", 2); got[1] != "start version=v1 freshrootfs=true ro= mode=new" {
 		t.Fatalf("starts %q", got)
 	}
 }

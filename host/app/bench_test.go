@@ -1,6 +1,7 @@
 package app
 
 import (
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -161,4 +162,41 @@ func appIndex(uuid string) int {
 	var i int
 	fmt.Sscanf(uuid, "app-%d", &i)
 	return i
+}
+
+// BenchmarkPeriodicShared runs 20 apps (20 ImageObjectIDs) on one tag under
+// `periodic` with a 1-minute interval, on a clock moved forward one
+// interval per iteration, and reports the manifest requests per interval
+// (target: 1, however many apps use the reference).
+//
+//	go test -run '^$' -bench PeriodicShared -benchtime 5x ./host/app/
+func BenchmarkPeriodicShared(b *testing.B) {
+	w := newBenchWorld(b)
+	var offset time.Duration
+	w.opts.Now = func() time.Time { return time.Now().Add(offset) }
+	w.start()
+	w.push("fleet/web:latest", "v1", false)
+	var opts []appOpts
+	for i := 0; i < 20; i++ {
+		opts = append(opts, appOpts{uuid: fmt.Sprintf("app-%02d", i), ref: "fleet/web:latest"})
+	}
+	cfg := w.config(opts...)
+	for i := range cfg.Apps {
+		cfg.Apps[i].PullPolicy = &config.PolicyRef{Name: "periodic", Settings: json.RawMessage(`{"interval":"1m"}`)}
+	}
+	if err := w.apply(cfg); err != nil {
+		b.Fatal(err)
+	}
+	var perInterval []float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		w.proxy.Reset()
+		offset += 61 * time.Second
+		if err := w.host.Tick(w.ctx); err != nil {
+			b.Fatal(err)
+		}
+		perInterval = append(perInterval, float64(manifestRequests(w.proxy.Requests())))
+	}
+	b.StopTimer()
+	b.ReportMetric(regtest.Median(perInterval), "manifest-requests/interval")
 }

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -13,11 +12,36 @@ import (
 	"github.com/pullwise/pullwise/sdk"
 )
 
-// outcome is what one decision round did to one image.
-type outcome struct {
-	changed         bool // a new image was pulled and latched
+// RunImage is an image as an app's container runs it (or is to run it).
+type RunImage struct {
+	// Ref is the reference the drive configures.
+	Ref string `json:"ref"`
+	// Digest is the platform manifest's digest; IndexDigest the multi-arch
+	// index's, when the image came from one.
+	Digest      string `json:"digest"`
+	IndexDigest string `json:"indexDigest,omitempty"`
+}
+
+// matches reports whether the image satisfies a configured pin (empty:
+// any).
+func (r RunImage) matches(pin string) bool {
+	if pin == "" {
+		return true
+	}
+	return registry.Resolution{Digest: r.Digest, IndexDigest: r.IndexDigest}.Matches(pin)
+}
+
+// choice is what one decision round chose for one drive.
+type choice struct {
+	// run is the image the drive is to run.
+	run RunImage
+	// latch, when set, is the ImageObjectID's new resolution: the round
+	// pulled it, or the ID had none.
+	latch *imagestore.Record
+	// changed: run differs from what the app runs now.
+	changed         bool
 	restartOnChange bool
-	deferred        bool // the policy asked to wait
+	deferred        bool // the policy asked to wait, with nothing on disk
 }
 
 // maxSteps bounds a decision round: decide, (check, decide again), act.
@@ -27,44 +51,65 @@ const maxSteps = 3
 // acts, and after a check-remote the policy decides again with the registry's
 // answer. A failed check or pull is handled as the decision's onPullFailure
 // says, and the policy is then asked (pull-failed) when to look again.
-func (h *Host) decide(ctx context.Context, cfg *config.Config, app config.App, img config.Image, ev sdk.Event, rec *AppInfo) (outcome, error) {
+// Nothing is latched here: the caller latches with the container action it
+// journals.
+func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App, img config.Image, ev sdk.Event, since time.Time) (choice, error) {
+	h := w.h
 	m, err := h.o.Policies.Module(ctx, cfg.Policy(app))
 	if err != nil {
-		return outcome{}, err
+		return choice{}, err
 	}
 	r, have, err := h.o.Images.Get(img.UUID)
 	if err != nil {
-		return outcome{}, err
+		return choice{}, err
 	}
 	if have && r.Ref != img.Name {
 		// The configuration gave this ImageObjectID another reference: the old
 		// resolution no longer says anything about it.
 		if err := h.o.Images.Delete(img.UUID); err != nil {
-			return outcome{}, err
+			return choice{}, err
 		}
 		have = false
 	}
-	present := have && h.present(ctx, r)
-	in := h.input(cfg, app, img, r, present, ev, rec)
-	in.Attempt = rec.Attempts[img.UUID]
+	cur, running := w.rec.Running[img.UUID]
+	running = running && cur.Ref == img.Name
+	var latched *imagestore.Record
+	if have {
+		latched = &r
+	}
+	var runs *RunImage
+	if running {
+		runs = &cur
+	}
+	local, present := h.local(ctx, img, runs, latched)
+	in := h.input(cfg, app, img, r, local, present, ev, &w.rec)
+	in.Attempt = w.rec.Attempts[img.UUID]
+	unchanged := func() choice {
+		c := choice{run: local, changed: !running || cur != local}
+		if !have {
+			c.latch = &imagestore.Record{ID: img.UUID, Ref: img.Name, Digest: local.Digest, IndexDigest: local.IndexDigest,
+				Reason: imagestore.LatchCreate, ResolvedAt: h.o.Now().UTC()}
+		}
+		return c
+	}
 	var res *registry.Resolution
 	var onFailure sdk.PullFailure
 	for step := 0; step < maxSteps; step++ {
 		d, err := m.Decide(ctx, in)
 		if err != nil {
-			return outcome{}, err
+			return choice{}, err
 		}
-		h.record(rec, cfg, img, in.Event, d)
+		w.record(cfg, img, in.Event, d)
 		switch d.Action {
 		case sdk.ActionCheckRemote:
 			if res != nil {
-				return outcome{}, fmt.Errorf("policy %s asked to check the registry twice in one round", m.Name)
+				return choice{}, fmt.Errorf("policy %s asked to check the registry twice in one round", m.Name)
 			}
 			onFailure = d.OnPullFailure
-			h.setState(rec, StateResolving)
-			got, err := h.resolve(ctx, img, r, have)
+			w.setState(StateResolving)
+			got, err := h.resolve(ctx, img, r, have, since)
 			if err != nil {
-				return h.failed(ctx, cfg, app, img, rec, in, onFailure, present, err)
+				return w.failed(ctx, cfg, app, img, in, onFailure, present, err)
 			}
 			res = &got
 			in.Image.RemoteDigest = got.Digest
@@ -77,17 +122,22 @@ func (h *Host) decide(ctx context.Context, cfg *config.Config, app config.App, i
 			}
 		case sdk.ActionPull:
 			onFailure = d.OnPullFailure
+			if res == nil && present && img.Pin() != "" && local.matches(img.Pin()) {
+				// A pinned digest on disk: what it resolves to is known
+				// without asking the registry.
+				res = &registry.Resolution{Ref: img.Name, Digest: local.Digest, IndexDigest: local.IndexDigest, ResolvedAt: h.o.Now().UTC()}
+			}
 			if res == nil {
-				h.setState(rec, StateResolving)
-				got, err := h.resolve(ctx, img, r, have)
+				w.setState(StateResolving)
+				got, err := h.resolve(ctx, img, r, have, since)
 				if err != nil {
-					return h.failed(ctx, cfg, app, img, rec, in, onFailure, present, err)
+					return w.failed(ctx, cfg, app, img, in, onFailure, present, err)
 				}
 				res = &got
 			}
-			pr, err := h.fetch(ctx, app, img, *res, rec)
+			pr, err := w.fetch(ctx, app, img, *res)
 			if err != nil {
-				return h.failed(ctx, cfg, app, img, rec, in, onFailure, present, err)
+				return w.failed(ctx, cfg, app, img, in, onFailure, present, err)
 			}
 			reason := imagestore.LatchPolicy
 			switch {
@@ -96,72 +146,63 @@ func (h *Host) decide(ctx context.Context, cfg *config.Config, app config.App, i
 			case ev == sdk.EventRefresh:
 				reason = imagestore.LatchRefresh
 			}
-			changed := !have || r.Digest != pr.Digest
-			if err := h.o.Images.Latch(imagestore.Record{ID: img.UUID, Ref: img.Name, Digest: pr.Digest, IndexDigest: pr.IndexDigest,
-				Size: pr.Size, Reason: reason, ResolvedAt: res.ResolvedAt, LastPull: h.o.Now().UTC()}); err != nil {
-				return outcome{}, err
-			}
-			h.schedule(rec, d.NextCheck)
-			delete(rec.Attempts, img.UUID)
-			return outcome{changed: changed, restartOnChange: d.RestartOnChange}, nil
+			got := RunImage{Ref: img.Name, Digest: pr.Digest, IndexDigest: pr.IndexDigest}
+			w.schedule(d.NextCheck)
+			delete(w.rec.Attempts, img.UUID)
+			return choice{run: got, changed: !running || cur != got, restartOnChange: d.RestartOnChange,
+				latch: &imagestore.Record{ID: img.UUID, Ref: img.Name, Digest: pr.Digest, IndexDigest: pr.IndexDigest,
+					Size: pr.Size, Reason: reason, ResolvedAt: res.ResolvedAt, LastPull: h.o.Now().UTC()}}, nil
 		case sdk.ActionUseLocal:
 			if !present {
-				return outcome{}, fmt.Errorf("policy %s chose the image on disk, but %s is not on disk (%s)", m.Name, img.Name, d.Reason)
+				return choice{}, fmt.Errorf("policy %s chose the image on disk, but %s is not on disk (%s)", m.Name, img.Name, d.Reason)
 			}
-			h.schedule(rec, d.NextCheck)
-			return outcome{}, nil
+			w.schedule(d.NextCheck)
+			return unchanged(), nil
 		case sdk.ActionFail:
-			return outcome{}, fmt.Errorf("policy %s: %s", m.Name, d.Reason)
+			return choice{}, fmt.Errorf("policy %s: %s", m.Name, d.Reason)
 		case sdk.ActionDefer:
-			h.schedule(rec, d.NextCheck)
+			w.schedule(d.NextCheck)
 			if present {
-				return outcome{}, nil
+				return unchanged(), nil
 			}
-			return outcome{deferred: true}, fmt.Errorf("policy %s deferred: %s", m.Name, d.Reason)
+			return choice{deferred: true}, fmt.Errorf("policy %s deferred: %s", m.Name, d.Reason)
 		default:
-			return outcome{}, fmt.Errorf("policy %s answered %q to %q, which the host cannot act on", m.Name, d.Action, ev)
+			return choice{}, fmt.Errorf("policy %s answered %q to %q, which the host cannot act on", m.Name, d.Action, ev)
 		}
 	}
-	return outcome{}, fmt.Errorf("policy %s did not settle in %d decisions", m.Name, maxSteps)
+	return choice{}, fmt.Errorf("policy %s did not settle in %d decisions", m.Name, maxSteps)
 }
 
 // failed handles a failed check or pull: onFailure decides whether the app
 // can go on with the image on disk, and the policy is asked when to try
-// again. The error is returned either way for the report; with
-// keep-existing and an image on disk the outcome is "unchanged".
-func (h *Host) failed(ctx context.Context, cfg *config.Config, app config.App, img config.Image, rec *AppInfo, in sdk.Input, onFailure sdk.PullFailure, present bool, cause error) (outcome, error) {
-	if rec.Attempts == nil {
-		rec.Attempts = map[string]int{}
+// again. The error is returned either way for the report.
+func (w *worker) failed(ctx context.Context, cfg *config.Config, app config.App, img config.Image, in sdk.Input, onFailure sdk.PullFailure, present bool, cause error) (choice, error) {
+	h := w.h
+	if w.rec.Attempts == nil {
+		w.rec.Attempts = map[string]int{}
 	}
-	rec.Attempts[img.UUID]++
+	w.rec.Attempts[img.UUID]++
 	if m, err := h.o.Policies.Module(ctx, cfg.Policy(app)); err == nil {
-		in.Event, in.Attempt, in.LastError = sdk.EventPullFailed, rec.Attempts[img.UUID], cause.Error()
+		in.Event, in.Attempt, in.LastError = sdk.EventPullFailed, w.rec.Attempts[img.UUID], cause.Error()
 		if d, err := m.Decide(ctx, in); err == nil {
-			h.record(rec, cfg, img, sdk.EventPullFailed, d)
-			h.schedule(rec, d.NextCheck)
+			w.record(cfg, img, sdk.EventPullFailed, d)
+			w.schedule(d.NextCheck)
 		}
 	}
 	if onFailure == sdk.KeepExisting && present {
-		return outcome{}, fmt.Errorf("%w (keeping the image on disk)", cause)
+		return choice{}, fmt.Errorf("%w (keeping the image on disk)", cause)
 	}
-	return outcome{}, cause
+	return choice{}, cause
 }
 
-func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Record, have bool) (registry.Resolution, error) {
+// resolve asks what img's reference names now, sharing the answer with the
+// other apps that ask about it (see checks), and notes the check.
+func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Record, have bool, since time.Time) (registry.Resolution, error) {
 	var prev *registry.Resolution
 	if have {
 		prev = latched(r)
 	}
-	// Within one pass (Apply or Tick) a reference is asked about once, however
-	// many apps use it: 50 apps on 5 tags cost 5 requests.
-	cached, ok := h.round[img.Name]
-	res, err := cached.res, cached.err
-	if !ok {
-		res, err = h.o.Registry.Resolve(ctx, img.Name, prev)
-		if h.round != nil {
-			h.round[img.Name] = roundResult{res, err}
-		}
-	}
+	res, err := h.checks.resolve(ctx, img.Name, prev, since, h.o.Now())
 	if have {
 		result, remote := "unchanged", res.Digest
 		switch {
@@ -171,7 +212,7 @@ func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Recor
 			result = "changed"
 		}
 		if rerr := h.o.Images.RecordCheck(img.UUID, h.o.Now().UTC(), remote, result); rerr != nil {
-			err = errors.Join(err, rerr)
+			h.log.Warn("recording a check", "image", img.UUID, "error", rerr)
 		}
 	}
 	return res, err
@@ -180,9 +221,6 @@ func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Recor
 // downloadBytes estimates the bytes a pull of res would fetch: the config and
 // layers containerd does not already have. 0 when it cannot tell.
 func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry.Resolution) int64 {
-	if n, ok := h.sizes[res.Digest]; ok {
-		return n
-	}
 	m, err := h.o.Registry.Manifest(ctx, img.Name, res.Digest)
 	if err != nil {
 		h.log.Debug("estimating the download", "image", img.Name, "error", err)
@@ -194,9 +232,6 @@ func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry
 			n += b.Size
 		}
 	}
-	if h.sizes != nil {
-		h.sizes[res.Digest] = n
-	}
 	return n
 }
 
@@ -206,44 +241,125 @@ func latched(r imagestore.Record) *registry.Resolution {
 	return &registry.Resolution{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
 }
 
-// roundResult is a resolution made earlier in the same pass.
-type roundResult struct {
-	res registry.Resolution
-	err error
-}
-
-// fetch pulls what res names, unless containerd already has it (another
-// app's ImageObjectID resolved to the same SHA): then it only checks the pin.
-func (h *Host) fetch(ctx context.Context, app config.App, img config.Image, res registry.Resolution, rec *AppInfo) (pull.Result, error) {
-	r := imagestore.Record{Ref: img.Name, Digest: res.Digest, IndexDigest: res.IndexDigest}
-	if name, err := h.imageName(r); err == nil {
+// fetch brings what res names into containerd, unless it is there already
+// (another app's ImageObjectID resolved to the same SHA): then it only
+// checks the pin. Apps that need the same image at once share one
+// download. The image is held from garbage collection until the worker's
+// piece of work ends (by then it is latched or running).
+func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, res registry.Resolution) (pull.Result, error) {
+	h := w.h
+	if err := registry.Verify(res, img.Pin()); err != nil {
+		return pull.Result{}, err
+	}
+	w.holds = append(w.holds, h.o.Images.Hold(res.Digest, res.IndexDigest))
+	name, err := h.imageName(RunImage{Ref: img.Name, Digest: res.Digest, IndexDigest: res.IndexDigest})
+	if err != nil {
+		return pull.Result{}, err
+	}
+	pr, ok := h.o.Puller.Local(ctx, name)
+	if !ok {
+		w.setState(StateDownloading)
+		var progress func(pull.Progress)
+		if h.o.Progress != nil {
+			progress = func(p pull.Progress) { h.o.Progress(app.UUID, p) }
+		}
+		v, err, _ := h.pulls.Do(name, func() (any, error) { return h.o.Puller.Pull(ctx, res, img.Pin(), progress) })
+		if err != nil {
+			return pull.Result{}, err
+		}
+		pr = v.(pull.Result)
+	}
+	if pr.Size == 0 {
 		if ci, err := h.o.Puller.Image(ctx, name); err == nil {
-			if err := registry.Verify(res, img.Pin()); err != nil {
-				return pull.Result{}, err
-			}
-			size, _ := ci.Size(ctx)
-			return pull.Result{Name: name, Digest: res.Digest, IndexDigest: res.IndexDigest, Size: size}, nil
+			pr.Size, _ = ci.Size(ctx)
 		}
 	}
-	h.setState(rec, StateDownloading)
-	var progress func(pull.Progress)
-	if h.o.Progress != nil {
-		progress = func(p pull.Progress) { h.o.Progress(app.UUID, p) }
+	if err := h.o.Puller.Tag(ctx, img.Name, pr); err != nil {
+		h.log.Warn("tagging a pulled image", "image", img.Name, "error", err)
 	}
-	return h.o.Puller.Pull(ctx, res, img.Pin(), progress)
+	return pr, nil
 }
 
-// present reports whether a latched image is in containerd.
-func (h *Host) present(ctx context.Context, r imagestore.Record) bool {
-	name, err := h.imageName(r)
+// local finds what containerd holds for a drive's image: the design note's
+// "exists", whichever ImageObjectID or app brought it there. In order: the
+// image the app runs, the one the ImageObjectID is latched to, the pinned
+// digest (index or platform manifest), the image the tag was last pulled
+// as. With a pin, only an image matching it counts.
+func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latch *imagestore.Record) (RunImage, bool) {
+	pin := img.Pin()
+	try := func(containerdName string) (RunImage, bool) {
+		res, ok := h.o.Puller.Local(ctx, containerdName)
+		if !ok {
+			return RunImage{}, false
+		}
+		got := RunImage{Ref: img.Name, Digest: res.Digest, IndexDigest: res.IndexDigest}
+		if !got.matches(pin) {
+			return RunImage{}, false
+		}
+		// Found under another name (a tag, another repository): give it the
+		// name a pull of this reference would have, so containers and garbage
+		// collection see one name per image.
+		if canon, err := h.imageName(got); err == nil && canon != containerdName {
+			if err := h.o.Puller.Alias(ctx, containerdName, canon); err != nil {
+				return RunImage{}, false
+			}
+		}
+		return got, true
+	}
+	var names []string
+	if runs != nil && runs.matches(pin) {
+		if n, err := h.imageName(*runs); err == nil {
+			names = append(names, n)
+		}
+	}
+	if latch != nil {
+		l := RunImage{Ref: latch.Ref, Digest: latch.Digest, IndexDigest: latch.IndexDigest}
+		if n, err := h.imageName(l); err == nil && l.matches(pin) {
+			names = append(names, n)
+		}
+	}
+	if pin != "" {
+		if n, err := h.imageName(RunImage{Ref: img.Name, Digest: pin}); err == nil {
+			names = append(names, n)
+		}
+		// Brought by another ImageObjectID, perhaps as an index.
+		if recs, err := h.o.Images.List(); err == nil {
+			for _, r := range recs {
+				l := RunImage{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
+				if l.matches(pin) {
+					if n, err := h.imageName(l); err == nil {
+						names = append(names, n)
+					}
+				}
+			}
+		}
+	} else if n := h.o.Puller.TagName(img.Name); n != "" {
+		names = append(names, n)
+	}
+	for _, n := range names {
+		if got, ok := try(n); ok {
+			return got, true
+		}
+	}
+	return RunImage{}, false
+}
+
+// imageName is the containerd name of an image: repository@digest of what
+// was pulled (the index for a multi-arch tag).
+func (h *Host) imageName(r RunImage) (string, error) {
+	ref, err := h.o.Registry.ParseReference(r.Ref)
 	if err != nil {
-		return false
+		return "", err
 	}
-	_, err = h.o.Puller.Image(ctx, name)
-	return err == nil
+	top := r.Digest
+	if r.IndexDigest != "" {
+		top = r.IndexDigest
+	}
+	return ref.Context().Name() + "@" + top, nil
 }
 
-func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r imagestore.Record, present bool, ev sdk.Event, rec *AppInfo) sdk.Input {
+// input is the policy's input document for one image of one app.
+func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r imagestore.Record, local RunImage, present bool, ev sdk.Event, rec *AppInfo) sdk.Input {
 	in := sdk.Input{
 		Now:   h.o.Now().UTC(),
 		Event: ev,
@@ -259,10 +375,21 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 		}
 	}
 	if present {
-		in.Image.LocalDigest = r.Digest
+		in.Image.LocalDigest = local.Digest
 	}
-	if !r.LastCheck.IsZero() {
-		in.Image.LastCheck = ptr(r.LastCheck)
+	// The last check of the reference, by whichever ImageObjectID: a check
+	// answers for every app on the reference, so their periodic checks fall
+	// due together and share one request.
+	last := r.LastCheck
+	if recs, err := h.o.Images.List(); err == nil {
+		for _, o := range recs {
+			if o.Ref == img.Name && o.LastCheck.After(last) {
+				last, in.Image.LastRemoteDigest = o.LastCheck, o.LastRemoteDigest
+			}
+		}
+	}
+	if !last.IsZero() {
+		in.Image.LastCheck = ptr(last)
 	}
 	if !r.LastPull.IsZero() {
 		in.Image.LastPull = ptr(r.LastPull)
@@ -270,20 +397,20 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 	return in
 }
 
-func (h *Host) record(rec *AppInfo, cfg *config.Config, img config.Image, ev sdk.Event, d sdk.Decision) {
-	if rec.Decisions == nil {
-		rec.Decisions = map[string]DecisionInfo{}
+func (w *worker) record(cfg *config.Config, img config.Image, ev sdk.Event, d sdk.Decision) {
+	if w.rec.Decisions == nil {
+		w.rec.Decisions = map[string]DecisionInfo{}
 	}
-	rec.Decisions[img.UUID] = DecisionInfo{Policy: rec.Policy, Event: string(ev), Action: string(d.Action), Reason: d.Reason, At: h.o.Now().UTC()}
-	h.log.Info("policy decision", "app", rec.UUID, "image", img.Name, "policy", rec.Policy, "event", ev, "action", d.Action, "reason", d.Reason)
+	w.rec.Decisions[img.UUID] = DecisionInfo{Policy: w.rec.Policy, Event: string(ev), Action: string(d.Action), Reason: d.Reason, At: w.h.o.Now().UTC()}
+	w.h.log.Info("policy decision", "app", w.uuid, "image", img.Name, "policy", w.rec.Policy, "event", ev, "action", d.Action, "reason", d.Reason)
 }
 
-func (h *Host) schedule(rec *AppInfo, next *time.Time) {
+func (w *worker) schedule(next *time.Time) {
 	if next == nil {
 		return
 	}
-	if rec.NextCheck == nil || next.Before(*rec.NextCheck) {
-		rec.NextCheck = next
+	if w.rec.NextCheck == nil || next.Before(*w.rec.NextCheck) {
+		w.rec.NextCheck = next
 	}
 }
 

@@ -2,8 +2,12 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"sort"
 	"time"
+
+	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/imagestore"
 )
 
 // App states reported to the controller.
@@ -39,6 +43,14 @@ type AppInfo struct {
 	Policy string `json:"policy"`
 	// LastError is the most recent failure, kept until an action succeeds.
 	LastError   string     `json:"lastError,omitempty"`
+	// ConfigError is why the app's part of the latest configuration was
+	// rejected; the app runs as its previous configuration said.
+	ConfigError string `json:"configError,omitempty"`
+	// LastExit is the exit code of the app's process when it last exited
+	// on its own (a crash, an OOM kill) after its grace period.
+	LastExit *uint32 `json:"lastExit,omitempty"`
+	// Running are the images the app's container runs, by ImageObjectID.
+	Running map[string]RunImage `json:"running,omitempty"`
 	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
 	// Restarts counts process starts after the first (restarts, image
 	// changes, purges), for the controller and for tests.
@@ -55,14 +67,21 @@ type AppInfo struct {
 	Pending *Pending `json:"pending,omitempty"`
 }
 
-// Pending journals a container action: what it was and what the container
-// looked like before, so its effect can be recognised afterwards.
+// Pending journals a container action: what it was, what the container
+// looked like before, and what it is to run after, so its effect can be
+// recognised afterwards and, if it had none, the action done again.
 type Pending struct {
 	// Op is restart, replace or purge.
 	Op string `json:"op"`
 	// Generation and Pid are the container's before the action.
 	Generation int    `json:"generation"`
 	Pid        uint32 `json:"pid"`
+	// Target are the images the container is to run, by ImageObjectID.
+	Target map[string]RunImage `json:"target,omitempty"`
+	// Latch are the ImageObjectIDs' new resolutions the action brings.
+	Latch []imagestore.Record `json:"latch,omitempty"`
+	// App is the app's configuration the action carries out.
+	App *config.App `json:"app"`
 }
 
 // Counters are EVE's InstanceOpsCmd counters as acted upon.
@@ -78,10 +97,15 @@ type ImageInfo struct {
 	App           string `json:"app"`
 	// Ref is the reference as configured.
 	Ref string `json:"ref"`
-	// SHA256 is the resolved SHA latched for the ID (the platform manifest).
+	// SHA256 is the resolved SHA (the platform manifest) the app's container
+	// runs; before the app runs, the SHA the ID is latched to.
 	SHA256 string `json:"sha256,omitempty"`
 	// IndexDigest is the multi-arch index's digest, if the tag named one.
 	IndexDigest string `json:"indexDigest,omitempty"`
+	// Latched is the SHA the ImageObjectID is latched to when it differs
+	// from what the app runs (another app on the same ID refreshed it): the
+	// app moves to it at its own refresh or purge.
+	Latched string `json:"latched,omitempty"`
 	// LastCheck and LastCheckResult describe the last registry check.
 	LastCheck       *time.Time `json:"lastCheck,omitempty"`
 	LastCheckResult string     `json:"lastCheckResult,omitempty"`
@@ -98,41 +122,59 @@ type DecisionInfo struct {
 	At     time.Time `json:"at"`
 }
 
-// Info reports every app of the configuration acted upon and every image
-// its container drives use.
+// Info reports every app of the configuration and every image its
+// container drives use, as each app's worker last published it.
 func (h *Host) Info(ctx context.Context) (Info, error) {
 	info := Info{GeneratedAt: h.o.Now().UTC(), Apps: []AppInfo{}, Images: []ImageInfo{}}
-	statuses, err := h.state.statuses()
-	if err != nil {
-		return info, err
+	h.mu.Lock()
+	cfg := h.desired
+	var apps []AppInfo
+	for id, w := range h.workers {
+		st := w.snapshot()
+		st.UUID = id
+		st.ConfigError = h.rejected[id]
+		apps = append(apps, st)
 	}
-	for _, st := range statuses {
-		if cs, err := h.o.Containers.Status(ctx, st.UUID); err == nil && st.State == StateRunning && cs.Exists && !cs.Running {
-			st.State = StateHalted
+	h.mu.Unlock()
+	for _, st := range apps {
+		if st.State == StateRunning {
+			if cs, err := h.o.Containers.Status(ctx, st.UUID); err == nil && cs.Exists && !cs.Running {
+				st.State = StateHalted
+			}
 		}
 		info.Apps = append(info.Apps, st)
-		cfg := h.desired.Load() // the configuration in force, failed creates included
-		if cfg == nil {
-			cfg = h.applied.Load()
-		}
-		app := findApp(cfg, st.UUID)
-		for _, d := range app.Drives {
-			if d.Image == nil {
-				continue
-			}
-			ii := ImageInfo{ImageObjectID: d.Image.UUID, App: st.UUID, Ref: d.Image.Name}
-			if r, ok, _ := h.o.Images.Get(d.Image.UUID); ok {
+		app, _ := cfg.App(st.UUID)
+		for _, img := range containerImages(app) {
+			ii := ImageInfo{ImageObjectID: img.UUID, App: st.UUID, Ref: img.Name}
+			r, latched, _ := h.o.Images.Get(img.UUID)
+			if latched {
 				ii.SHA256, ii.IndexDigest, ii.LastCheckResult = r.Digest, r.IndexDigest, r.LastCheckResult
 				if !r.LastCheck.IsZero() {
 					ii.LastCheck = ptr(r.LastCheck)
 				}
 			}
-			if dec, ok := st.Decisions[d.Image.UUID]; ok {
+			if run, ok := st.Running[img.UUID]; ok && run.Ref == img.Name {
+				ii.SHA256, ii.IndexDigest = run.Digest, run.IndexDigest
+				if latched && r.Digest != run.Digest {
+					ii.Latched = r.Digest
+				}
+			}
+			if dec, ok := st.Decisions[img.UUID]; ok {
 				ii.Decision = &dec
 			}
 			info.Images = append(info.Images, ii)
 		}
 	}
 	sort.Slice(info.Apps, func(i, j int) bool { return info.Apps[i].DisplayName < info.Apps[j].DisplayName })
+	sort.SliceStable(info.Images, func(i, j int) bool { return info.Images[i].App < info.Images[j].App })
 	return info, nil
+}
+
+// clone is a deep copy, so a published report never shares maps with the
+// record its worker goes on changing.
+func (a AppInfo) clone() AppInfo {
+	b, _ := json.Marshal(a)
+	var c AppInfo
+	json.Unmarshal(b, &c)
+	return c
 }

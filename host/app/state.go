@@ -1,9 +1,11 @@
 package app
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -12,10 +14,11 @@ import (
 )
 
 // The state file keeps, per app, the configuration as last acted upon (its
-// counters included) and its status. An action is recorded as done only
-// when it has completed, so after a crash the configuration's counters are
-// compared with the acted ones and an interrupted action runs again; a
-// completed one is never repeated.
+// counters included) and its record: what its container runs, and the
+// journal of a container action under way. An action is recorded as done
+// only when it has completed, so after a crash the journal is compared with
+// what the container runs: a completed action is recorded, an interrupted
+// one done; a completed one is never repeated.
 var (
 	bucketApplied = []byte("applied-apps")
 	bucketStatus  = []byte("app-status")
@@ -23,7 +26,12 @@ var (
 	keyDevice     = []byte("device")
 )
 
-type stateStore struct{ db *bolt.DB }
+type stateStore struct {
+	db *bolt.DB
+
+	mu    sync.Mutex
+	saved map[string][]byte // app uuid -> what is on disk (record, then applied), to skip writes that change nothing
+}
 
 func openState(path string) (*stateStore, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
@@ -45,7 +53,7 @@ func openState(path string) (*stateStore, error) {
 		db.Close()
 		return nil, err
 	}
-	return &stateStore{db: db}, nil
+	return &stateStore{db: db, saved: map[string][]byte{}}, nil
 }
 
 func (s *stateStore) close() error { return s.db.Close() }
@@ -85,8 +93,41 @@ func (s *stateStore) applied() (*config.Config, error) {
 	return &c, nil
 }
 
-func (s *stateStore) setApplied(a config.App) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketApplied, []byte(a.UUID), a) })
+// save writes an app's record and the configuration acted upon for it in
+// one transaction, unless they are what the file already holds: flash
+// wears, and most pieces of work (a check that found nothing new) change
+// nothing a reader can see but a time.
+func (s *stateStore) save(rec AppInfo, applied *config.App) error {
+	r, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	var a []byte
+	if applied != nil {
+		if a, err = json.Marshal(applied); err != nil {
+			return err
+		}
+	}
+	both := append(append(append([]byte{}, r...), 0), a...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if bytes.Equal(s.saved[rec.UUID], both) {
+		return nil
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketStatus).Put([]byte(rec.UUID), r); err != nil {
+			return err
+		}
+		if a == nil {
+			return nil
+		}
+		return tx.Bucket(bucketApplied).Put([]byte(rec.UUID), a)
+	})
+	if err != nil {
+		return fmt.Errorf("saving the state of app %s: %w", rec.UUID, err)
+	}
+	s.saved[rec.UUID] = both
+	return nil
 }
 
 func (s *stateStore) setDevice(d config.Device) error {
@@ -94,28 +135,15 @@ func (s *stateStore) setDevice(d config.Device) error {
 }
 
 func (s *stateStore) forget(uuid string) error {
+	s.mu.Lock()
+	delete(s.saved, uuid)
+	s.mu.Unlock()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketApplied).Delete([]byte(uuid)); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketStatus).Delete([]byte(uuid))
 	})
-}
-
-func (s *stateStore) status(uuid string) (AppInfo, error) {
-	var st AppInfo
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketStatus).Get([]byte(uuid))
-		if v == nil {
-			return nil
-		}
-		return json.Unmarshal(v, &st)
-	})
-	return st, err
-}
-
-func (s *stateStore) setStatus(st AppInfo) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketStatus, []byte(st.UUID), st) })
 }
 
 func (s *stateStore) statuses() ([]AppInfo, error) {

@@ -77,6 +77,10 @@ type App struct {
 	RefreshImage InstanceOps `json:"refreshImage"`
 	Command      []string    `json:"command,omitempty"`
 	Env          []string    `json:"env,omitempty"`
+	// RestartOnExit says whether the app's process is started again when it
+	// exits on its own after its grace period (with back-off: 10 s doubling
+	// to 5 min). Default true.
+	RestartOnExit *bool `json:"restartOnExit,omitempty"`
 }
 
 // InstanceOps is EVE's InstanceOpsCmd: an increase of Counter asks for one
@@ -186,11 +190,28 @@ var (
 // go backwards. known reports whether a policy name is a built-in or a
 // loaded drop-in module; nil accepts any name.
 func (c *Config) Validate(prev *Config, known func(string) bool) error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	dev, apps := c.Check(prev, known)
+	errs := []error{dev}
+	for _, a := range c.Apps {
+		errs = append(errs, apps[a.UUID])
 	}
-	checkPolicy := func(field string, p *PolicyRef) {
+	return errors.Join(errs...)
+}
+
+// Check is Validate with the problems sorted by owner: those of the device
+// part (which every app depends on), and those of each app, by uuid. An app
+// whose uuid is itself invalid or duplicated is reported under that uuid.
+// The agent applies the apps without problems and reports the others, so
+// one bad app never holds the rest back.
+func (c *Config) Check(prev *Config, known func(string) bool) (device error, apps map[string]error) {
+	var devErrs []error
+	perApp := map[string][]error{}
+	badIn := func(errs *[]error) func(field, format string, args ...any) {
+		return func(field, format string, args ...any) {
+			*errs = append(*errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+		}
+	}
+	checkPolicy := func(bad func(string, string, ...any), field string, p *PolicyRef) {
 		if p == nil {
 			return
 		}
@@ -207,10 +228,11 @@ func (c *Config) Validate(prev *Config, known func(string) bool) error {
 			bad(field+".settings", "not valid JSON")
 		}
 	}
-	checkPolicy("device.pullPolicy", c.Device.PullPolicy)
+	devBad := badIn(&devErrs)
+	checkPolicy(devBad, "device.pullPolicy", c.Device.PullPolicy)
 	for i, r := range c.Device.InsecureRegistries {
 		if _, err := name.NewRegistry(r); err != nil || r == "" {
-			bad(fmt.Sprintf("device.insecureRegistries[%d]", i), "%q is not a registry host", r)
+			devBad(fmt.Sprintf("device.insecureRegistries[%d]", i), "%q is not a registry host", r)
 		}
 	}
 	prevApps := map[string]App{}
@@ -219,23 +241,33 @@ func (c *Config) Validate(prev *Config, known func(string) bool) error {
 			prevApps[a.UUID] = a
 		}
 	}
-	apps := map[string]int{}
+	uuids := map[string]int{}
+	names := map[string]int{}
 	images := map[string]string{} // image uuid -> field where first seen
 	imageRefs := map[string]string{}
 	for i, a := range c.Apps {
+		var errs []error
+		bad := badIn(&errs)
 		f := fmt.Sprintf("apps[%d]", i)
 		switch {
 		case !uuidRE.MatchString(a.UUID):
 			bad(f+".uuid", "%q is not a valid uuid", a.UUID)
-		case apps[a.UUID] > 0:
-			bad(f+".uuid", "duplicate uuid %q (also apps[%d])", a.UUID, apps[a.UUID]-1)
+		case uuids[a.UUID] > 0:
+			bad(f+".uuid", "duplicate uuid %q (also apps[%d])", a.UUID, uuids[a.UUID]-1)
 		default:
-			apps[a.UUID] = i + 1
+			uuids[a.UUID] = i + 1
 		}
-		if a.DisplayName == "" {
+		switch {
+		case a.DisplayName == "":
 			bad(f+".displayName", "required")
+		case names[a.DisplayName] > 0:
+			// The CLI finds apps by display name: two of one name would make
+			// `pullwise restart NAME` act on whichever came first.
+			bad(f+".displayName", "duplicate display name %q (also apps[%d])", a.DisplayName, names[a.DisplayName]-1)
+		default:
+			names[a.DisplayName] = i + 1
 		}
-		checkPolicy(f+".pullPolicy", a.PullPolicy)
+		checkPolicy(bad, f+".pullPolicy", a.PullPolicy)
 		for _, op := range []struct {
 			field string
 			now   int64
@@ -290,8 +322,27 @@ func (c *Config) Validate(prev *Config, known func(string) bool) error {
 			}
 			mounts[path.Clean(d.MountPath)] = true
 		}
+		perApp[a.UUID] = append(perApp[a.UUID], errs...)
 	}
-	return errors.Join(errs...)
+	apps = map[string]error{}
+	for id, errs := range perApp {
+		if err := errors.Join(errs...); err != nil {
+			apps[id] = err
+		}
+	}
+	return errors.Join(devErrs...), apps
+}
+
+// App returns the app with uuid, if c has one.
+func (c *Config) App(uuid string) (App, bool) {
+	if c != nil {
+		for _, a := range c.Apps {
+			if a.UUID == uuid {
+				return a, true
+			}
+		}
+	}
+	return App{}, false
 }
 
 func validateImage(f string, img Image, bad func(string, string, ...any)) {
@@ -328,29 +379,16 @@ type Delta struct {
 // Diff lists what changed from prev (nil: nothing was configured) to c, in
 // c's app order, removed apps last.
 func (c *Config) Diff(prev *Config) []Delta {
-	old := map[string]App{}
-	if prev != nil {
-		for _, a := range prev.Apps {
-			old[a.UUID] = a
-		}
-	}
 	var out []Delta
 	seen := map[string]bool{}
 	for _, a := range c.Apps {
 		seen[a.UUID] = true
-		p, ok := old[a.UUID]
+		p, ok := prev.App(a.UUID)
 		if !ok {
 			out = append(out, Delta{UUID: a.UUID, Created: true})
 			continue
 		}
-		d := Delta{UUID: a.UUID,
-			Restart: a.Restart.Counter > p.Restart.Counter,
-			Purge:   a.Purge.Counter > p.Purge.Counter,
-			Refresh: a.RefreshImage.Counter > p.RefreshImage.Counter,
-		}
-		a.Restart, a.Purge, a.RefreshImage = p.Restart, p.Purge, p.RefreshImage
-		d.Modified = !sameApp(a, p, c, prev)
-		if d.Modified || d.Restart || d.Purge || d.Refresh {
+		if d := DiffApp(p, a); d.Any() {
 			out = append(out, d)
 		}
 	}
@@ -364,12 +402,30 @@ func (c *Config) Diff(prev *Config) []Delta {
 	return out
 }
 
-// sameApp compares two apps, counters already equalised, including the
-// effective policy (a device default change modifies apps that use it).
-func sameApp(a, b App, ca, cb *Config) bool {
+// DiffApp is what changed for one app from its configuration as acted upon
+// (was) to the one wanted now.
+func DiffApp(was, now App) Delta {
+	d := Delta{UUID: now.UUID,
+		Restart: now.Restart.Counter > was.Restart.Counter,
+		Purge:   now.Purge.Counter > was.Purge.Counter,
+		Refresh: now.RefreshImage.Counter > was.RefreshImage.Counter,
+	}
+	now.Restart, now.Purge, now.RefreshImage = was.Restart, was.Purge, was.RefreshImage
+	d.Modified = !sameApp(was, now)
+	return d
+}
+
+// Any reports whether the delta asks for anything.
+func (d Delta) Any() bool {
+	return d.Created || d.Removed || d.Modified || d.Restart || d.Purge || d.Refresh
+}
+
+// sameApp compares two apps, counters already equalised. The pull policy is
+// left out: it is how decisions are made, not what runs, so changing it
+// never restarts an app.
+func sameApp(a, b App) bool {
+	a.PullPolicy, b.PullPolicy = nil, nil
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
-	pa, _ := json.Marshal(ca.Policy(a))
-	pb, _ := json.Marshal(cb.Policy(b))
-	return bytes.Equal(ja, jb) && bytes.Equal(pa, pb)
+	return bytes.Equal(ja, jb)
 }

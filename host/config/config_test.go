@@ -138,7 +138,6 @@ func TestDiff(t *testing.T) {
 		{"refresh+restart counted once each", with("    refreshImage: {counter: 3}\n    restart: {counter: 2}"), Delta{UUID: "app-1", Refresh: true, Restart: true}},
 		{"purge", with("    purge: {counter: 1}"), Delta{UUID: "app-1", Purge: true}},
 		{"other change", with("    env: [A=1]"), Delta{UUID: "app-1", Modified: true}},
-		{"policy override", with("    pullPolicy: never"), Delta{UUID: "app-1", Modified: true}},
 	}
 	for _, tc := range tests {
 		got := tc.next.Diff(prev)
@@ -156,10 +155,47 @@ func TestDiff(t *testing.T) {
 	if got := empty.Diff(prev); len(got) != 1 || !got[0].Removed {
 		t.Errorf("remove: %+v", got)
 	}
-	// A device default change modifies the apps that use it.
+	// A policy is how decisions are made, not what runs: changing it (the
+	// app's own or the device default) changes nothing to act upon.
 	dev, _ := Parse([]byte(strings.Replace(base, "pullPolicy: use-existing", "pullPolicy: never", 1)))
-	if got := dev.Diff(prev); len(got) != 1 || !got[0].Modified {
+	if got := dev.Diff(prev); len(got) != 0 {
 		t.Errorf("device policy change: %+v", got)
+	}
+	if got := with("    pullPolicy: never").Diff(prev); len(got) != 0 {
+		t.Errorf("app policy override: %+v", got)
+	}
+}
+
+// TestCheckSortsProblemsByApp: one app's problem is that app's alone; the
+// device part's problems are the device's.
+func TestCheckSortsProblemsByApp(t *testing.T) {
+	c, err := Parse([]byte(base + `  - uuid: app-2
+    displayName: web
+    drives: [{kind: container, image: {uuid: img-2, name: "r/b:1"}}]
+  - uuid: app-3
+    displayName: db
+    pullPolicy: sometimes
+    drives: [{kind: container, image: {uuid: img-3, name: "r/c:1"}}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, apps := c.Check(nil, known)
+	if dev != nil {
+		t.Fatalf("device: %v", dev)
+	}
+	if apps["app-1"] != nil {
+		t.Fatalf("app-1 has no problem: %v", apps["app-1"])
+	}
+	if err := apps["app-2"]; err == nil || !strings.Contains(err.Error(), `apps[1].displayName: duplicate display name "web" (also apps[0])`) {
+		t.Fatalf("app-2: %v", err)
+	}
+	if err := apps["app-3"]; err == nil || !strings.Contains(err.Error(), `apps[2].pullPolicy.name: unknown policy "sometimes"`) {
+		t.Fatalf("app-3: %v", err)
+	}
+	c.Device.InsecureRegistries = []string{""}
+	if dev, _ := c.Check(nil, known); dev == nil || !strings.Contains(dev.Error(), "device.insecureRegistries[0]") {
+		t.Fatalf("device problem: %v", dev)
 	}
 }
 

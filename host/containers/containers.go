@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,6 +27,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/image-spec/identity"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/pullwise/pullwise/internal/faultpoint"
 )
 
 // Labels pullwise puts on what it creates, so it can find them again after a
@@ -34,6 +37,10 @@ const (
 	LabelApp        = "io.pullwise.app"
 	LabelRootfs     = "io.pullwise.rootfs"
 	LabelGeneration = "io.pullwise.generation"
+	// LabelImages lists the images a container was built from (its root
+	// image, then its read-only drives, comma-separated): what the app
+	// actually runs, compared with what it should run after a crash.
+	LabelImages = "io.pullwise.images"
 )
 
 // Manager creates and runs app containers in the client's namespace.
@@ -64,6 +71,16 @@ type Spec struct {
 	Env     []string
 }
 
+// Images are the images the spec builds from: the root image, then the
+// read-only drives' images.
+func (s Spec) Images() []string {
+	out := []string{s.Image}
+	for _, ro := range s.ReadOnly {
+		out = append(out, ro.Source)
+	}
+	return out
+}
+
 // Mount is an image (for ReadOnly) or a volume name (for Volumes) at Path.
 type Mount struct {
 	Source string
@@ -76,6 +93,9 @@ type Status struct {
 	Running bool
 	// Image is the root image the container was created from.
 	Image string
+	// Images are every image it was built from: Image, then the read-only
+	// drives' images, in Spec order.
+	Images []string
 	// Generation counts root filesystems built for the app: it changes on
 	// Replace and Purge, not on Restart.
 	Generation int
@@ -131,7 +151,8 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 	}
 	rootfs := fmt.Sprintf("%s-rootfs-%d", s.ID, gen)
 	_, err = m.client.NewContainer(ctx, s.ID,
-		containerd.WithContainerLabels(map[string]string{LabelApp: s.ID, LabelRootfs: rootfs, LabelGeneration: strconv.Itoa(gen)}),
+		containerd.WithContainerLabels(map[string]string{LabelApp: s.ID, LabelRootfs: rootfs, LabelGeneration: strconv.Itoa(gen),
+			LabelImages: strings.Join(s.Images(), ",")}),
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(m.snapshotter),
 		containerd.WithNewSnapshot(rootfs, img),
@@ -264,6 +285,7 @@ func (m *Manager) rebuild(ctx context.Context, s Spec, purge bool) error {
 	if err := m.deleteContainer(ctx, s.ID); err != nil {
 		return err
 	}
+	faultpoint.Hit("rebuild:stopped")
 	if purge {
 		if err := os.RemoveAll(filepath.Join(m.dir, "volumes", s.ID)); err != nil {
 			return fmt.Errorf("app %s: emptying volumes: %w", s.ID, err)
@@ -272,6 +294,7 @@ func (m *Manager) rebuild(ctx context.Context, s Spec, purge bool) error {
 	if err := m.create(ctx, s, st.Generation+1); err != nil {
 		return err
 	}
+	faultpoint.Hit("rebuild:created")
 	return m.Start(ctx, s.ID)
 }
 
@@ -327,6 +350,11 @@ func (m *Manager) Status(ctx context.Context, id string) (Status, error) {
 	}
 	gen, _ := strconv.Atoi(info.Labels[LabelGeneration])
 	st := Status{Exists: true, Image: info.Image, Generation: gen}
+	if l := info.Labels[LabelImages]; l != "" {
+		st.Images = strings.Split(l, ",")
+	} else if info.Image != "" {
+		st.Images = []string{info.Image}
+	}
 	t, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		return st, nil
@@ -339,6 +367,32 @@ func (m *Manager) Status(ctx context.Context, id string) (Status, error) {
 	}
 	st.Running, st.ExitCode, st.Pid = ts.Status == containerd.Running, ts.ExitStatus, t.Pid()
 	return st, nil
+}
+
+// Wait returns a channel that receives the exit code when the app's
+// current process exits (or is stopped). It fails if the app has no task.
+func (m *Manager) Wait(ctx context.Context, id string) (<-chan uint32, error) {
+	c, err := m.client.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: %w", id, err)
+	}
+	t, err := c.Task(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: %w", id, err)
+	}
+	exit, err := t.Wait(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: %w", id, err)
+	}
+	out := make(chan uint32, 1)
+	go func() {
+		select {
+		case st := <-exit:
+			out <- st.ExitCode()
+		case <-ctx.Done():
+		}
+	}()
+	return out, nil
 }
 
 // Apps lists the app ids of the containers pullwise made in this namespace.

@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -332,4 +333,106 @@ func (p *Puller) Has(ctx context.Context, digest string) bool {
 	}
 	_, err = p.client.ContentStore().Info(ctx, d)
 	return err == nil
+}
+
+// Local reports what containerd holds under an image name, without asking
+// any registry: the platform manifest's digest and, when the name points at
+// an index, the index's digest (the platform chosen from the index in the
+// local content store). ok is false when the image is absent or not
+// unpacked for containers (a partial or foreign download does not count).
+func (p *Puller) Local(ctx context.Context, imageName string) (res Result, ok bool) {
+	img, err := p.client.GetImage(ctx, imageName)
+	if err != nil {
+		return Result{}, false
+	}
+	target := img.Target()
+	res = Result{Name: imageName, Digest: target.Digest.String()}
+	if images.IsIndexType(target.MediaType) {
+		platform, err := platforms.Parse(p.reg.Platform().String())
+		if err != nil {
+			return Result{}, false
+		}
+		m := platforms.Only(platform)
+		children, err := images.Children(ctx, p.client.ContentStore(), target)
+		if err != nil {
+			return Result{}, false
+		}
+		res.IndexDigest, res.Digest = res.Digest, ""
+		for _, c := range children {
+			if c.Platform != nil && m.Match(*c.Platform) {
+				res.Digest = c.Digest.String()
+				break
+			}
+		}
+		if res.Digest == "" {
+			return Result{}, false
+		}
+	}
+	snapshotter := p.snapshotter
+	if snapshotter == "" {
+		snapshotter = defaults.DefaultSnapshotter
+	}
+	if unpacked, err := img.IsUnpacked(ctx, snapshotter); err != nil || !unpacked {
+		return Result{}, false
+	}
+	return res, true
+}
+
+// Tag points the containerd image named by a tag reference
+// (repository:tag) at the image pulled as res, as `ctr image pull` does, so
+// "the image the tag was pulled as" is on disk for anyone to see, whichever
+// ImageObjectID brought it there. References without a tag are left alone.
+func (p *Puller) Tag(ctx context.Context, ref string, res Result) error {
+	r, err := p.reg.ParseReference(ref)
+	if err != nil {
+		return err
+	}
+	t, ok := r.(name.Tag)
+	if !ok {
+		return nil
+	}
+	img, err := p.client.ImageService().Get(ctx, res.Name)
+	if err != nil {
+		return fmt.Errorf("tagging %s: %w", ref, err)
+	}
+	is := p.client.ImageService()
+	tagged := images.Image{Name: t.Context().Name() + ":" + t.TagStr(), Target: img.Target, Labels: img.Labels}
+	if old, err := is.Get(ctx, tagged.Name); err == nil {
+		if old.Target.Digest == tagged.Target.Digest {
+			return nil
+		}
+		_, err = is.Update(ctx, tagged, "target")
+		return err
+	}
+	if _, err := is.Create(ctx, tagged); err != nil && !errdefs.IsAlreadyExists(err) {
+		return fmt.Errorf("tagging %s: %w", ref, err)
+	}
+	return nil
+}
+
+// TagName is the containerd image name Tag gives a tag reference, or "" when
+// ref has no tag.
+func (p *Puller) TagName(ref string) string {
+	r, err := p.reg.ParseReference(ref)
+	if err != nil {
+		return ""
+	}
+	if t, ok := r.(name.Tag); ok {
+		return t.Context().Name() + ":" + t.TagStr()
+	}
+	return ""
+}
+
+// Alias gives the image named from a second name, to, pointing at the same
+// content (nothing is copied). An existing to is left as it is.
+func (p *Puller) Alias(ctx context.Context, from, to string) error {
+	is := p.client.ImageService()
+	img, err := is.Get(ctx, from)
+	if err != nil {
+		return fmt.Errorf("naming image %s as %s: %w", from, to, err)
+	}
+	if _, err := is.Create(ctx, images.Image{Name: to, Target: img.Target, Labels: img.Labels}); err != nil && !errdefs.IsAlreadyExists(err) {
+		return fmt.Errorf("naming image %s as %s: %w", from, to, err)
+	}
+	return nil
 }

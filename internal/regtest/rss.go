@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // RSS is a process's resident set size in bytes, from /proc (Linux only);
@@ -26,4 +28,30 @@ func RSS(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS in " + path)
+}
+
+// CPUTime is the CPU time a process has used so far, summed over its
+// threads, from /proc/PID/task/*/schedstat (nanoseconds, Linux only).
+func CPUTime(pid int) (time.Duration, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("no threads of process %d: %v", pid, err)
+	}
+	var total int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		total += ns
+	}
+	return time.Duration(total), nil
 }

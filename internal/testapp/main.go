@@ -2,7 +2,7 @@
 // It records each start in its volume (/data/starts.log: one line per start,
 // with the image version it runs), marks its writable layer (/marker, created
 // on the first start of a root filesystem), notes the version of a read-only
-// drive at /opt/ro if there is one, and runs until SIGTERM. With
+// drive at /opt/ro if there is one (and $MODE, if set), and runs until SIGTERM. With
 // /fail-fast in its image it exits 1 at once, to exercise rollback.
 package main
 
@@ -24,7 +24,11 @@ func main() {
 	}
 	if f, err := os.OpenFile("/data/starts.log", os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
 		ro, _ := os.ReadFile("/opt/ro/version")
-		fmt.Fprintf(f, "start version=%s freshrootfs=%v ro=%s\n", v, fresh, strings.TrimSpace(string(ro)))
+		mode := ""
+		if m := os.Getenv("MODE"); m != "" {
+			mode = " mode=" + m // the configuration's env, for tests of config changes
+		}
+		fmt.Fprintf(f, "start version=%s freshrootfs=%v ro=%s%s\n", v, fresh, strings.TrimSpace(string(ro)), mode)
 		f.Close()
 	}
 	fmt.Printf("testapp %s started (fresh root filesystem: %v)\n", v, fresh)

@@ -1,0 +1,62 @@
+package app
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/pullwise/pullwise/host/registry"
+)
+
+// checks shares registry answers between apps. One request per reference
+// is in flight at a time, and an answer obtained after a piece of work was
+// asked for serves it: fifty apps refreshed by one configuration cost one
+// request per reference, and apps whose periodic checks of a tag fall due
+// together cost one request per interval. An operator's refresh asked after
+// a tag moved never gets an answer from before it.
+type checks struct {
+	reg    *registry.Client
+	window time.Duration
+
+	mu       sync.Mutex
+	recent   map[string]checked // by reference
+	inflight singleflight.Group
+}
+
+type checked struct {
+	res registry.Resolution
+	err error
+	at  time.Time // when the request was made (the host's clock)
+}
+
+func newChecks(reg *registry.Client, window time.Duration) *checks {
+	return &checks{reg: reg, window: window, recent: map[string]checked{}}
+}
+
+// resolve answers what ref names now, with an answer obtained at or after
+// since (and not older than the window), asking the registry if there is
+// none. now is the host's clock. prev is this caller's last resolution.
+func (c *checks) resolve(ctx context.Context, ref string, prev *registry.Resolution, since, now time.Time) (registry.Resolution, error) {
+	c.mu.Lock()
+	for k, r := range c.recent {
+		if now.Sub(r.at) > c.window {
+			delete(c.recent, k)
+		}
+	}
+	if r, ok := c.recent[ref]; ok && !r.at.Before(since) {
+		c.mu.Unlock()
+		return r.res, r.err
+	}
+	c.mu.Unlock()
+	v, err, _ := c.inflight.Do(ref, func() (any, error) {
+		res, err := c.reg.Resolve(ctx, ref, prev)
+		c.mu.Lock()
+		c.recent[ref] = checked{res: res, err: err, at: now}
+		c.mu.Unlock()
+		return res, err
+	})
+	res, _ := v.(registry.Resolution)
+	return res, err
+}

@@ -1,0 +1,368 @@
+package app
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/internal/regtest"
+)
+
+// These tests prove the per-app reconciler against a real containerd and
+// registry: presence decided by what containerd holds, edits merged into
+// one action, no app waiting for another, per-app reports of what runs,
+// pins verified before a container changes, shared checks, and exits
+// supervised.
+
+// manifestRequests counts the manifest requests among reqs.
+func manifestRequests(reqs []string) int {
+	n := 0
+	for _, r := range reqs {
+		if strings.Contains(r, "/manifests/") {
+			n++
+		}
+	}
+	return n
+}
+
+// bigApp is the test app at version with a random layer of size bytes, so
+// a throttled proxy makes its download take a while.
+func bigApp(t *testing.T, version string, size int64) v1.Image {
+	t.Helper()
+	img, err := mutate.AppendLayers(regtest.AppImage(t, version, false), randomLayer(t, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// waitState waits until the app reports state.
+func (w *world) waitState(uuid, state string) AppInfo {
+	w.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, _ := w.app(uuid)
+		if info.State == state {
+			return info
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("app %s: state %s, waited for %s", uuid, info.State, state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPresenceIsWhatContainerdHolds: an image on disk counts as present for
+// every ImageObjectID and app, by the design note's "exists": the tag's
+// image, a digest reference, a pin that names it.
+func TestPresenceIsWhatContainerdHolds(t *testing.T) {
+	w := newWorld(t)
+	v1 := w.push("web:latest", "v1", false)
+	first := appOpts{uuid: "first", imageID: "id-first", ref: "web:latest"}
+	if err := w.apply(w.config(first)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("first", 1)
+
+	// The registry is unreachable: every app below must start from disk.
+	w.proxy.Down(true)
+	existing := appOpts{uuid: "existing", imageID: "id-existing", ref: "web:latest", policy: "use-existing"}
+	never := appOpts{uuid: "never", imageID: "id-never", ref: "web:latest", policy: "never"}
+	byDigest := appOpts{uuid: "bydigest", imageID: "id-bydigest", ref: "web@" + v1}
+	if err := w.apply(w.config(first, existing, never, byDigest)); err != nil {
+		t.Fatalf("apps whose image is on disk through another ImageObjectID: %v", err)
+	}
+	for _, id := range []string{"existing", "never", "bydigest"} {
+		if got := w.starts(id, 1); got[0] != "start version=v1 freshrootfs=true ro=" {
+			t.Fatalf("%s: %q", id, got)
+		}
+		if _, img := w.app(id); img.SHA256 != v1 {
+			t.Fatalf("%s runs %s, want %s", id, img.SHA256, v1)
+		}
+	}
+
+	// The tag moves; an app pinned to the old digest, which is on disk,
+	// costs no request under always, at create and at refresh.
+	w.proxy.Down(false)
+	w.push("web:latest", "v2", false)
+	w.proxy.Reset()
+	pinned := w.config(first, existing, never, byDigest, appOpts{uuid: "pinned", imageID: "id-pinned", ref: "web:latest"})
+	pinned.Apps[4].Drives[0].Image.SHA256 = v1
+	if err := w.apply(pinned); err != nil {
+		t.Fatalf("a pin that is on disk: %v", err)
+	}
+	w.starts("pinned", 1)
+	pinned.Apps[4].RefreshImage.Counter = 1
+	pinned.Apps[3].RefreshImage.Counter = 1 // the digest reference too
+	if err := w.apply(pinned); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := w.proxy.Requests(); len(reqs) != 0 {
+		t.Fatalf("pinned digests on disk cost %s", w.proxy)
+	}
+}
+
+// TestEditsDuringADownloadAreMerged: whatever arrives while a refresh
+// downloads is carried out with it, in one stop and one start on the new
+// image with the latest configuration.
+func TestEditsDuringADownloadAreMerged(t *testing.T) {
+	w := newWorld(t)
+	w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest"}
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+
+	slowRefresh := func(version string) {
+		t.Helper()
+		regtest.PushImage(t, w.proxy.Host+"/web:latest", bigApp(t, version, 6<<20))
+		w.proxy.Throttle(3 << 20)
+		a.refresh++
+		if _, err := w.host.Submit(w.ctx, w.config(a)); err != nil {
+			t.Fatal(err)
+		}
+		w.waitState("web", StateDownloading)
+	}
+
+	t.Run("restart and an env change", func(t *testing.T) {
+		slowRefresh("v2")
+		a.restart++
+		c := w.config(a)
+		c.Apps[0].Env = []string{"MODE=merged"}
+		tk, err := w.host.Submit(w.ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info, _ := w.app("web"); info.State != StateDownloading {
+			t.Fatalf("the edit did not arrive during the download: %s", info.State)
+		}
+		if err := tk.Wait(w.ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+		w.proxy.Throttle(0)
+		settle()
+		got := regtest.StartLines(w.cm.VolumeDir("web", "drive1"))
+		if len(got) != 2 || got[1] != "start version=v2 freshrootfs=true ro= mode=merged" {
+			t.Fatalf("want one more start, on v2 with the new env: %q", got)
+		}
+		info, _ := w.app("web")
+		if info.Restarts != 1 || info.Counters.Restart != 1 || info.Counters.RefreshImage != 1 {
+			t.Fatalf("%+v", info)
+		}
+	})
+
+	t.Run("purge", func(t *testing.T) {
+		slowRefresh("v3")
+		a.purge++
+		c := w.config(a)
+		c.Apps[0].Env = []string{"MODE=merged"}
+		tk, err := w.host.Submit(w.ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tk.Wait(w.ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+		w.proxy.Throttle(0)
+		settle()
+		// The volume was emptied: one start in it, on v3.
+		if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 || got[0] != "start version=v3 freshrootfs=true ro= mode=merged" {
+			t.Fatalf("after the merged purge: %q", got)
+		}
+		log, _ := os.ReadFile(w.cm.LogPath("web"))
+		if n := strings.Count(string(log), "testapp v3 started"); n != 1 {
+			t.Fatalf("v3 started %d times, want once:\n%s", n, log)
+		}
+		if info, _ := w.app("web"); info.Restarts != 2 || info.Counters.Purge != 1 {
+			t.Fatalf("%+v", info)
+		}
+	})
+}
+
+// TestNoAppWaitsForAnother: app b's restart completes while app a's refresh
+// is still downloading.
+func TestNoAppWaitsForAnother(t *testing.T) {
+	w := newWorld(t)
+	w.push("a:latest", "a1", false)
+	w.push("b:latest", "b1", false)
+	a, b := appOpts{uuid: "a", ref: "a:latest"}, appOpts{uuid: "b", ref: "b:latest"}
+	if err := w.apply(w.config(a, b)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("b", 1)
+	regtest.PushImage(t, w.proxy.Host+"/a:latest", bigApp(t, "a2", 16<<20))
+	w.proxy.Throttle(2 << 20)
+	a.refresh = 1
+	if _, err := w.host.Submit(w.ctx, w.config(a, b)); err != nil {
+		t.Fatal(err)
+	}
+	w.waitState("a", StateDownloading)
+	b.restart = 1
+	tk, err := w.host.Submit(w.ctx, w.config(a, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.Wait(w.ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := regtest.StartLines(w.cm.VolumeDir("b", "drive1")); len(got) != 2 {
+		t.Fatalf("b: %q", got)
+	}
+	if info, _ := w.app("a"); info.State != StateDownloading {
+		t.Fatalf("b's restart waited for a's download: a is %s", info.State)
+	}
+	w.proxy.Throttle(0)
+	if err := tk.Wait(w.ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSharedImageObjectIDReportsWhatEachAppRuns: refreshing one of two apps
+// on one ImageObjectID moves the latch; the other app keeps running its
+// image, says so, and names the latched SHA it will move to at its own
+// refresh (which then downloads nothing).
+func TestSharedImageObjectIDReportsWhatEachAppRuns(t *testing.T) {
+	w := newWorld(t)
+	v1 := w.push("web:latest", "v1", false)
+	a, b := appOpts{uuid: "a", imageID: "shared", ref: "web:latest"}, appOpts{uuid: "b", imageID: "shared", ref: "web:latest"}
+	if err := w.apply(w.config(a, b)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("b", 1)
+	v2 := w.push("web:latest", "v2", false)
+	a.refresh = 1
+	if err := w.apply(w.config(a, b)); err != nil {
+		t.Fatal(err)
+	}
+	if _, img := w.app("a"); img.SHA256 != v2 || img.Latched != "" {
+		t.Fatalf("a: %+v", img)
+	}
+	if _, img := w.app("b"); img.SHA256 != v1 || img.Latched != v2 {
+		t.Fatalf("b must report what it runs (%s) and the latch (%s): %+v", v1[:19], v2[:19], img)
+	}
+	if st, _ := w.cm.Status(w.ctx, "b"); !strings.Contains(st.Image, v1) {
+		t.Fatalf("b's container runs %s", st.Image)
+	}
+	w.proxy.Reset()
+	b.refresh = 1
+	if err := w.apply(w.config(a, b)); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.starts("b", 2); got[1] != "start version=v2 freshrootfs=true ro=" || w.proxy.BlobBytes() != 0 {
+		t.Fatalf("b's refresh: %q, %s", got, w.proxy)
+	}
+	if _, img := w.app("b"); img.SHA256 != v2 || img.Latched != "" {
+		t.Fatalf("b after its refresh: %+v", img)
+	}
+}
+
+// TestPinAddedToARunningAppIsVerified: a wrong pin added to a running app
+// is reported with its field, and the app keeps running as it was.
+func TestPinAddedToARunningAppIsVerified(t *testing.T) {
+	w := newWorld(t)
+	v1 := w.push("web:latest", "v1", false)
+	if err := w.apply(w.config(appOpts{uuid: "web", ref: "web:latest"})); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	wrong := w.push("other:1", "o1", false)
+	c := w.config(appOpts{uuid: "web", ref: "web:latest"})
+	c.Apps[0].Drives[0].Image.SHA256 = wrong
+	err := w.apply(c)
+	if err == nil || !strings.Contains(err.Error(), "drives[0].image") || !strings.Contains(err.Error(), wrong) || !strings.Contains(err.Error(), v1) {
+		t.Fatalf("a wrong pin: %v; want the field and both digests", err)
+	}
+	settle()
+	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+		t.Fatalf("the app was restarted on a rejected pin: %q", got)
+	}
+	info, img := w.app("web")
+	if info.State != StateRunning || !strings.Contains(info.LastError, wrong) || img.SHA256 != v1 {
+		t.Fatalf("%+v %+v", info, img)
+	}
+	// The right pin is accepted without a restart (the app runs it already).
+	c.Apps[0].Drives[0].Image.SHA256 = v1
+	if err := w.apply(c); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := w.app("web"); info.LastError != "" {
+		t.Fatalf("%+v", info)
+	}
+}
+
+// TestPeriodicChecksAReferenceOncePerInterval: three apps (three
+// ImageObjectIDs) on one tag under periodic cost one manifest request per
+// interval between them.
+func TestPeriodicChecksAReferenceOncePerInterval(t *testing.T) {
+	w := newWorld(t)
+	var offset time.Duration
+	w.opts.Now = func() time.Time { return time.Now().Add(offset) }
+	w.start()
+	w.push("web:latest", "v1", false)
+	var apps []appOpts
+	for _, id := range []string{"p1", "p2", "p3"} {
+		apps = append(apps, appOpts{uuid: id, ref: "web:latest"})
+	}
+	c := w.config(apps...)
+	for i := range c.Apps {
+		c.Apps[i].PullPolicy = &config.PolicyRef{Name: "periodic", Settings: json.RawMessage(`{"interval":"1m"}`)}
+	}
+	if err := w.apply(c); err != nil {
+		t.Fatal(err)
+	}
+	w.proxy.Reset()
+	for i := 1; i <= 3; i++ {
+		offset += 61 * time.Second
+		if err := w.host.Tick(w.ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := manifestRequests(w.proxy.Requests()); n != i {
+			t.Fatalf("after %d intervals: %d manifest requests (%s), want %d", i, n, w.proxy, i)
+		}
+	}
+}
+
+// TestExitedAppIsRestartedWithBackoff: a process that dies after its grace
+// period is reported with its exit code and started again.
+func TestExitedAppIsRestartedWithBackoff(t *testing.T) {
+	w := newWorld(t)
+	w.opts.CrashBackoff = 500 * time.Millisecond
+	w.start()
+	w.push("web:latest", "v1", false)
+	if err := w.apply(w.config(appOpts{uuid: "web", ref: "web:latest"})); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	c, err := w.d.Client.LoadContainer(w.ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(w.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Kill(w.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	info, _ := w.app("web")
+	for info.LastExit == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		info, _ = w.app("web")
+	}
+	if info.State != StateHalted || info.LastExit == nil || *info.LastExit != 137 || !strings.Contains(info.LastError, "exited with code 137") {
+		t.Fatalf("the exit is not reported: %+v", info)
+	}
+	if got := w.starts("web", 2); got[1] != "start version=v1 freshrootfs=false ro=" {
+		t.Fatalf("starts %q", got)
+	}
+	w.waitState("web", StateRunning)
+}

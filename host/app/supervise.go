@@ -1,0 +1,102 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/containers"
+)
+
+// An app's process that exits on its own after its grace period (a crash,
+// an OOM kill) is reported with its exit code and started again with
+// kubelet's back-off: 10 s (Options.CrashBackoff), doubling to 5 min,
+// reset once it has run for 10 min. The worker watches its own app's
+// process; an exit wakes it.
+const (
+	crashBackoffCap   = 5 * time.Minute
+	crashBackoffReset = 10 * time.Minute
+)
+
+// watchExit arms a watch on the app's current process (pid): its exit
+// wakes the worker. Started again only when the process changed.
+func (w *worker) watchExit(ctx context.Context, pid uint32) {
+	if pid == w.lastWatched && w.exitWatch != nil {
+		return
+	}
+	if w.exitWatch != nil {
+		w.exitWatch()
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	exit, err := w.h.o.Containers.Wait(wctx, w.uuid)
+	if err != nil {
+		cancel()
+		w.exitWatch, w.lastWatched = nil, 0
+		return
+	}
+	w.exitWatch, w.lastWatched = cancel, pid
+	started := time.Now()
+	go func() {
+		select {
+		case <-exit:
+			w.mu.Lock()
+			w.ranLong = time.Since(started) > crashBackoffReset
+			w.mu.Unlock()
+			w.poke()
+		case <-wctx.Done():
+		}
+	}()
+}
+
+// exited handles an app whose process is not running although nothing
+// stopped it: report, then start it again when its back-off has passed.
+func (w *worker) exited(ctx context.Context, cfg *config.Config, app config.App, st containers.Status) error {
+	h := w.h
+	if app.RestartOnExit != nil && !*app.RestartOnExit {
+		if w.rec.State != StateHalted {
+			code := st.ExitCode
+			w.rec.LastExit = &code
+			w.fail(fmt.Errorf("the app exited with code %d; not started again (restartOnExit: false)", code))
+			w.setState(StateHalted)
+			return w.save()
+		}
+		return nil
+	}
+	now := time.Now()
+	if w.restartAt.IsZero() {
+		w.mu.Lock()
+		if w.ranLong {
+			w.crashes = 0
+		}
+		w.mu.Unlock()
+		w.crashes++
+		delay := h.o.CrashBackoff
+		for i := 1; i < w.crashes && delay < crashBackoffCap; i++ {
+			delay *= 2
+		}
+		delay = min(delay, crashBackoffCap)
+		w.restartAt = now.Add(delay)
+		code := st.ExitCode
+		w.rec.LastExit = &code
+		w.fail(fmt.Errorf("the app exited with code %d; starting it again at %s (back-off %s)", code, w.restartAt.UTC().Format(time.RFC3339), delay))
+		w.setState(StateHalted)
+		h.log.Warn("app exited", "app", w.uuid, "code", code, "restart-in", delay)
+		return w.save()
+	}
+	if now.Before(w.restartAt) {
+		return nil
+	}
+	w.restartAt = time.Time{}
+	if err := h.o.Containers.Start(ctx, w.uuid); err != nil {
+		w.fail(err)
+		w.save()
+		return err
+	}
+	w.rec.Restarts++
+	w.setState(StateRunning)
+	if s, err := h.o.Containers.Status(ctx, w.uuid); err == nil {
+		w.watchExit(ctx, s.Pid)
+	}
+	return w.save()
+}

@@ -1,0 +1,257 @@
+package app
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/pullwise/pullwise/host/config"
+)
+
+// worker is one app's lifecycle. It is fed the desired configuration
+// (which may change at any time, also while it downloads) and the time
+// its policy asked to be consulted again; it acts on them one piece of
+// work at a time, on its own goroutine, so no app waits for another.
+//
+// Submissions are numbered (gen). A piece of work takes the latest
+// configuration when it starts and again before its container action, so
+// edits that arrive during a download are merged into that action; it then
+// answers every waiter up to the last generation it took in.
+type worker struct {
+	h    *Host
+	uuid string
+	wake chan struct{}
+
+	mu      sync.Mutex
+	cfg     *config.Config // latest desired; the app may be absent (removed)
+	gen     uint64         // of cfg (or of the latest tick request)
+	since   time.Time      // when gen was asked for (the host's clock)
+	tickDue bool           // Host.Tick asked for the policy's tick now
+	acted   uint64         // the last generation acted upon
+	errs    map[uint64]error
+	waiters []waiter
+	info    AppInfo // the published report
+	started bool
+	stopped chan struct{} // closed when the loop has ended (app removed or host closed)
+	ranLong bool          // the last watched process ran past the crash back-off reset
+
+	// Owned by the loop goroutine (and New, before it starts).
+	rec         AppInfo     // the app's persisted record
+	applied     *config.App // the configuration as last acted upon; nil before create
+	attempted   string      // attemptKey of the configuration whose create or change last failed
+	holds       []func()    // images held from garbage collection until this piece of work ends
+	booted      bool        // the first piece of work has run (boot event)
+	exitWatch   context.CancelFunc
+	crashes     int       // consecutive exits after the grace period
+	restartAt   time.Time // when an exited app is started again
+	lastWatched uint32    // the pid whose exit is being watched
+}
+
+type waiter struct {
+	gen uint64
+	ch  chan error
+}
+
+func (h *Host) newWorker(uuid string) *worker {
+	w := &worker{h: h, uuid: uuid, wake: make(chan struct{}, 1), errs: map[uint64]error{}, stopped: make(chan struct{})}
+	w.rec.UUID = uuid
+	h.workers[uuid] = w
+	return w
+}
+
+// submit hands the worker a new desired configuration and returns its
+// generation.
+func (w *worker) submit(cfg *config.Config) uint64 {
+	w.mu.Lock()
+	w.cfg, w.since = cfg, w.h.o.Now()
+	w.gen++
+	gen := w.gen
+	w.mu.Unlock()
+	w.poke()
+	return gen
+}
+
+// tick asks for the policy's tick now if its requested time has come.
+func (w *worker) tick(now time.Time) (uint64, bool) {
+	w.mu.Lock()
+	next := w.info.NextCheck
+	if next == nil || next.After(now) || w.cfg == nil {
+		w.mu.Unlock()
+		return 0, false
+	}
+	w.tickDue = true
+	w.since = *next
+	w.gen++
+	gen := w.gen
+	w.mu.Unlock()
+	w.poke()
+	return gen, true
+}
+
+func (w *worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run starts the worker's loop once.
+func (w *worker) run(ctx context.Context) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		return
+	}
+	w.started = true
+	w.h.wg.Add(1)
+	go w.loop(ctx)
+}
+
+// wait waits until generation gen has been acted upon and returns its error.
+func (w *worker) wait(ctx context.Context, gen uint64) error {
+	w.mu.Lock()
+	if w.acted >= gen {
+		err := w.errs[gen]
+		w.mu.Unlock()
+		return err
+	}
+	ch := make(chan error, 1)
+	w.waiters = append(w.waiters, waiter{gen: gen, ch: ch})
+	w.mu.Unlock()
+	select {
+	case err := <-ch:
+		return err
+	case <-w.stopped:
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.acted >= gen {
+			return w.errs[gen]
+		}
+		return context.Canceled
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// latest is the configuration to act on, its generation and the time it
+// was asked for.
+func (w *worker) latest() (*config.Config, uint64, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cfg, w.gen, w.since
+}
+
+// finish answers the waiters up to gen.
+func (w *worker) finish(gen uint64, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for g := w.acted + 1; g <= gen; g++ {
+		if err != nil {
+			w.errs[g] = err
+		}
+	}
+	// Keep only recent outcomes: a waiter asks right after submitting.
+	for g := range w.errs {
+		if g+64 < gen {
+			delete(w.errs, g)
+		}
+	}
+	w.acted = max(w.acted, gen)
+	kept := w.waiters[:0]
+	for _, wt := range w.waiters {
+		if wt.gen <= w.acted {
+			wt.ch <- w.errs[wt.gen]
+		} else {
+			kept = append(kept, wt)
+		}
+	}
+	w.waiters = kept
+}
+
+// publish makes the record the reported state.
+func (w *worker) publish() {
+	w.mu.Lock()
+	w.info = w.rec.clone()
+	w.mu.Unlock()
+}
+
+// snapshot is the app's reported state.
+func (w *worker) snapshot() AppInfo {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.info.clone()
+}
+
+// loop acts on submissions, policy ticks and app exits until the app is
+// removed or the host closes.
+func (w *worker) loop(ctx context.Context) {
+	defer w.h.wg.Done()
+	defer close(w.stopped)
+	defer func() {
+		if w.exitWatch != nil {
+			w.exitWatch()
+		}
+	}()
+	for {
+		var timer <-chan time.Time
+		stop := func() bool { return false }
+		if at, ok := w.nextWake(); ok {
+			t := time.NewTimer(max(time.Until(at), 0))
+			timer, stop = t.C, t.Stop
+		}
+		select {
+		case <-ctx.Done():
+			stop()
+			return
+		case <-w.wake:
+		case <-timer:
+		}
+		stop()
+		cfg, gen, since := w.latest()
+		w.mu.Lock()
+		due := w.tickDue
+		w.tickDue = false
+		w.mu.Unlock()
+		removed, taken, err := w.reconcile(ctx, cfg, gen, since, due)
+		if ctx.Err() != nil {
+			return // closing: the journal lets the next run finish the work
+		}
+		w.finish(taken, err)
+		if !removed && w.applied != nil {
+			// Whatever this piece of work did, an exit of the process that
+			// now runs must wake the worker.
+			if st, serr := w.h.o.Containers.Status(ctx, w.uuid); serr == nil && st.Running {
+				w.watchExit(ctx, st.Pid)
+			}
+		}
+		w.h.changed()
+		if removed {
+			w.h.forgetWorker(w)
+			return
+		}
+	}
+}
+
+// nextWake is when the worker must look again without being asked: the
+// policy's next check, or an exited app's restart.
+func (w *worker) nextWake() (time.Time, bool) {
+	var at time.Time
+	if w.rec.NextCheck != nil {
+		// The host's clock may not be the wall clock (tests): the timer
+		// counts the difference.
+		at = time.Now().Add(w.rec.NextCheck.Sub(w.h.o.Now()))
+		// A policy that keeps asking for "now" gets a tick a second.
+		at = maxTime(at, time.Now().Add(time.Second))
+	}
+	if !w.restartAt.IsZero() && (at.IsZero() || w.restartAt.Before(at)) {
+		at = w.restartAt
+	}
+	return at, !at.IsZero()
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
