@@ -93,12 +93,12 @@ type Host struct {
 	pulls  singleflight.Group // one download per image at a time, shared by the apps that need it
 
 	mu       sync.Mutex
-	desired  *config.Config      // the last configuration submitted, rejected apps as they were
-	rejected map[string]string   // app uuid -> why its latest configuration was rejected
-	workers  map[string]*worker  // by app uuid
-	device   *config.Device      // as last persisted
-	cancel   context.CancelFunc  // stops the workers
-	wctx     context.Context     // the workers' context, set at the first Submit
+	desired  *config.Config     // the last configuration submitted, rejected apps as they were
+	rejected map[string]string  // app uuid -> why its latest configuration was rejected
+	workers  map[string]*worker // by app uuid
+	device   *config.Device     // as last persisted
+	cancel   context.CancelFunc // stops the workers
+	wctx     context.Context    // the workers' context, set at the first Submit
 	wg       sync.WaitGroup
 }
 

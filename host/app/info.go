@@ -42,7 +42,7 @@ type AppInfo struct {
 	// Policy is the effective pull policy's name.
 	Policy string `json:"policy"`
 	// LastError is the most recent failure, kept until an action succeeds.
-	LastError   string     `json:"lastError,omitempty"`
+	LastError string `json:"lastError,omitempty"`
 	// ConfigError is why the app's part of the latest configuration was
 	// rejected; the app runs as its previous configuration said.
 	ConfigError string `json:"configError,omitempty"`
@@ -50,8 +50,8 @@ type AppInfo struct {
 	// on its own (a crash, an OOM kill) after its grace period.
 	LastExit *uint32 `json:"lastExit,omitempty"`
 	// Running are the images the app's container runs, by ImageObjectID.
-	Running map[string]RunImage `json:"running,omitempty"`
-	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	Running     map[string]RunImage `json:"running,omitempty"`
+	LastErrorAt *time.Time          `json:"lastErrorAt,omitempty"`
 	// Restarts counts process starts after the first (restarts, image
 	// changes, purges), for the controller and for tests.
 	Restarts int `json:"restarts"`
