@@ -65,7 +65,17 @@ var built struct {
 	err  error
 }
 
-// binary builds the pullwise binary once per test run.
+// TestMain removes the binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.path != "" {
+		os.RemoveAll(filepath.Dir(built.path))
+	}
+	os.Exit(code)
+}
+
+// binary builds the pullwise binary once per test run, with the fault
+// points the fault suite kills the agent at (release builds have none).
 func binary(t testing.TB) string {
 	t.Helper()
 	built.Do(func() {
@@ -75,7 +85,7 @@ func binary(t testing.TB) string {
 			return
 		}
 		built.path = filepath.Join(dir, "pullwise")
-		if out, err := exec.Command("go", "build", "-o", built.path, ".").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-tags", "faultpoints", "-o", built.path, ".").CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("building pullwise: %v\n%s", err, out)
 		}
 	})

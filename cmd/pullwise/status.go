@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pullwise/pullwise/host/agent"
+	hostapp "github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/pull"
 )
 
@@ -130,7 +131,10 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 				}
 				return nil
 			}
-			before, _ := c.Status(cmd.Context())
+			var before hostapp.AppInfo
+			if !noWait {
+				before, _ = c.App(cmd.Context(), args[0])
+			}
 			info, err := c.Op(cmd.Context(), args[0], op, !noWait, progressPrinter(out))
 			if noWait {
 				if err == nil {
@@ -139,7 +143,7 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 				return err
 			}
 			if info != nil {
-				restarts := info.Restarts - restartsOf(before, info.UUID)
+				restarts := info.Restarts - before.Restarts
 				fmt.Fprintf(out, "%s: %s, %d restart(s)", info.DisplayName, info.State, restarts)
 				if info.LastError != "" {
 					fmt.Fprintf(out, ", last error: %s", info.LastError)
@@ -154,15 +158,6 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only show which images would change; download nothing")
 	}
 	return cmd
-}
-
-func restartsOf(st agent.Status, uuid string) int {
-	for _, a := range st.Info.Apps {
-		if a.UUID == uuid {
-			return a.Restarts
-		}
-	}
-	return 0
 }
 
 // progressPrinter shows downloads as progress bars on a terminal and as

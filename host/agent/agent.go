@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -87,6 +88,8 @@ type Agent struct {
 	// so submissions reach the host in the order the file was read. It is
 	// never held while an app acts.
 	reconciling sync.Mutex
+	parsed      *config.Config // the last parse of the file, and its size and times
+	parsedKey   string
 	statusPoke  chan struct{}
 	lastStatus  []byte // the status file's content, its time left out
 	mu          sync.Mutex
@@ -259,16 +262,7 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 	a.reconciling.Lock()
 	defer a.reconciling.Unlock()
 	defer a.statusChanged()
-	b, err := os.ReadFile(a.o.ConfigPath)
-	var c *config.Config
-	if err == nil {
-		c, err = config.Parse(b)
-		if err != nil {
-			err = fmt.Errorf("%s: %w", a.o.ConfigPath, err)
-		}
-	} else {
-		err = fmt.Errorf("reading config: %w", err)
-	}
+	c, err := a.readConfig()
 	var t *app.Tickets
 	if err == nil {
 		a.bumps.apply(c)
@@ -289,6 +283,36 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		}
 	}
 	return t, err
+}
+
+// readConfig parses the configuration file, or returns a copy of the last
+// parse when the file has not changed since (same size, modification and
+// change times): a CLI action on one app does not parse every app again.
+func (a *Agent) readConfig() (*config.Config, error) {
+	fi, err := os.Stat(a.o.ConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	var ctime int64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ctime = st.Ctim.Nano()
+	}
+	key := fmt.Sprint(fi.Size(), fi.ModTime().UnixNano(), ctime)
+	if a.parsed == nil || a.parsedKey != key {
+		b, err := os.ReadFile(a.o.ConfigPath)
+		if err != nil {
+			return nil, fmt.Errorf("reading config: %w", err)
+		}
+		c, err := config.Parse(b)
+		if err != nil {
+			a.parsed = nil
+			return nil, fmt.Errorf("%s: %w", a.o.ConfigPath, err)
+		}
+		a.parsed, a.parsedKey = c, key
+	}
+	c := *a.parsed
+	c.Apps = slices.Clone(c.Apps) // bumps change counters in the copy
+	return &c, nil
 }
 
 // statusChanged asks for the status file to be brought up to date.

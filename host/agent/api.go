@@ -16,6 +16,7 @@ import (
 //	                                the answer streams newline-delimited JSON:
 //	                                {"progress": ...} lines, then {"result": AppInfo}
 //	                                or {"error": "..."}.
+//	GET  /v1/apps/{app}             AppInfo: one app's report
 //	GET  /v1/apps/{app}/dry-run     []ImageCheck: what a refresh would change
 //
 // {app} is an app's uuid or display name.
@@ -30,6 +31,19 @@ func (a *Agent) routes() http.Handler {
 		writeJSON(w, st)
 	})
 	mux.HandleFunc("POST /v1/apps/{app}/{op}", a.handleOp)
+	mux.HandleFunc("GET /v1/apps/{app}", func(w http.ResponseWriter, r *http.Request) {
+		uuid, err := a.findApp(r.PathValue("app"))
+		if err != nil {
+			httpError(w, http.StatusNotFound, err)
+			return
+		}
+		st, ok := a.host.App(uuid)
+		if !ok {
+			httpError(w, http.StatusNotFound, fmt.Errorf("no app %q", r.PathValue("app")))
+			return
+		}
+		writeJSON(w, st)
+	})
 	mux.HandleFunc("GET /v1/apps/{app}/dry-run", func(w http.ResponseWriter, r *http.Request) {
 		uuid, err := a.findApp(r.PathValue("app"))
 		if err != nil {
@@ -101,16 +115,11 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 			enc.Encode(map[string]any{"progress": ev.Progress})
 			flush()
 		case err := <-done:
-			info, ierr := a.host.Info(a.ctx)
 			var result *app.AppInfo
-			for i := range info.Apps {
-				if info.Apps[i].UUID == uuid {
-					result = &info.Apps[i]
-				}
+			if st, ok := a.host.App(uuid); ok {
+				result = &st
 			}
 			switch {
-			case ierr != nil:
-				enc.Encode(map[string]any{"error": ierr.Error()})
 			case err != nil:
 				enc.Encode(map[string]any{"error": err.Error(), "result": result})
 			default:

@@ -65,6 +65,17 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
+// App returns one app's report.
+func (c *Client) App(ctx context.Context, appName string) (app.AppInfo, error) {
+	var st app.AppInfo
+	resp, err := c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(appName))
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
 // DryRun reports what a refresh of the app would change.
 func (c *Client) DryRun(ctx context.Context, appName string) ([]app.ImageCheck, error) {
 	resp, err := c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(appName)+"/dry-run")

@@ -287,8 +287,13 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 // as. With a pin, only an image matching it counts.
 func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latch *imagestore.Record) (RunImage, bool) {
 	pin := img.Pin()
+	runsName := ""
 	try := func(containerdName string) (RunImage, bool) {
-		res, ok := h.o.Puller.Local(ctx, containerdName)
+		lookup := h.o.Puller.Local
+		if containerdName == runsName {
+			lookup = h.o.Puller.Named // the app's container was built from it
+		}
+		res, ok := lookup(ctx, containerdName)
 		if !ok {
 			return RunImage{}, false
 		}
@@ -309,7 +314,7 @@ func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latc
 	var names []string
 	if runs != nil && runs.matches(pin) {
 		if n, err := h.imageName(*runs); err == nil {
-			names = append(names, n)
+			names, runsName = append(names, n), n
 		}
 	}
 	if latch != nil {

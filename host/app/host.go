@@ -95,6 +95,7 @@ type Host struct {
 	mu       sync.Mutex
 	desired  *config.Config     // the last configuration submitted, rejected apps as they were
 	rejected map[string]string  // app uuid -> why its latest configuration was rejected
+	settings map[string]error   // module sha256 + settings -> its validate_settings answer
 	workers  map[string]*worker // by app uuid
 	device   *config.Device     // as last persisted
 	cancel   context.CancelFunc // stops the workers
@@ -133,7 +134,7 @@ func New(o Options) (*Host, error) {
 		return nil, err
 	}
 	h := &Host{o: o, state: st, log: o.Logger, checks: newChecks(o.Registry, o.CheckWindow),
-		workers: map[string]*worker{}, rejected: map[string]string{}}
+		workers: map[string]*worker{}, rejected: map[string]string{}, settings: map[string]error{}}
 	applied, err := st.applied()
 	if err != nil {
 		st.close()
@@ -309,6 +310,9 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 	return t, errors.Join(rejected...)
 }
 
+// checkSettings asks a policy module whether it accepts an app's (or the
+// device's) settings. The answer is remembered per module and settings: a
+// submission that changes one app does not run every module again.
 func (h *Host) checkSettings(ctx context.Context, field string, ref *config.PolicyRef) error {
 	if ref == nil {
 		return nil
@@ -317,8 +321,17 @@ func (h *Host) checkSettings(ctx context.Context, field string, ref *config.Poli
 	if err != nil {
 		return fmt.Errorf("%s: %w", field, err)
 	}
-	if err := m.ValidateSettings(ctx, ref.Settings); err != nil {
-		return fmt.Errorf("%s.settings: %w", field, err)
+	key := m.Info.SHA256 + "\x00" + string(ref.Settings)
+	verr, ok := h.settings[key]
+	if !ok {
+		verr = m.ValidateSettings(ctx, ref.Settings)
+		if len(h.settings) > 1024 {
+			clear(h.settings)
+		}
+		h.settings[key] = verr
+	}
+	if verr != nil {
+		return fmt.Errorf("%s.settings: %w", field, verr)
 	}
 	return nil
 }
@@ -339,13 +352,20 @@ func (h *Host) Tick(ctx context.Context) error {
 	return t.WaitAll(ctx)
 }
 
-// forgetWorker drops a worker whose app was removed.
-func (h *Host) forgetWorker(w *worker) {
+// retire drops a worker whose app was removed, unless a submission made
+// since configures the app again (then the worker goes on).
+func (h *Host) retire(w *worker) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if cfg, _, _ := w.latest(); cfg != nil {
+		if _, ok := cfg.App(w.uuid); ok {
+			return false
+		}
+	}
 	if h.workers[w.uuid] == w {
 		delete(h.workers, w.uuid)
 	}
+	return true
 }
 
 // changed tells the agent that an app's report may have changed.

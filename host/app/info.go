@@ -2,7 +2,8 @@ package app
 
 import (
 	"context"
-	"encoding/json"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -124,7 +125,7 @@ type DecisionInfo struct {
 
 // Info reports every app of the configuration and every image its
 // container drives use, as each app's worker last published it.
-func (h *Host) Info(ctx context.Context) (Info, error) {
+func (h *Host) Info(_ context.Context) (Info, error) {
 	info := Info{GeneratedAt: h.o.Now().UTC(), Apps: []AppInfo{}, Images: []ImageInfo{}}
 	h.mu.Lock()
 	cfg := h.desired
@@ -136,17 +137,21 @@ func (h *Host) Info(ctx context.Context) (Info, error) {
 		apps = append(apps, st)
 	}
 	h.mu.Unlock()
-	for _, st := range apps {
-		if st.State == StateRunning {
-			if cs, err := h.o.Containers.Status(ctx, st.UUID); err == nil && cs.Exists && !cs.Running {
-				st.State = StateHalted
-			}
+	recs := map[string]imagestore.Record{}
+	if all, err := h.o.Images.List(); err == nil {
+		for _, r := range all {
+			recs[r.ID] = r
 		}
+	}
+	for _, st := range apps {
+		// No containerd call here: each worker learns of its process's exit
+		// itself and publishes HALTED, so a report of 50 apps costs no I/O
+		// but the image store's reads.
 		info.Apps = append(info.Apps, st)
 		app, _ := cfg.App(st.UUID)
 		for _, img := range containerImages(app) {
 			ii := ImageInfo{ImageObjectID: img.UUID, App: st.UUID, Ref: img.Name}
-			r, latched, _ := h.o.Images.Get(img.UUID)
+			r, latched := recs[img.UUID]
 			if latched {
 				ii.SHA256, ii.IndexDigest, ii.LastCheckResult = r.Digest, r.IndexDigest, r.LastCheckResult
 				if !r.LastCheck.IsZero() {
@@ -170,11 +175,39 @@ func (h *Host) Info(ctx context.Context) (Info, error) {
 	return info, nil
 }
 
+// App is one app's report (false if the configuration has no such app).
+func (h *Host) App(uuid string) (AppInfo, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w := h.workers[uuid]
+	if w == nil {
+		return AppInfo{}, false
+	}
+	st := w.snapshot()
+	st.UUID, st.ConfigError = uuid, h.rejected[uuid]
+	return st, true
+}
+
 // clone is a deep copy, so a published report never shares maps with the
 // record its worker goes on changing.
 func (a AppInfo) clone() AppInfo {
-	b, _ := json.Marshal(a)
-	var c AppInfo
-	json.Unmarshal(b, &c)
-	return c
+	a.Decisions = maps.Clone(a.Decisions)
+	a.Attempts = maps.Clone(a.Attempts)
+	a.Running = maps.Clone(a.Running)
+	if a.LastErrorAt != nil {
+		a.LastErrorAt = ptr(*a.LastErrorAt)
+	}
+	if a.NextCheck != nil {
+		a.NextCheck = ptr(*a.NextCheck)
+	}
+	if a.LastExit != nil {
+		a.LastExit = ptr(*a.LastExit)
+	}
+	if a.Pending != nil {
+		p := *a.Pending
+		p.Target = maps.Clone(p.Target)
+		p.Latch = slices.Clone(p.Latch)
+		a.Pending = &p // p.App is never changed once journalled
+	}
+	return a
 }

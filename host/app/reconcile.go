@@ -70,14 +70,33 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 		// Adopted from an earlier run: the policy is asked (event boot) about
 		// an app that runs.
 		w.booted = true
-		if st, err := h.o.Containers.Status(ctx, w.uuid); err != nil || !st.Running {
+		st, err := h.o.Containers.Status(ctx, w.uuid)
+		if err != nil {
+			return false, gen, err
+		}
+		if st.Exists && !st.Running {
+			// Stopped while the agent was away (a power cut ends every task):
+			// started at once, no crash back-off.
+			h.log.Info("the app is not running; starting it", "app", w.uuid)
+			if err := h.o.Containers.Start(ctx, w.uuid); err != nil {
+				w.fail(err)
+				w.setState(StateError)
+				return false, gen, errors.Join(err, w.save())
+			}
+			w.rec.Restarts++
+			w.setState(StateRunning)
+			return false, gen, w.save()
+		}
+		if !st.Exists {
 			return false, gen, w.observe(ctx, cfg, app)
 		}
 		ev = sdk.EventBoot
 	case due:
 		ev = sdk.EventTick
-	default:
+	case w.takeExitSeen() || !w.restartAt.IsZero():
 		return false, gen, w.observe(ctx, cfg, app)
+	default:
+		return false, gen, nil // nothing asked, nothing due: no work, no I/O
 	}
 	w.booted = true
 	taken, err = w.act(ctx, cfg, app, gen, d, ev, since)
@@ -117,12 +136,15 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 		// Whatever arrived during the downloads (a restart, a purge, another
 		// refresh, any other change) is merged into this one action.
 		latest, lgen, _ := w.latest()
-		if la, ok := latest.App(w.uuid); ok && lgen != gen {
+		la, ok := latest.App(w.uuid)
+		if !ok {
+			w.poke() // removed meanwhile: the next piece of work removes it
+			return lgen, refreshErr
+		}
+		if lgen != gen {
 			cfg, app, gen = latest, la, lgen
 			d = config.DiffApp(*w.applied, app)
 			h.log.Info("configuration changed during the downloads; acting on the latest", "app", w.uuid)
-		} else if !ok {
-			w.poke() // removed meanwhile: the next piece of work removes it
 		}
 	}
 	if d.Modified {

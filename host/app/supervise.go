@@ -42,6 +42,7 @@ func (w *worker) watchExit(ctx context.Context, pid uint32) {
 		case <-exit:
 			w.mu.Lock()
 			w.ranLong = time.Since(started) > crashBackoffReset
+			w.exitSeen = true
 			w.mu.Unlock()
 			w.poke()
 		case <-wctx.Done():
@@ -99,4 +100,13 @@ func (w *worker) exited(ctx context.Context, cfg *config.Config, app config.App,
 		w.watchExit(ctx, s.Pid)
 	}
 	return w.save()
+}
+
+// takeExitSeen reports (and forgets) that the watched process exited.
+func (w *worker) takeExitSeen() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := w.exitSeen
+	w.exitSeen = false
+	return seen
 }

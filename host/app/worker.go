@@ -22,18 +22,19 @@ type worker struct {
 	uuid string
 	wake chan struct{}
 
-	mu      sync.Mutex
-	cfg     *config.Config // latest desired; the app may be absent (removed)
-	gen     uint64         // of cfg (or of the latest tick request)
-	since   time.Time      // when gen was asked for (the host's clock)
-	tickDue bool           // Host.Tick asked for the policy's tick now
-	acted   uint64         // the last generation acted upon
-	errs    map[uint64]error
-	waiters []waiter
-	info    AppInfo // the published report
-	started bool
-	stopped chan struct{} // closed when the loop has ended (app removed or host closed)
-	ranLong bool          // the last watched process ran past the crash back-off reset
+	mu       sync.Mutex
+	cfg      *config.Config // latest desired; the app may be absent (removed)
+	gen      uint64         // of cfg (or of the latest tick request)
+	since    time.Time      // when gen was asked for (the host's clock)
+	tickDue  bool           // Host.Tick asked for the policy's tick now
+	acted    uint64         // the last generation acted upon
+	errs     map[uint64]error
+	waiters  []waiter
+	info     AppInfo // the published report
+	started  bool
+	stopped  chan struct{} // closed when the loop has ended (app removed or host closed)
+	ranLong  bool          // the last watched process ran past the crash back-off reset
+	exitSeen bool          // the watched process exited since the worker last looked
 
 	// Owned by the loop goroutine (and New, before it starts).
 	rec         AppInfo     // the app's persisted record
@@ -212,22 +213,27 @@ func (w *worker) loop(ctx context.Context) {
 		due := w.tickDue
 		w.tickDue = false
 		w.mu.Unlock()
+		restarts, created := w.rec.Restarts, w.applied != nil
 		removed, taken, err := w.reconcile(ctx, cfg, gen, since, due)
 		if ctx.Err() != nil {
 			return // closing: the journal lets the next run finish the work
 		}
 		w.finish(taken, err)
-		if !removed && w.applied != nil {
-			// Whatever this piece of work did, an exit of the process that
-			// now runs must wake the worker.
+		if !removed && w.applied != nil && (w.exitWatch == nil || w.rec.Restarts != restarts || !created) {
+			// A new process runs: its exit must wake the worker.
 			if st, serr := w.h.o.Containers.Status(ctx, w.uuid); serr == nil && st.Running {
 				w.watchExit(ctx, st.Pid)
 			}
 		}
 		w.h.changed()
 		if removed {
-			w.h.forgetWorker(w)
-			return
+			if w.h.retire(w) {
+				return
+			}
+			// Configured again while it was being removed: start afresh.
+			w.rec, w.applied, w.attempted, w.booted = AppInfo{UUID: w.uuid}, nil, "", true
+			w.publish()
+			w.poke()
 		}
 	}
 }

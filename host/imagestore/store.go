@@ -77,8 +77,15 @@ var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 type Store struct {
 	db *bolt.DB
 
-	mu   sync.Mutex
-	held map[string]int // digests an in-flight refresh involves
+	mu     sync.Mutex
+	held   map[string]int   // digests an in-flight refresh involves
+	checks map[string]check // registry checks not yet written, by ID
+}
+
+// check is a registry check kept in memory until the ID's next write.
+type check struct {
+	at             time.Time
+	remote, result string
 }
 
 // Open opens (creating if needed) the store at path. Only one process may
@@ -98,11 +105,54 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising image store %s: %w", path, err)
 	}
-	return &Store{db: db, held: map[string]int{}}, nil
+	return &Store{db: db, held: map[string]int{}, checks: map[string]check{}}, nil
 }
 
-// Close closes the store.
-func (s *Store) Close() error { return s.db.Close() }
+// Close writes the checks not yet written and closes the store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	pending := s.checks
+	s.checks = map[string]check{}
+	s.mu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIDs)
+		for id, c := range pending {
+			old := b.Get([]byte(id))
+			if old == nil {
+				continue
+			}
+			var r Record
+			if err := json.Unmarshal(old, &r); err != nil {
+				return err
+			}
+			c.apply(&r)
+			v, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(id), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return errors.Join(err, s.db.Close())
+}
+
+func (c check) apply(r *Record) {
+	if c.at.After(r.LastCheck) {
+		r.LastCheck, r.LastRemoteDigest, r.LastCheckResult = c.at, c.remote, c.result
+	}
+}
+
+// withChecks overlays the checks not yet written.
+func (s *Store) withChecks(r *Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.checks[r.ID]; ok {
+		c.apply(r)
+	}
+}
 
 // Get returns the record of an ImageObjectID.
 func (s *Store) Get(id string) (Record, bool, error) {
@@ -119,6 +169,9 @@ func (s *Store) Get(id string) (Record, bool, error) {
 	if err != nil {
 		return rec, false, fmt.Errorf("reading image %s: %w", id, err)
 	}
+	if ok {
+		s.withChecks(&rec)
+	}
 	return rec, ok, nil
 }
 
@@ -131,6 +184,7 @@ func (s *Store) List() ([]Record, error) {
 			if err := json.Unmarshal(v, &r); err != nil {
 				return err
 			}
+			s.withChecks(&r)
 			recs = append(recs, r)
 			return nil
 		})
@@ -160,7 +214,10 @@ func (s *Store) Latch(rec Record) error {
 	if rec.ResolvedAt.IsZero() {
 		rec.ResolvedAt = time.Now().UTC()
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	s.mu.Lock()
+	pending, hasCheck := s.checks[rec.ID]
+	s.mu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketIDs)
 		if old := b.Get([]byte(rec.ID)); old != nil {
 			var prev Record
@@ -178,6 +235,9 @@ func (s *Store) Latch(rec Record) error {
 			if rec.LastCheck.IsZero() {
 				rec.LastCheck, rec.LastCheckResult, rec.LastRemoteDigest = prev.LastCheck, prev.LastCheckResult, prev.LastRemoteDigest
 			}
+			if hasCheck {
+				pending.apply(&rec)
+			}
 			if rec.LastPull.IsZero() {
 				rec.LastPull = prev.LastPull
 			}
@@ -188,32 +248,40 @@ func (s *Store) Latch(rec Record) error {
 		}
 		return b.Put([]byte(rec.ID), v)
 	})
+	if err == nil && hasCheck {
+		s.mu.Lock()
+		if s.checks[rec.ID] == pending {
+			delete(s.checks, rec.ID)
+		}
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // RecordCheck notes a registry check of an ID without touching its latch.
+// The note is kept in memory (Get and List include it) and written with
+// the ID's next latch, or when the store closes: a check that found
+// nothing new writes nothing, because flash wears. After a power cut the
+// recorded last check may be older than the real one, which costs at
+// most one check more.
 func (s *Store) RecordCheck(id string, at time.Time, remoteDigest, result string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketIDs)
-		old := b.Get([]byte(id))
-		if old == nil {
-			return fmt.Errorf("record check of %s: no such image", id)
-		}
-		var r Record
-		if err := json.Unmarshal(old, &r); err != nil {
-			return err
-		}
-		r.LastCheck, r.LastRemoteDigest, r.LastCheckResult = at, remoteDigest, result
-		v, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(id), v)
-	})
+	if _, ok, err := s.Get(id); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("record check of %s: no such image", id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[id] = check{at: at, remote: remoteDigest, result: result}
+	return nil
 }
 
 // Delete forgets an ImageObjectID. Its SHA becomes collectable once no other
 // ID refers to it.
 func (s *Store) Delete(id string) error {
+	s.mu.Lock()
+	delete(s.checks, id)
+	s.mu.Unlock()
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketIDs).Delete([]byte(id)) })
 }
 

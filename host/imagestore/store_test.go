@@ -1,6 +1,7 @@
 package imagestore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -168,5 +169,36 @@ func TestTornWrite(t *testing.T) {
 			}
 		}
 		s.Close()
+	}
+}
+
+// TestChecksAreWrittenWithTheNextWrite: a check changes nothing on disk
+// (flash wears) until the ID is latched again or the store closes; then it
+// is there after a reopen.
+func TestChecksAreWrittenWithTheNextWrite(t *testing.T) {
+	s, path := open(t)
+	s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate})
+	s.Latch(Record{ID: "img-2", Ref: "r/b:latest", Digest: digest('b'), Reason: LatchCreate})
+	before, _ := os.ReadFile(path)
+	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	s.RecordCheck("img-1", at, digest('a'), "unchanged")
+	s.RecordCheck("img-2", at, digest('c'), "changed")
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("a check wrote to the file")
+	}
+	// A latch writes its ID's check with it.
+	s.Latch(Record{ID: "img-2", Ref: "r/b:latest", Digest: digest('c'), Reason: LatchRefresh})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	for _, id := range []string{"img-1", "img-2"} {
+		if r, _, _ := s2.Get(id); !r.LastCheck.Equal(at) {
+			t.Fatalf("%s after reopen: %+v", id, r)
+		}
 	}
 }

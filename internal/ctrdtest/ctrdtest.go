@@ -141,10 +141,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Version(ctx); err != nil {
-		t.Fatalf("containerd at %s does not answer: %v", sock, err)
+	// The socket exists before containerd serves on it: ask until it answers
+	// (a test once failed with "connection refused" here).
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.Version(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logf.Name())
+			t.Fatalf("containerd at %s does not answer: %v\n%s", sock, err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	d.Client = c
 	return d

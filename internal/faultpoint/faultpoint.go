@@ -1,7 +1,10 @@
+//go:build faultpoints
+
 // Package faultpoint lets the fault-injection suite kill the process at a
-// named point, deterministically: with PULLWISE_FAULTPOINT=NAME in the
-// environment, Hit(NAME) sends the process SIGKILL. Unset (always, outside
-// that suite) Hit is one comparison.
+// named point, deterministically: in a binary built with the faultpoints
+// tag (the e2e tests build one), with PULLWISE_FAULTPOINT=NAME in the
+// environment, Hit(NAME) sends the process SIGKILL. Release builds have no
+// such hook at all (faultpoint_off.go).
 package faultpoint
 
 import (
