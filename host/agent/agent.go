@@ -25,6 +25,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/fsnotify/fsnotify"
 	"github.com/hashicorp/go-hclog"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/config"
@@ -32,6 +33,7 @@ import (
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/host/statedb"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/sdk"
 )
@@ -80,6 +82,7 @@ type Agent struct {
 	client *containerd.Client
 	rt     *plugins.Runtime
 	dir    *plugins.Dir
+	db     *bolt.DB // the one state file (host/statedb)
 	images *imagestore.Store
 	host   *app.Host
 	bumps  *bumps
@@ -169,7 +172,10 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if a.dir, err = plugins.OpenDir(ctx, a.rt, policyDir, plugins.WithPins(pins(first))); err != nil {
 		return nil, err
 	}
-	if a.images, err = imagestore.Open(filepath.Join(o.StateDir, "images.db")); err != nil {
+	if a.db, err = statedb.Open(o.StateDir); err != nil {
+		return nil, err
+	}
+	if a.images, err = imagestore.New(a.db); err != nil {
 		return nil, err
 	}
 	// Insecure registries are read at start: a change needs an agent restart.
@@ -177,13 +183,13 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	a.host, err = app.New(app.Options{
 		Registry: reg, Puller: pull.New(client, reg), Images: a.images,
 		Containers: containers.New(client, o.StateDir), Policies: app.NewCatalog(a.rt, a.dir),
-		StatePath: filepath.Join(o.StateDir, "apps.db"), Logger: a.log.Named("apps"),
+		State: a.db, Logger: a.log.Named("apps"),
 		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
 	})
 	if err != nil {
 		return nil, err
 	}
-	a.bumps, err = loadBumps(filepath.Join(o.StateDir, "bumps.json"))
+	a.bumps, err = loadBumps(a.db)
 	if err != nil {
 		return nil, err
 	}
@@ -427,6 +433,7 @@ func (a *Agent) publish(appID string, p pull.Progress) {
 func (a *Agent) close() {
 	a.host.Close()
 	a.images.Close()
+	a.db.Close()
 	a.dir.Close(context.Background())
 	a.rt.Close(context.Background())
 	a.client.Close()

@@ -3,20 +3,23 @@ package agent
 import (
 	"encoding/json"
 	"errors"
-	"os"
 	"sync"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/statedb"
 )
 
 // bumps are counter increases asked through the API (pullwise refresh,
 // restart, purge), as a controller would send them. They are added to the
-// configuration file's counters and persisted, so they survive restarts and
-// never make a counter go backwards.
+// configuration file's counters and persisted in the state file before the
+// API answers, so an accepted request survives a crash and never makes a
+// counter go backwards.
 type bumps struct {
-	path string
-	mu   sync.Mutex
-	m    map[string]*counters
+	db *bolt.DB
+	mu sync.Mutex
+	m  map[string]*counters
 }
 
 type counters struct {
@@ -25,26 +28,32 @@ type counters struct {
 	RefreshImage int64 `json:"refreshImage"`
 }
 
-func loadBumps(path string) (*bumps, error) {
-	b := &bumps{path: path, m: map[string]*counters{}}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return b, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return b, json.Unmarshal(data, &b.m)
+func loadBumps(db *bolt.DB) (*bumps, error) {
+	b := &bumps{db: db, m: map[string]*counters{}}
+	err := db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(statedb.BucketAPICounters)
+		if err != nil {
+			return err
+		}
+		return bk.ForEach(func(k, v []byte) error {
+			var c counters
+			if err := json.Unmarshal(v, &c); err != nil {
+				return err
+			}
+			b.m[string(k)] = &c
+			return nil
+		})
+	})
+	return b, err
 }
 
 // add increases one counter of an app and persists it.
 func (b *bumps) add(uuid, op string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c := b.m[uuid]
-	if c == nil {
-		c = &counters{}
-		b.m[uuid] = c
+	c := counters{}
+	if old := b.m[uuid]; old != nil {
+		c = *old
 	}
 	switch op {
 	case "restart":
@@ -56,15 +65,17 @@ func (b *bumps) add(uuid, op string) error {
 	default:
 		return errors.New("unknown operation " + op)
 	}
-	data, err := json.Marshal(b.m)
+	data, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
-	tmp := b.path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	if err := b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(statedb.BucketAPICounters).Put([]byte(uuid), data)
+	}); err != nil {
 		return err
 	}
-	return os.Rename(tmp, b.path)
+	b.m[uuid] = &c
+	return nil
 }
 
 func (b *bumps) apply(c *config.Config) {

@@ -13,12 +13,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/host/statedb"
 	"github.com/pullwise/pullwise/internal/ctrdtest"
 	"github.com/pullwise/pullwise/internal/regtest"
 	"github.com/pullwise/pullwise/plugins"
@@ -34,6 +36,7 @@ type world struct {
 	proxy  *regtest.Proxy
 	d      *ctrdtest.Daemon
 	dir    string
+	db     *bolt.DB
 	images *imagestore.Store
 	host   *Host
 	cm     *containers.Manager
@@ -51,7 +54,11 @@ func newBenchWorld(t testing.TB) *world {
 	w.proxy = regtest.NewProxy(t, regtest.NewRegistry(t))
 	reg := registry.New(registry.WithInsecure(w.proxy.Host), registry.WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
 	var err error
-	if w.images, err = imagestore.Open(filepath.Join(w.dir, "images.db")); err != nil {
+	if w.db, err = statedb.Open(w.dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.db.Close() })
+	if w.images, err = imagestore.New(w.db); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.images.Close() })
@@ -62,7 +69,7 @@ func newBenchWorld(t testing.TB) *world {
 	t.Cleanup(func() { rt.Close(context.Background()) })
 	w.cm = containers.New(w.d.Client, w.dir)
 	w.opts = Options{Registry: reg, Puller: pull.New(w.d.Client, reg), Images: w.images, Containers: w.cm,
-		Policies: NewCatalog(rt, nil), StatePath: filepath.Join(w.dir, "apps.db"), GracePeriod: 1500 * time.Millisecond}
+		Policies: NewCatalog(rt, nil), State: w.db, GracePeriod: 1500 * time.Millisecond}
 	w.start()
 	return w
 }

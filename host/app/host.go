@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/pullwise/pullwise/host/config"
@@ -59,9 +60,10 @@ type Options struct {
 	Images     *imagestore.Store
 	Containers *containers.Manager
 	Policies   *Catalog
-	// StatePath is the app state file (a bbolt file in the state directory).
-	StatePath string
-	Logger    hclog.Logger
+	// State is the state file (see host/statedb) the apps' records and
+	// journals are kept in; the caller owns it.
+	State  *bolt.DB
+	Logger hclog.Logger
 	// Now is the clock policies see. Default time.Now.
 	Now func() time.Time
 	// Device reports the link and disk for policies. Default: online,
@@ -108,8 +110,8 @@ type Host struct {
 // already running in containerd are adopted as they are when the first
 // configuration is submitted.
 func New(o Options) (*Host, error) {
-	if o.Registry == nil || o.Puller == nil || o.Images == nil || o.Containers == nil || o.Policies == nil || o.StatePath == "" {
-		return nil, errors.New("app.New: Registry, Puller, Images, Containers, Policies and StatePath are required")
+	if o.Registry == nil || o.Puller == nil || o.Images == nil || o.Containers == nil || o.Policies == nil || o.State == nil {
+		return nil, errors.New("app.New: Registry, Puller, Images, Containers, Policies and State are required")
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
@@ -129,7 +131,7 @@ func New(o Options) (*Host, error) {
 	if o.CheckWindow == 0 {
 		o.CheckWindow = 5 * time.Second
 	}
-	st, err := openState(o.StatePath)
+	st, err := openState(o.State)
 	if err != nil {
 		return nil, err
 	}
@@ -137,12 +139,10 @@ func New(o Options) (*Host, error) {
 		workers: map[string]*worker{}, rejected: map[string]string{}, settings: map[string]error{}}
 	applied, err := st.applied()
 	if err != nil {
-		st.close()
 		return nil, fmt.Errorf("reading app state: %w", err)
 	}
 	statuses, err := st.statuses()
 	if err != nil {
-		st.close()
 		return nil, fmt.Errorf("reading app state: %w", err)
 	}
 	for _, rec := range statuses {
@@ -162,8 +162,9 @@ func New(o Options) (*Host, error) {
 }
 
 // Close stops the workers (an action in progress is abandoned where it
-// stands; its journal lets the next run finish it) and closes the state.
-// Apps keep running.
+// stands; its journal lets the next run finish it) and writes the records
+// kept in memory. Apps keep running; the state file stays open (its owner
+// closes it).
 func (h *Host) Close() error {
 	h.mu.Lock()
 	if h.cancel != nil {
@@ -171,7 +172,15 @@ func (h *Host) Close() error {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
-	return h.state.close()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var errs []error
+	for _, w := range h.workers {
+		if w.dirty {
+			errs = append(errs, h.state.save(w.rec, w.applied))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Desired is the configuration the apps are being brought to: the last one

@@ -93,8 +93,21 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 		ev = sdk.EventBoot
 	case due:
 		ev = sdk.EventTick
-	case w.takeExitSeen() || !w.restartAt.IsZero():
-		return false, gen, w.observe(ctx, cfg, app)
+	case w.takeExitSeen() || !w.restartAt.IsZero() || !w.lookAgainAt.IsZero():
+		// The watched process ended, or containerd went away under the watch
+		// (a containerd restart ends every Wait): look, and watch anew.
+		if w.exitWatch != nil {
+			w.exitWatch()
+			w.exitWatch = nil
+		}
+		w.lookAgainAt = time.Time{}
+		err := w.observe(ctx, cfg, app)
+		if err != nil {
+			// containerd did not answer: look again shortly.
+			w.lookAgainAt = time.Now().Add(2 * time.Second)
+			h.log.Warn("observing the app's container", "app", w.uuid, "error", err)
+		}
+		return false, gen, err
 	default:
 		return false, gen, nil // nothing asked, nothing due: no work, no I/O
 	}
@@ -197,6 +210,14 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 			return gen, err
 		}
 		w.setState(StateRunning)
+		if len(latches) == 0 && refreshErr == nil {
+			// Nothing that runs changed (a refresh that found nothing new):
+			// kept in memory and written with the app's next write or at
+			// shutdown. After a power cut the refresh runs once more: one
+			// manifest request, nothing else. Flash wears.
+			w.settle(app)
+			return gen, nil
+		}
 		return gen, errors.Join(refreshErr, w.done(app, refreshErr == nil))
 	}
 	before := w.rec.Running
@@ -498,11 +519,26 @@ func (w *worker) done(app config.App, ok bool) error {
 	return w.save()
 }
 
+// settle is done without the write: the record is published, and written
+// with the next save (or when the host closes).
+func (w *worker) settle(app config.App) {
+	w.rec.Pending = nil
+	w.rec.Counters = Counters{Restart: app.Restart.Counter, Purge: app.Purge.Counter, RefreshImage: app.RefreshImage.Counter}
+	w.rec.LastError, w.rec.LastErrorAt = "", nil
+	w.applied = &app
+	w.dirty = true
+	w.publish()
+}
+
 // save persists the record (and the configuration acted upon) when
 // something a reader can see changed: flash wears.
 func (w *worker) save() error {
 	w.publish()
-	return w.h.state.save(w.rec, w.applied)
+	if err := w.h.state.save(w.rec, w.applied); err != nil {
+		return err
+	}
+	w.dirty = false
+	return nil
 }
 
 func (w *worker) setState(s string) {

@@ -366,3 +366,51 @@ func TestExitedAppIsRestartedWithBackoff(t *testing.T) {
 	}
 	w.waitState("web", StateRunning)
 }
+
+// TestContainerdRestartIsSurvived: containerd restarts under the host; the
+// app keeps running and is not acted upon again, the host's next actions
+// work, and an exit after the restart is still noticed and supervised.
+func TestContainerdRestartIsSurvived(t *testing.T) {
+	w := newWorld(t)
+	w.opts.CrashBackoff = 500 * time.Millisecond
+	w.start()
+	w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest"}
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	w.d.Restart(t)
+	settle()
+	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+		t.Fatalf("a containerd restart started the app again: %q", got)
+	}
+	// The exit watch broke with containerd; the worker watches anew. Kill
+	// the process: it must be noticed and started again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := w.d.Client.LoadContainer(w.ctx, "web")
+		if err == nil {
+			if task, err := c.Task(w.ctx, nil); err == nil && task.Kill(w.ctx, syscall.SIGKILL) == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cannot reach the app's task after the containerd restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := w.starts("web", 2); got[1] != "start version=v1 freshrootfs=false ro=" {
+		t.Fatalf("starts %q", got)
+	}
+	// And the next action is carried out once.
+	a.restart = 1
+	if err := w.apply(w.config(a)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 3)
+	settle()
+	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 3 {
+		t.Fatalf("starts %q", got)
+	}
+}

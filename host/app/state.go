@@ -3,10 +3,8 @@ package app
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -33,15 +31,10 @@ type stateStore struct {
 	saved map[string][]byte // app uuid -> what is on disk (record, then applied), to skip writes that change nothing
 }
 
-func openState(path string) (*stateStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("app state %s is in use by another process (is another pullwise agent running with this state directory?)", path)
-		}
-		return nil, fmt.Errorf("opening app state %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+// openState keeps the app records in buckets of their own in db (the
+// agent's one state file, see host/statedb).
+func openState(db *bolt.DB) (*stateStore, error) {
+	err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketApplied, bucketStatus, bucketDevice} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -50,13 +43,10 @@ func openState(path string) (*stateStore, error) {
 		return nil
 	})
 	if err != nil {
-		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("initialising the app state in %s: %w", db.Path(), err)
 	}
 	return &stateStore{db: db, saved: map[string][]byte{}}, nil
 }
-
-func (s *stateStore) close() error { return s.db.Close() }
 
 func put(tx *bolt.Tx, bucket, key []byte, v any) error {
 	b, err := json.Marshal(v)

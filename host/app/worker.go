@@ -41,10 +41,12 @@ type worker struct {
 	applied     *config.App // the configuration as last acted upon; nil before create
 	attempted   string      // attemptKey of the configuration whose create or change last failed
 	holds       []func()    // images held from garbage collection until this piece of work ends
+	dirty       bool        // rec (or applied) has changes not yet written (see settle)
 	booted      bool        // the first piece of work has run (boot event)
 	exitWatch   context.CancelFunc
 	crashes     int       // consecutive exits after the grace period
 	restartAt   time.Time // when an exited app is started again
+	lookAgainAt time.Time // when to observe the container again after containerd did not answer
 	lastWatched uint32    // the pid whose exit is being watched
 }
 
@@ -249,8 +251,10 @@ func (w *worker) nextWake() (time.Time, bool) {
 		// A policy that keeps asking for "now" gets a tick a second.
 		at = maxTime(at, time.Now().Add(time.Second))
 	}
-	if !w.restartAt.IsZero() && (at.IsZero() || w.restartAt.Before(at)) {
-		at = w.restartAt
+	for _, t := range []time.Time{w.restartAt, w.lookAgainAt} {
+		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
 	}
 	return at, !at.IsZero()
 }

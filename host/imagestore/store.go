@@ -4,9 +4,9 @@
 // may resolve to one SHA; the image content itself lives once, in
 // containerd's content store, keyed by digest.
 //
-// The store is a bbolt file in the state directory: no server to run, and
-// every update is a transaction that a power cut either completes or never
-// starts, so the file always opens.
+// The store is buckets in a bbolt file (the agent's one state file, see
+// host/statedb): no server to run, and every update is a transaction that
+// a power cut either completes or never starts, so the file always opens.
 package imagestore
 
 import (
@@ -75,7 +75,8 @@ var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // Store is the image store. Safe for concurrent use.
 type Store struct {
-	db *bolt.DB
+	db  *bolt.DB
+	own bool // opened by Open: Close closes db
 
 	mu     sync.Mutex
 	held   map[string]int   // digests an in-flight refresh involves
@@ -88,8 +89,9 @@ type check struct {
 	remote, result string
 }
 
-// Open opens (creating if needed) the store at path. Only one process may
-// hold it: a second waits a second, then fails with an error saying so.
+// Open opens (creating if needed) a store of its own at path. Only one
+// process may hold it: a second waits a second, then fails with an error
+// saying so. The agent keeps the store in its one state file instead (New).
 func Open(path string) (*Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
@@ -98,12 +100,23 @@ func Open(path string) (*Store, error) {
 		}
 		return nil, fmt.Errorf("opening image store %s: %w", path, err)
 	}
+	s, err := New(db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.own = true
+	return s, nil
+}
+
+// New keeps the store in buckets of its own in db, which the caller owns
+// (Close leaves it open).
+func New(db *bolt.DB) (*Store, error) {
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketIDs)
 		return err
 	}); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("initialising image store %s: %w", path, err)
+		return nil, fmt.Errorf("initialising the image store in %s: %w", db.Path(), err)
 	}
 	return &Store{db: db, held: map[string]int{}, checks: map[string]check{}}, nil
 }
@@ -136,7 +149,10 @@ func (s *Store) Close() error {
 		}
 		return nil
 	})
-	return errors.Join(err, s.db.Close())
+	if s.own {
+		err = errors.Join(err, s.db.Close())
+	}
+	return err
 }
 
 func (c check) apply(r *Record) {

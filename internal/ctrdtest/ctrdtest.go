@@ -27,6 +27,10 @@ type Daemon struct {
 	// test daemons running side by side must not share one.
 	Namespace string
 	Client    *containerd.Client
+
+	cfgPath string
+	logf    *os.File
+	cmd     *exec.Cmd
 }
 
 // Context is a background context in the daemon's namespace.
@@ -96,27 +100,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("containerd", "--config", cfgPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	d := &Daemon{Socket: sock, Dir: dir, Namespace: "pullwise-test-" + filepath.Base(dir)[len("pwctrd-"):], cfgPath: cfgPath, logf: logf}
+	if err := d.startProcess(); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{Socket: sock, Dir: dir, Namespace: "pullwise-test-" + filepath.Base(dir)[len("pwctrd-"):]}
 	t.Cleanup(func() {
 		if d.Client != nil {
 			d.removeAll()
 			d.Client.Close()
 		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		d.stopProcess()
 		logf.Close()
 		// Snapshots may leave mounts behind if a test failed mid-way.
 		exec.Command("sh", "-c", "grep -o ' "+dir+"[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l").Run()
@@ -141,23 +134,66 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The socket exists before containerd serves on it: ask until it answers
-	// (a test once failed with "connection refused" here).
+	d.Client = c
+	d.waitReady(t)
+	return d
+}
+
+// waitReady waits until containerd answers on its socket. The socket
+// exists before containerd serves on it: ask until it answers (a test once
+// failed with "connection refused" here).
+func (d *Daemon) waitReady(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := c.Version(ctx)
+		_, err := d.Client.Version(ctx)
 		cancel()
 		if err == nil {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logf.Name())
-			t.Fatalf("containerd at %s does not answer: %v\n%s", sock, err, log)
+			log, _ := os.ReadFile(d.logf.Name())
+			t.Fatalf("containerd at %s does not answer: %v\n%s", d.Socket, err, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	d.Client = c
-	return d
+}
+
+// Restart stops containerd (SIGTERM; its shims and containers keep
+// running, as on a device whose containerd is restarted) and starts it
+// again on the same root, state and socket.
+func (d *Daemon) Restart(t testing.TB) {
+	t.Helper()
+	d.stopProcess()
+	if err := d.startProcess(); err != nil {
+		t.Fatal(err)
+	}
+	d.waitReady(t)
+}
+
+func (d *Daemon) startProcess() error {
+	cmd := exec.Command("containerd", "--config", d.cfgPath)
+	cmd.Stdout, cmd.Stderr = d.logf, d.logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	d.cmd = cmd
+	return nil
+}
+
+func (d *Daemon) stopProcess() {
+	cmd := d.cmd
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }
 
 // removeAll kills every task and deletes every container of the namespace:
