@@ -23,7 +23,8 @@ generate:
 
 test: check
 	$(GO) test -count=1 -skip '^TestFaults$$' ./...
-	$(GO) test -count=1 -race ./plugins/ ./sdk/...
+	$(GO) test -count=1 -race ./plugins/ ./sdk/... ./host/agent/ ./host/statedb/
+	$(GO) test -count=1 -race -run '^Test(CounterRules|EditsMergedIntoOneAction|OneAppNeverWaitsForAnother|PresenceWithoutTheRegistry|ActionOnOneAppReportsThatApp)$$' ./host/app/
 	@$(MAKE) --no-print-directory test-faults
 
 # The fault-injection suite, verbose: each case logs what it broke and what

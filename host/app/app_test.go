@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -579,8 +580,8 @@ func randomLayer(t *testing.T, size int64) v1.Layer {
 // reaches that time and the registry is back, a tick creates the app.
 func TestFailedCreateIsRetriedWhenThePolicySays(t *testing.T) {
 	w := newWorld(t)
-	var offset time.Duration
-	w.opts.Now = func() time.Time { return time.Now().Add(offset) }
+	var clock shiftedClock
+	w.opts.Now = clock.now
 	w.start()
 	w.push("web:latest", "v1", false)
 	w.proxy.Down(true)
@@ -597,7 +598,7 @@ func TestFailedCreateIsRetriedWhenThePolicySays(t *testing.T) {
 		t.Fatalf("a tick before the retry time did something: %v", err)
 	}
 	w.proxy.Down(false)
-	offset = time.Until(due) + time.Second
+	clock.set(time.Until(due) + time.Second)
 	if err := w.host.Tick(w.ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -636,3 +637,11 @@ func TestChangedImageReference(t *testing.T) {
 		}
 	}
 }
+
+// shiftedClock is a clock ahead of the wall clock by an offset the test
+// moves; the workers read it concurrently.
+type shiftedClock struct{ offset atomic.Int64 }
+
+func (c *shiftedClock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *shiftedClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+func (c *shiftedClock) set(d time.Duration)     { c.offset.Store(int64(d)) }

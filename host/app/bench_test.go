@@ -172,8 +172,8 @@ func appIndex(uuid string) int {
 //	go test -run '^$' -bench PeriodicShared -benchtime 5x ./host/app/
 func BenchmarkPeriodicShared(b *testing.B) {
 	w := newBenchWorld(b)
-	var offset time.Duration
-	w.opts.Now = func() time.Time { return time.Now().Add(offset) }
+	var clock shiftedClock
+	w.opts.Now = clock.now
 	w.start()
 	w.push("fleet/web:latest", "v1", false)
 	var opts []appOpts
@@ -191,7 +191,7 @@ func BenchmarkPeriodicShared(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		w.proxy.Reset()
-		offset += 61 * time.Second
+		clock.advance(61 * time.Second)
 		if err := w.host.Tick(w.ctx); err != nil {
 			b.Fatal(err)
 		}

@@ -17,7 +17,7 @@ import (
 // together cost one request per interval. An operator's refresh asked after
 // a tag moved never gets an answer from before it.
 type checks struct {
-	reg    *registry.Client
+	reg    Registry
 	window time.Duration
 
 	mu       sync.Mutex
@@ -31,7 +31,7 @@ type checked struct {
 	at  time.Time // when the request was made (the host's clock)
 }
 
-func newChecks(reg *registry.Client, window time.Duration) *checks {
+func newChecks(reg Registry, window time.Duration) *checks {
 	return &checks{reg: reg, window: window, recent: map[string]checked{}}
 }
 

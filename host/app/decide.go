@@ -270,9 +270,7 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 		pr = v.(pull.Result)
 	}
 	if pr.Size == 0 {
-		if ci, err := h.o.Puller.Image(ctx, name); err == nil {
-			pr.Size, _ = ci.Size(ctx)
-		}
+		pr.Size, _ = h.o.Puller.Size(ctx, name)
 	}
 	if err := h.o.Puller.Tag(ctx, img.Name, pr); err != nil {
 		h.log.Warn("tagging a pulled image", "image", img.Name, "error", err)
@@ -352,15 +350,7 @@ func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latc
 // imageName is the containerd name of an image: repository@digest of what
 // was pulled (the index for a multi-arch tag).
 func (h *Host) imageName(r RunImage) (string, error) {
-	ref, err := h.o.Registry.ParseReference(r.Ref)
-	if err != nil {
-		return "", err
-	}
-	top := r.Digest
-	if r.IndexDigest != "" {
-		top = r.IndexDigest
-	}
-	return ref.Context().Name() + "@" + top, nil
+	return h.o.Puller.Name(r.Ref, r.Digest, r.IndexDigest)
 }
 
 // input is the policy's input document for one image of one app.

@@ -40,10 +40,8 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/pullwise/pullwise/host/config"
-	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
-	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -55,10 +53,10 @@ var ErrRejected = errors.New("configuration rejected")
 // Options are what a Host is made of. Every field but Logger, Now, Device,
 // GracePeriod, Progress and OnChange is required.
 type Options struct {
-	Registry   *registry.Client
-	Puller     *pull.Puller
+	Registry   Registry
+	Puller     Puller
 	Images     *imagestore.Store
-	Containers *containers.Manager
+	Containers Containers
 	Policies   *Catalog
 	// State is the state file (see host/statedb) the apps' records and
 	// journals are kept in; the caller owns it.

@@ -303,8 +303,8 @@ func TestPinAddedToARunningAppIsVerified(t *testing.T) {
 // interval between them.
 func TestPeriodicChecksAReferenceOncePerInterval(t *testing.T) {
 	w := newWorld(t)
-	var offset time.Duration
-	w.opts.Now = func() time.Time { return time.Now().Add(offset) }
+	var clock shiftedClock
+	w.opts.Now = clock.now
 	w.start()
 	w.push("web:latest", "v1", false)
 	var apps []appOpts
@@ -320,7 +320,7 @@ func TestPeriodicChecksAReferenceOncePerInterval(t *testing.T) {
 	}
 	w.proxy.Reset()
 	for i := 1; i <= 3; i++ {
-		offset += 61 * time.Second
+		clock.advance(61 * time.Second)
 		if err := w.host.Tick(w.ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -99,15 +99,14 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	if err := registry.Verify(res, want); err != nil {
 		return Result{}, err
 	}
-	r, err := p.reg.ParseReference(res.Ref)
-	if err != nil {
-		return Result{}, err
-	}
 	top := res.Digest
 	if res.IndexDigest != "" {
 		top = res.IndexDigest
 	}
-	imgName := r.Context().Name() + "@" + top
+	imgName, err := p.Name(res.Ref, res.Digest, res.IndexDigest)
+	if err != nil {
+		return Result{}, err
+	}
 	platform, err := platforms.Parse(p.reg.Platform().String())
 	if err != nil {
 		return Result{}, fmt.Errorf("platform %s: %w", p.reg.Platform(), err)
@@ -320,9 +319,29 @@ func kindOfPull(err error) error {
 	return nil
 }
 
-// Image looks up an image in containerd by name.
-func (p *Puller) Image(ctx context.Context, name string) (containerd.Image, error) {
-	return p.client.GetImage(ctx, name)
+// Name is the containerd name of an image pulled from ref: its repository
+// at the top digest (the index for a multi-arch tag, else the manifest).
+// Pulls store images under it, so a new image never overwrites an older
+// one; it is built here only.
+func (p *Puller) Name(ref, digest, indexDigest string) (string, error) {
+	r, err := p.reg.ParseReference(ref)
+	if err != nil {
+		return "", err
+	}
+	top := digest
+	if indexDigest != "" {
+		top = indexDigest
+	}
+	return r.Context().Name() + "@" + top, nil
+}
+
+// Size is the size of the image named (manifest, config and layers).
+func (p *Puller) Size(ctx context.Context, name string) (int64, error) {
+	img, err := p.client.GetImage(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	return img.Size(ctx)
 }
 
 // Has reports whether containerd's content store holds the blob digest.

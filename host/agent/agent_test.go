@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pullwise/pullwise/host/statedb"
+)
+
+// TestBumpsSurviveARestart: a counter increase asked through the API is in
+// the state file before the API answers, and is added to the
+// configuration's counters after the agent restarts.
+func TestBumpsSurviveARestart(t *testing.T) {
+	dir := t.TempDir()
+	db, err := statedb.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := loadBumps(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []string{"refresh", "refresh", "restart"} {
+		if err := b.add("app-1", op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.add("app-1", "reboot"); err == nil {
+		t.Fatal("an unknown operation was accepted")
+	}
+	db.Close()
+
+	db, err = statedb.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b, err = loadBumps(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := agentOn(t, "apps:\n  - {uuid: app-1, displayName: web, restart: {counter: 4}, refreshImage: {counter: 1}, drives: [{kind: container, image: {uuid: i, name: \"r/a:1\"}}]}\n")
+	c, err := a.readConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.apply(c)
+	if c.Apps[0].Restart.Counter != 5 || c.Apps[0].RefreshImage.Counter != 3 || c.Apps[0].Purge.Counter != 0 {
+		t.Fatalf("counters %+v %+v %+v", c.Apps[0].Restart, c.Apps[0].RefreshImage, c.Apps[0].Purge)
+	}
+}
+
+// TestReadConfigParsesOnlyChangedFiles: the last parse is reused while the
+// file is unchanged, the counters added to a copy never leak into it, and
+// an edit is seen.
+func TestReadConfigParsesOnlyChangedFiles(t *testing.T) {
+	a := agentOn(t, "apps:\n  - {uuid: app-1, displayName: web, drives: [{kind: container, image: {uuid: i, name: \"r/a:1\"}}]}\n")
+	c1, err := a.readConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1.Apps[0].Restart.Counter = 99 // as bumps.apply does
+	c2, err := a.readConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Apps[0].Restart.Counter != 0 {
+		t.Fatal("a change to one copy reached the next")
+	}
+	if a.parsed == nil {
+		t.Fatal("nothing kept")
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := os.WriteFile(a.o.ConfigPath, []byte("apps:\n  - {uuid: app-1, displayName: db, drives: [{kind: container, image: {uuid: i, name: \"r/a:1\"}}]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c3, err := a.readConfig()
+	if err != nil || c3.Apps[0].DisplayName != "db" {
+		t.Fatalf("the edit was not seen: %v %+v", err, c3)
+	}
+	os.WriteFile(a.o.ConfigPath, []byte("apps: [{uuid"), 0o644)
+	if _, err := a.readConfig(); err == nil {
+		t.Fatal("a malformed file parsed")
+	}
+}
+
+func agentOn(t *testing.T, config string) *Agent {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &Agent{o: Options{ConfigPath: path}}
+}

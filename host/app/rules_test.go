@@ -1,0 +1,469 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/containers"
+	"github.com/pullwise/pullwise/host/imagestore"
+	"github.com/pullwise/pullwise/host/pull"
+	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/host/statedb"
+	"github.com/pullwise/pullwise/plugins"
+)
+
+// The counter and deferral rules, against fakes of the registry, the
+// puller and the containers (real policies, real state file): fast, no
+// root. The same behaviours are proved against a real containerd and
+// registry in app_test.go and reconcile_test.go.
+
+// versions names the fakes' digests in action logs.
+var versions = map[string]string{}
+
+func fakeDigest(version string) string {
+	d := "sha256:" + strings.Repeat(fmt.Sprintf("%x", len(versions)+1), 64)[:64]
+	for k, v := range versions {
+		if v == version {
+			return k
+		}
+	}
+	versions[d] = version
+	return d
+}
+
+type fakeRegistry struct {
+	mu       sync.Mutex
+	tags     map[string]string // reference -> digest
+	fail     error
+	resolves int
+}
+
+func (f *fakeRegistry) Resolve(_ context.Context, ref string, _ *registry.Resolution) (registry.Resolution, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resolves++
+	if f.fail != nil {
+		return registry.Resolution{}, f.fail
+	}
+	if _, d, ok := strings.Cut(ref, "@"); ok {
+		return registry.Resolution{Ref: ref, Digest: d, ResolvedAt: time.Now()}, nil
+	}
+	d, ok := f.tags[ref]
+	if !ok {
+		return registry.Resolution{}, &registry.Error{Ref: ref, Op: "resolve", Kind: registry.ErrNotFound, Err: errors.New("no such tag")}
+	}
+	return registry.Resolution{Ref: ref, Digest: d, ResolvedAt: time.Now()}, nil
+}
+
+func (f *fakeRegistry) Manifest(context.Context, string, string) (*v1.Manifest, error) {
+	return &v1.Manifest{}, nil
+}
+
+func (f *fakeRegistry) ParseReference(ref string) (name.Reference, error) {
+	return name.ParseReference(ref, name.Insecure)
+}
+
+func (f *fakeRegistry) count() int { f.mu.Lock(); defer f.mu.Unlock(); return f.resolves }
+
+type fakePuller struct {
+	mu      sync.Mutex
+	images  map[string]pull.Result // containerd name -> image
+	pulls   int
+	gate    chan struct{} // when set, a pull waits for it (a slow download)
+	pulling chan struct{} // a pull has started
+}
+
+func (f *fakePuller) Local(_ context.Context, n string) (pull.Result, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.images[n]
+	return r, ok
+}
+
+func (f *fakePuller) Named(ctx context.Context, n string) (pull.Result, bool) { return f.Local(ctx, n) }
+
+func (f *fakePuller) Pull(ctx context.Context, res registry.Resolution, want string, _ func(pull.Progress)) (pull.Result, error) {
+	if err := registry.Verify(res, want); err != nil {
+		return pull.Result{}, err
+	}
+	f.mu.Lock()
+	f.pulls++
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		f.pulling <- struct{}{}
+		<-gate
+	}
+	n, _ := f.Name(res.Ref, res.Digest, res.IndexDigest)
+	r := pull.Result{Name: n, Digest: res.Digest, IndexDigest: res.IndexDigest, Size: 1}
+	f.mu.Lock()
+	f.images[n] = r
+	f.mu.Unlock()
+	return r, nil
+}
+
+func (f *fakePuller) Name(ref, digest, index string) (string, error) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	if index != "" {
+		digest = index
+	}
+	return r.Context().Name() + "@" + digest, nil
+}
+
+func (f *fakePuller) Tag(_ context.Context, ref string, res pull.Result) error {
+	if n := f.TagName(ref); n != "" {
+		f.mu.Lock()
+		f.images[n] = res
+		f.mu.Unlock()
+	}
+	return nil
+}
+
+func (f *fakePuller) TagName(ref string) string {
+	if t, err := name.NewTag(ref, name.Insecure); err == nil && !strings.Contains(ref, "@") {
+		return t.Context().Name() + ":" + t.TagStr()
+	}
+	return ""
+}
+
+func (f *fakePuller) Alias(_ context.Context, from, to string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.images[to] = f.images[from]
+	return nil
+}
+
+func (f *fakePuller) Has(context.Context, string) bool                             { return false }
+func (f *fakePuller) Size(context.Context, string) (int64, error)                  { return 1, nil }
+func (f *fakePuller) Collect(context.Context, *imagestore.Store) ([]string, error) { return nil, nil }
+
+type fakeContainer struct {
+	running bool
+	gen     int
+	pid     uint32
+	images  []string
+}
+
+type fakeContainers struct {
+	mu   sync.Mutex
+	apps map[string]*fakeContainer
+	log  []string // "create web v1", "restart web", "replace web v2 MODE=x", ...
+	pid  uint32
+}
+
+func (f *fakeContainers) note(op string, s containers.Spec) {
+	v := versions[s.Image[strings.LastIndex(s.Image, "@")+1:]]
+	f.log = append(f.log, strings.TrimSpace(strings.Join(append([]string{op, s.ID, v}, s.Env...), " ")))
+}
+
+func (f *fakeContainers) Status(_ context.Context, id string) (containers.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.apps[id]
+	if !ok {
+		return containers.Status{}, nil
+	}
+	return containers.Status{Exists: true, Running: c.running, Image: c.images[0], Images: slices.Clone(c.images), Generation: c.gen, Pid: c.pid}, nil
+}
+
+func (f *fakeContainers) Create(_ context.Context, s containers.Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.apps[s.ID] = &fakeContainer{gen: 1, images: s.Images()}
+	f.note("create", s)
+	return nil
+}
+
+func (f *fakeContainers) Start(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pid++
+	f.apps[id].running, f.apps[id].pid = true, f.pid
+	return nil
+}
+
+func (f *fakeContainers) Restart(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pid++
+	f.apps[id].running, f.apps[id].pid = true, f.pid
+	f.log = append(f.log, "restart "+id)
+	return nil
+}
+
+func (f *fakeContainers) rebuild(op string, s containers.Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pid++
+	gen := 1
+	if c, ok := f.apps[s.ID]; ok {
+		gen = c.gen + 1
+	}
+	f.apps[s.ID] = &fakeContainer{running: true, gen: gen, pid: f.pid, images: s.Images()}
+	f.note(op, s)
+	return nil
+}
+
+func (f *fakeContainers) Replace(_ context.Context, s containers.Spec) error {
+	return f.rebuild("replace", s)
+}
+func (f *fakeContainers) Purge(_ context.Context, s containers.Spec) error {
+	return f.rebuild("purge", s)
+}
+
+func (f *fakeContainers) Remove(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.apps, id)
+	f.log = append(f.log, "remove "+id)
+	return nil
+}
+
+func (f *fakeContainers) Wait(ctx context.Context, _ string) (<-chan uint32, error) {
+	return make(chan uint32), nil // the fakes' processes never exit on their own
+}
+
+func (f *fakeContainers) actions() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.log)
+}
+
+// rig is a Host over the fakes.
+type rig struct {
+	t   *testing.T
+	ctx context.Context
+	h   *Host
+	reg *fakeRegistry
+	pl  *fakePuller
+	ct  *fakeContainers
+}
+
+const fakeRepo = "registry.test/web"
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	db, err := statedb.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	images, err := imagestore.New(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(filepath.Join(os.TempDir(), "pullwise-test-module-cache")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close(context.Background()) })
+	r := &rig{t: t, ctx: context.Background(),
+		reg: &fakeRegistry{tags: map[string]string{fakeRepo + ":latest": fakeDigest("v1")}},
+		pl:  &fakePuller{images: map[string]pull.Result{}, pulling: make(chan struct{}, 8)},
+		ct:  &fakeContainers{apps: map[string]*fakeContainer{}}}
+	r.h, err = New(Options{Registry: r.reg, Puller: r.pl, Images: images, Containers: r.ct,
+		Policies: NewCatalog(rt, nil), State: db, GracePeriod: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.h.Close() })
+	return r
+}
+
+func fakeApp(uuid, ref string) config.App {
+	return config.App{UUID: uuid, DisplayName: uuid, Drives: []config.Drive{
+		{Kind: config.DriveContainer, Image: &config.Image{UUID: "img-" + uuid, Name: ref}},
+		{Kind: config.DriveVolume, MountPath: "/data"},
+	}}
+}
+
+func (r *rig) apply(apps ...config.App) error {
+	r.t.Helper()
+	return r.h.Apply(r.ctx, &config.Config{Apps: apps})
+}
+
+// TestCounterRules: each change to a running app (created on v1) and the
+// container actions it must cause, exactly.
+func TestCounterRules(t *testing.T) {
+	refresh := func(a *config.App) { a.RefreshImage.Counter++ }
+	restart := func(a *config.App) { a.Restart.Counter++ }
+	purge := func(a *config.App) { a.Purge.Counter++ }
+	tests := []struct {
+		name         string
+		moved, down  bool // the tag moved to v2; the registry is unreachable
+		change       []func(*config.App)
+		want         []string
+		wantResolves int
+		wantErr      string
+	}{
+		{"refresh, nothing new: no action, one check", false, false, []func(*config.App){refresh}, nil, 1, ""},
+		{"refresh, tag moved: one replace on v2", true, false, []func(*config.App){refresh}, []string{"replace web v2"}, 1, ""},
+		{"refresh and restart, nothing new: one restart", false, false, []func(*config.App){refresh, restart}, []string{"restart web"}, 1, ""},
+		{"refresh and restart, tag moved: one replace on v2", true, false, []func(*config.App){refresh, restart}, []string{"replace web v2"}, 1, ""},
+		{"refresh and purge, tag moved: one purge on v2", true, false, []func(*config.App){refresh, purge}, []string{"purge web v2"}, 1, ""},
+		{"restart increased by three: one restart", false, false, []func(*config.App){restart, restart, restart}, []string{"restart web"}, 0, ""},
+		{"restart, tag moved: restart, no check under always", true, false, []func(*config.App){restart}, []string{"restart web"}, 0, ""},
+		{"purge, tag moved: purge on the image it runs", true, false, []func(*config.App){purge}, []string{"purge web v1"}, 0, ""},
+		{"env change: replace on the same image", false, false, []func(*config.App){func(a *config.App) { a.Env = []string{"MODE=x"} }}, []string{"replace web v1 MODE=x"}, 0, ""},
+		{"policy change: nothing", false, false, []func(*config.App){func(a *config.App) { a.PullPolicy = &config.PolicyRef{Name: "never"} }}, nil, 0, ""},
+		{"failed refresh with restart: restart on v1 after the attempt", true, true, []func(*config.App){refresh, restart}, []string{"restart web"}, 1, "unreachable"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			a := fakeApp("web", fakeRepo+":latest")
+			if err := r.apply(a); err != nil {
+				t.Fatal(err)
+			}
+			if got := r.ct.actions(); !slices.Equal(got, []string{"create web v1"}) {
+				t.Fatalf("create: %q", got)
+			}
+			r.ct.log, r.reg.resolves = nil, 0
+			if tc.moved {
+				r.reg.tags[fakeRepo+":latest"] = fakeDigest("v2")
+			}
+			if tc.down {
+				r.reg.fail = &registry.Error{Ref: fakeRepo, Op: "resolve", Kind: registry.ErrUnreachable, Err: errors.New("down")}
+			}
+			for _, c := range tc.change {
+				c(&a)
+			}
+			err := r.apply(a)
+			if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("error %v, want %q", err, tc.wantErr)
+			}
+			if got := r.ct.actions(); !slices.Equal(got, tc.want) {
+				t.Fatalf("actions %q, want %q", got, tc.want)
+			}
+			if got := r.reg.count(); got != tc.wantResolves {
+				t.Fatalf("%d registry checks, want %d", got, tc.wantResolves)
+			}
+			info, _ := r.h.App("web")
+			if info.Counters != (Counters{Restart: a.Restart.Counter, Purge: a.Purge.Counter, RefreshImage: a.RefreshImage.Counter}) {
+				t.Fatalf("counters acted upon: %+v", info.Counters)
+			}
+		})
+	}
+}
+
+// TestEditsMergedIntoOneAction: a restart, a purge and an env change that
+// arrive while a refresh downloads are one purge on the new image with the
+// latest env.
+func TestEditsMergedIntoOneAction(t *testing.T) {
+	r := newRig(t)
+	a := fakeApp("web", fakeRepo+":latest")
+	if err := r.apply(a); err != nil {
+		t.Fatal(err)
+	}
+	r.ct.log = nil
+	r.reg.tags[fakeRepo+":latest"] = fakeDigest("v2")
+	r.pl.gate = make(chan struct{})
+	a.RefreshImage.Counter++
+	if _, err := r.h.Submit(r.ctx, &config.Config{Apps: []config.App{a}}); err != nil {
+		t.Fatal(err)
+	}
+	<-r.pl.pulling
+	a.Restart.Counter++
+	a.Purge.Counter++
+	a.Env = []string{"MODE=latest"}
+	tk, err := r.h.Submit(r.ctx, &config.Config{Apps: []config.App{a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(r.pl.gate)
+	if err := tk.WaitAll(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ct.actions(); !slices.Equal(got, []string{"purge web v2 MODE=latest"}) {
+		t.Fatalf("actions %q", got)
+	}
+}
+
+// TestOneAppNeverWaitsForAnother: b's restart is carried out while a's
+// download is held.
+func TestOneAppNeverWaitsForAnother(t *testing.T) {
+	r := newRig(t)
+	r.reg.tags["registry.test/b:latest"] = fakeDigest("b1")
+	a, b := fakeApp("a", fakeRepo+":latest"), fakeApp("b", "registry.test/b:latest")
+	if err := r.apply(a, b); err != nil {
+		t.Fatal(err)
+	}
+	r.ct.log = nil
+	r.reg.tags[fakeRepo+":latest"] = fakeDigest("v2")
+	r.pl.gate = make(chan struct{})
+	defer close(r.pl.gate)
+	a.RefreshImage.Counter++
+	if _, err := r.h.Submit(r.ctx, &config.Config{Apps: []config.App{a, b}}); err != nil {
+		t.Fatal(err)
+	}
+	<-r.pl.pulling
+	b.Restart.Counter++
+	tk, err := r.h.Submit(r.ctx, &config.Config{Apps: []config.App{a, b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+	defer cancel()
+	if err := tk.Wait(ctx, "b"); err != nil {
+		t.Fatalf("b waited for a's download: %v", err)
+	}
+	if got := r.ct.actions(); !slices.Equal(got, []string{"restart b"}) {
+		t.Fatalf("actions %q", got)
+	}
+}
+
+// TestPresenceWithoutTheRegistry: an image another ImageObjectID brought
+// and a pinned digest on disk start apps with the registry unreachable.
+func TestPresenceWithoutTheRegistry(t *testing.T) {
+	r := newRig(t)
+	first := fakeApp("first", fakeRepo+":latest")
+	if err := r.apply(first); err != nil {
+		t.Fatal(err)
+	}
+	r.reg.fail, r.reg.resolves = errors.New("unreachable"), 0
+	existing := fakeApp("existing", fakeRepo+":latest")
+	existing.PullPolicy = &config.PolicyRef{Name: "use-existing"}
+	never := fakeApp("never", fakeRepo+":latest")
+	never.PullPolicy = &config.PolicyRef{Name: "never"}
+	pinned := fakeApp("pinned", fakeRepo+"@"+fakeDigest("v1"))
+	if err := r.apply(first, existing, never, pinned); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.reg.count(); got != 0 {
+		t.Fatalf("%d registry checks for images on disk", got)
+	}
+	for _, id := range []string{"existing", "never", "pinned"} {
+		if info, _ := r.h.App(id); info.State != StateRunning {
+			t.Fatalf("%s: %+v", id, info)
+		}
+	}
+}
+
+// TestActionOnOneAppReportsThatApp: another app's failure is not this
+// app's outcome.
+func TestActionOnOneAppReportsThatApp(t *testing.T) {
+	r := newRig(t)
+	good, bad := fakeApp("good", fakeRepo+":latest"), fakeApp("bad", "registry.test/missing:latest")
+	tk, _ := r.h.Submit(r.ctx, &config.Config{Apps: []config.App{good, bad}})
+	if err := tk.Wait(r.ctx, "good"); err != nil {
+		t.Fatalf("good: %v", err)
+	}
+	if err := tk.Wait(r.ctx, "bad"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("bad: %v", err)
+	}
+}
