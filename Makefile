@@ -56,7 +56,7 @@ check-generated: generate
 
 # Every benchmark, side by side with its peer where it has one, then one
 # table of medians (bench-results/report.md) and JSON (results.json).
-# About 8 minutes on 2 cores. BENCHMARKS.md quotes a run of it.
+# About 12 minutes on 2 cores. BENCHMARKS.md quotes a run of it.
 bench:
 	mkdir -p bench-results
 	$(GO) test -run '^$$' -bench 'DecideWarm' -benchtime 3000x -count $(COUNT) ./plugins/ | tee bench-results/decide.txt
@@ -66,9 +66,12 @@ bench:
 	$(GO) test -run '^$$' -bench 'PullVsCtr' -benchtime 5x -count 1 ./host/pull/ | tee bench-results/pull.txt
 	$(GO) test -run '^$$' -bench 'CreateVsCtr' -benchtime 5x -count 1 ./host/app/ | tee bench-results/create.txt
 	$(GO) test -run '^$$' -bench 'RefreshRound' -benchtime 3x -count 1 -timeout 30m ./host/app/ | tee bench-results/round.txt
-	$(GO) test -run '^$$' -bench 'BenchmarkAgent' -benchtime 5x -count 1 ./cmd/pullwise/ | tee bench-results/agent.txt
+	$(GO) test -run '^$$' -bench 'PeriodicShared' -benchtime 5x -count 1 ./host/app/ | tee bench-results/periodic.txt
+	$(GO) test -run '^$$' -bench 'BenchmarkAgent$$' -benchtime 5x -count 1 ./cmd/pullwise/ | tee bench-results/agent.txt
+	$(GO) test -run '^$$' -bench 'AgentAction|Isolation' -benchtime 5x -count 1 -timeout 30m ./cmd/pullwise/ | tee bench-results/actions.txt
 	$(GO) run ./internal/cmd/benchreport -json bench-results/results.json bench-results/decide.txt bench-results/load.txt \
-		bench-results/check.txt bench-results/pull.txt bench-results/create.txt bench-results/round.txt bench-results/agent.txt | tee bench-results/report.md
+		bench-results/check.txt bench-results/pull.txt bench-results/create.txt bench-results/round.txt bench-results/periodic.txt \
+		bench-results/agent.txt bench-results/actions.txt | tee bench-results/report.md
 
 demo:
 	./scripts/demo.sh

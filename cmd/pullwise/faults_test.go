@@ -77,6 +77,23 @@ func bigImage(t testing.TB, version string, layers int, size int64) v1.Image {
 	return img
 }
 
+// killAt restarts the agent with the fault point armed, runs the CLI
+// command that reaches it, waits for the agent to kill itself there, and
+// starts it again unarmed.
+func (e *e2e) killAt(point string, cli ...string) {
+	e.t.Helper()
+	e.stopAgent()
+	e.env = []string{"PULLWISE_FAULTPOINT=" + point}
+	e.startAgent()
+	e.status("adopted", running)
+	e.cli(cli...)
+	e.agent.Wait()
+	e.agent = nil
+	e.t.Logf("broke: the agent killed itself with SIGKILL at %s", point)
+	e.env = nil
+	e.startAgent()
+}
+
 // startWeb pushes v1 and runs the web app.
 func startWeb(t *testing.T) (*e2e, string) {
 	e := newE2E(t)
@@ -196,16 +213,7 @@ func TestFaults(t *testing.T) {
 	for _, point := range []string{"restart:begun", "restart:done"} {
 		t.Run("agent SIGKILLed mid-restart at "+point, func(t *testing.T) {
 			e, _ := startWeb(t)
-			e.stopAgent()
-			e.env = []string{"PULLWISE_FAULTPOINT=" + point}
-			e.startAgent()
-			e.status("adopted", running)
-			e.cli("restart", "web", "--no-wait")
-			e.agent.Wait()
-			e.agent = nil
-			t.Logf("broke: the agent killed itself with SIGKILL at %s", point)
-			e.env = nil
-			e.startAgent()
+			e.killAt(point, "restart", "web", "--no-wait")
 			e.status("restart recorded", func(st agent.Status) bool { return running(st) && st.Info.Apps[0].Counters.Restart == 1 })
 			time.Sleep(time.Second)
 			if starts := regtest.StartLines(e.volume()); len(starts) != 2 || !strings.Contains(starts[1], "freshrootfs=false") {
@@ -221,17 +229,8 @@ func TestFaults(t *testing.T) {
 	for _, point := range []string{"replace:journalled", "replace:latched", "rebuild:stopped", "rebuild:created", "replace:done"} {
 		t.Run("agent SIGKILLed mid-image-change at "+point, func(t *testing.T) {
 			e, _ := startWeb(t)
-			e.stopAgent()
 			v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v2", false)).String()
-			e.env = []string{"PULLWISE_FAULTPOINT=" + point}
-			e.startAgent()
-			e.status("adopted", running)
-			e.cli("refresh", "web", "--no-wait")
-			e.agent.Wait()
-			e.agent = nil
-			t.Logf("broke: the agent killed itself with SIGKILL at %s", point)
-			e.env = nil
-			e.startAgent()
+			e.killAt(point, "refresh", "web", "--no-wait")
 			st := e.status("the refresh recorded", func(st agent.Status) bool {
 				return running(st) && st.Info.Apps[0].Counters.RefreshImage == 1 && st.Info.Apps[0].Pending == nil
 			})
@@ -259,16 +258,7 @@ func TestFaults(t *testing.T) {
 			e, _ := startWeb(t)
 			e.cli("restart", "web") // two starts in the volume before the purge
 			regtest.Starts(t, e.volume(), 2, "")
-			e.stopAgent()
-			e.env = []string{"PULLWISE_FAULTPOINT=" + point}
-			e.startAgent()
-			e.status("adopted", running)
-			e.cli("purge", "web", "--no-wait")
-			e.agent.Wait()
-			e.agent = nil
-			t.Logf("broke: the agent killed itself with SIGKILL at %s", point)
-			e.env = nil
-			e.startAgent()
+			e.killAt(point, "purge", "web", "--no-wait")
 			e.status("purge recorded", func(st agent.Status) bool { return running(st) && st.Info.Apps[0].Counters.Purge == 1 })
 			time.Sleep(time.Second)
 			if starts := regtest.StartLines(e.volume()); len(starts) != 1 || !strings.Contains(starts[0], "freshrootfs=true") {

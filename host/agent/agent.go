@@ -249,10 +249,16 @@ func (a *Agent) serve(ctx context.Context) error {
 	go a.watchConfig(ctx)
 	go a.writeStatusOnChange(ctx)
 	a.log.Info("agent started", "config", a.o.ConfigPath, "state", a.o.StateDir, "socket", sock, "namespace", a.o.Namespace)
-	a.reconcile()
-	// Start-up (decoding and compiling modules) leaves garbage the idle
-	// agent will not reuse: hand it back to the kernel now.
-	debug.FreeOSMemory()
+	if t, _ := a.reconcile(); t != nil {
+		go func() {
+			// The first pass (decoding and compiling modules, adopting or
+			// creating every app, its decisions in parallel) leaves garbage
+			// the idle agent will not reuse: hand it back to the kernel once
+			// every app has acted.
+			t.WaitAll(ctx)
+			debug.FreeOSMemory()
+		}()
+	}
 	<-ctx.Done()
 	a.log.Info("stopping; apps keep running")
 	return nil

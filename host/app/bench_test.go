@@ -1,7 +1,6 @@
 package app
 
 import (
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -172,21 +171,7 @@ func appIndex(uuid string) int {
 //	go test -run '^$' -bench PeriodicShared -benchtime 5x ./host/app/
 func BenchmarkPeriodicShared(b *testing.B) {
 	w := newBenchWorld(b)
-	var clock shiftedClock
-	w.opts.Now = clock.now
-	w.start()
-	w.push("fleet/web:latest", "v1", false)
-	var opts []appOpts
-	for i := 0; i < 20; i++ {
-		opts = append(opts, appOpts{uuid: fmt.Sprintf("app-%02d", i), ref: "fleet/web:latest"})
-	}
-	cfg := w.config(opts...)
-	for i := range cfg.Apps {
-		cfg.Apps[i].PullPolicy = &config.PolicyRef{Name: "periodic", Settings: json.RawMessage(`{"interval":"1m"}`)}
-	}
-	if err := w.apply(cfg); err != nil {
-		b.Fatal(err)
-	}
+	clock := w.periodicApps(20)
 	var perInterval []float64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

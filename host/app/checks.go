@@ -20,9 +20,15 @@ type checks struct {
 	reg    Registry
 	window time.Duration
 
-	mu       sync.Mutex
-	recent   map[string]checked // by reference
-	inflight singleflight.Group
+	mu        sync.Mutex
+	recent    map[string]checked  // by reference
+	estimates map[string]estimate // download estimates, by manifest digest
+	inflight  singleflight.Group
+}
+
+type estimate struct {
+	bytes int64
+	at    time.Time
 }
 
 type checked struct {
@@ -32,7 +38,7 @@ type checked struct {
 }
 
 func newChecks(reg Registry, window time.Duration) *checks {
-	return &checks{reg: reg, window: window, recent: map[string]checked{}}
+	return &checks{reg: reg, window: window, recent: map[string]checked{}, estimates: map[string]estimate{}}
 }
 
 // resolve answers what ref names now, with an answer obtained at or after
@@ -59,4 +65,29 @@ func (c *checks) resolve(ctx context.Context, ref string, prev *registry.Resolut
 	})
 	res, _ := v.(registry.Resolution)
 	return res, err
+}
+
+// estimate answers what a pull of digest would download, computed once
+// for every app that asks within the window (twenty apps on a moved tag:
+// one manifest request, not twenty).
+func (c *checks) estimate(digest string, now time.Time, compute func() int64) int64 {
+	c.mu.Lock()
+	for k, e := range c.estimates {
+		if now.Sub(e.at) > c.window {
+			delete(c.estimates, k)
+		}
+	}
+	if e, ok := c.estimates[digest]; ok {
+		c.mu.Unlock()
+		return e.bytes
+	}
+	c.mu.Unlock()
+	v, _, _ := c.inflight.Do("estimate "+digest, func() (any, error) {
+		n := compute()
+		c.mu.Lock()
+		c.estimates[digest] = estimate{bytes: n, at: now}
+		c.mu.Unlock()
+		return n, nil
+	})
+	return v.(int64)
 }

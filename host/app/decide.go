@@ -219,20 +219,23 @@ func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Recor
 }
 
 // downloadBytes estimates the bytes a pull of res would fetch: the config and
-// layers containerd does not already have. 0 when it cannot tell.
+// layers containerd does not already have. 0 when it cannot tell. Apps
+// that ask about the same image share one estimate.
 func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry.Resolution) int64 {
-	m, err := h.o.Registry.Manifest(ctx, img.Name, res.Digest)
-	if err != nil {
-		h.log.Debug("estimating the download", "image", img.Name, "error", err)
-		return 0
-	}
-	var n int64
-	for _, b := range append(m.Layers, m.Config) {
-		if !h.o.Puller.Has(ctx, b.Digest.String()) {
-			n += b.Size
+	return h.checks.estimate(res.Digest, h.o.Now(), func() int64 {
+		m, err := h.o.Registry.Manifest(ctx, img.Name, res.Digest)
+		if err != nil {
+			h.log.Debug("estimating the download", "image", img.Name, "error", err)
+			return 0
 		}
-	}
-	return n
+		var n int64
+		for _, b := range append(m.Layers, m.Config) {
+			if !h.o.Puller.Has(ctx, b.Digest.String()) {
+				n += b.Size
+			}
+		}
+		return n
+	})
 }
 
 // latched is a record's latch as the registry client's previous resolution,

@@ -31,6 +31,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -148,6 +149,11 @@ func New(o Options) (*Host, error) {
 		w.rec = rec
 		if a, ok := applied.App(rec.UUID); ok {
 			w.applied = &a
+			if len(w.rec.Running) == 0 {
+				// A record of an agent before per-app images: its apps ran
+				// what their ImageObjectIDs were latched to.
+				w.rec.Running = h.latchedImages(a)
+			}
 		}
 		w.publish()
 	}
@@ -157,6 +163,17 @@ func New(o Options) (*Host, error) {
 		h.device = &dev
 	}
 	return h, nil
+}
+
+// latchedImages are the images app's ImageObjectIDs are latched to.
+func (h *Host) latchedImages(app config.App) map[string]RunImage {
+	run := map[string]RunImage{}
+	for _, img := range containerImages(app) {
+		if r, ok, _ := h.o.Images.Get(img.UUID); ok && r.Ref == img.Name {
+			run[img.UUID] = RunImage{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
+		}
+	}
+	return run
 }
 
 // Close stops the workers (an action in progress is abandoned where it
@@ -293,6 +310,8 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 		dev := cfg.Device
 		h.device = &dev
 	}
+	prev := h.desired
+	deviceChanged := prev == nil || !reflect.DeepEqual(prev.Device, eff.Device)
 	h.desired = eff
 	if h.wctx == nil {
 		h.wctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -302,6 +321,13 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 		w := h.workers[a.UUID]
 		if w == nil {
 			w = h.newWorker(a.UUID)
+		}
+		old, had := prev.App(a.UUID)
+		if had && !deviceChanged && w.isStarted() && reflect.DeepEqual(old, a) {
+			// Nothing for this app: its worker is not woken (fifty apps, an
+			// action on one: one worker works).
+			t.gens[a.UUID] = w.keep(eff)
+			continue
 		}
 		t.gens[a.UUID] = w.submit(eff)
 	}

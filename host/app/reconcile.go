@@ -306,6 +306,9 @@ func (w *worker) containerAction(ctx context.Context, app config.App, op string,
 func (w *worker) heal(ctx context.Context, cfg *config.Config) error {
 	h := w.h
 	p := w.rec.Pending
+	if p.App == nil {
+		return w.healLegacy(ctx, cfg)
+	}
 	app := *p.App
 	st, err := h.o.Containers.Status(ctx, w.uuid)
 	if err != nil {
@@ -336,6 +339,38 @@ func (w *worker) heal(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	w.booted = true
+	return w.done(app, true)
+}
+
+// healLegacy resolves a journal entry of an agent before this one, which
+// noted only the operation and the container's generation and pid, as that
+// agent did: an action that took effect is recorded with the counters of
+// the configuration; one that did not is forgotten, and the counters'
+// difference asks for it again.
+func (w *worker) healLegacy(ctx context.Context, cfg *config.Config) error {
+	p := w.rec.Pending
+	w.rec.Pending = nil
+	st, err := w.h.o.Containers.Status(ctx, w.uuid)
+	if err != nil {
+		return err
+	}
+	done := false
+	if st.Running {
+		switch p.Op {
+		case opRestart:
+			done = st.Generation == p.Generation && st.Pid != p.Pid
+		case opReplace, opPurge:
+			done = st.Generation > p.Generation
+		}
+	}
+	app, ok := cfg.App(w.uuid)
+	if !done || !ok {
+		return w.save()
+	}
+	w.h.log.Info("an action interrupted by a crash of the earlier agent had completed; recording it", "app", w.uuid, "op", p.Op)
+	w.rec.Restarts++
+	w.rec.Running = w.h.latchedImages(app)
+	w.setState(StateRunning)
 	return w.done(app, true)
 }
 

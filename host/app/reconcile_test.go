@@ -2,6 +2,7 @@ package app
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -303,21 +304,7 @@ func TestPinAddedToARunningAppIsVerified(t *testing.T) {
 // interval between them.
 func TestPeriodicChecksAReferenceOncePerInterval(t *testing.T) {
 	w := newWorld(t)
-	var clock shiftedClock
-	w.opts.Now = clock.now
-	w.start()
-	w.push("web:latest", "v1", false)
-	var apps []appOpts
-	for _, id := range []string{"p1", "p2", "p3"} {
-		apps = append(apps, appOpts{uuid: id, ref: "web:latest"})
-	}
-	c := w.config(apps...)
-	for i := range c.Apps {
-		c.Apps[i].PullPolicy = &config.PolicyRef{Name: "periodic", Settings: json.RawMessage(`{"interval":"1m"}`)}
-	}
-	if err := w.apply(c); err != nil {
-		t.Fatal(err)
-	}
+	clock := w.periodicApps(3)
 	w.proxy.Reset()
 	for i := 1; i <= 3; i++ {
 		clock.advance(61 * time.Second)
@@ -328,6 +315,28 @@ func TestPeriodicChecksAReferenceOncePerInterval(t *testing.T) {
 			t.Fatalf("after %d intervals: %d manifest requests (%s), want %d", i, n, w.proxy, i)
 		}
 	}
+}
+
+// periodicApps runs n apps (n ImageObjectIDs) on one tag under periodic
+// with a 1-minute interval, on a clock the caller moves.
+func (w *world) periodicApps(n int) *shiftedClock {
+	w.t.Helper()
+	clock := &shiftedClock{}
+	w.opts.Now = clock.now
+	w.start()
+	w.push("web:latest", "v1", false)
+	var apps []appOpts
+	for i := 0; i < n; i++ {
+		apps = append(apps, appOpts{uuid: fmt.Sprintf("app-%02d", i), ref: "web:latest"})
+	}
+	c := w.config(apps...)
+	for i := range c.Apps {
+		c.Apps[i].PullPolicy = &config.PolicyRef{Name: "periodic", Settings: json.RawMessage(`{"interval":"1m"}`)}
+	}
+	if err := w.apply(c); err != nil {
+		w.t.Fatal(err)
+	}
+	return clock
 }
 
 // TestExitedAppIsRestartedWithBackoff: a process that dies after its grace

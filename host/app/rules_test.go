@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
@@ -256,7 +257,10 @@ type rig struct {
 
 const fakeRepo = "registry.test/web"
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T) *rig { return newRigWith(t, nil) }
+
+// newRigWith runs prepare on the state file before the Host opens it.
+func newRigWith(t *testing.T, prepare func(*bolt.DB, *imagestore.Store)) *rig {
 	t.Helper()
 	db, err := statedb.Open(t.TempDir())
 	if err != nil {
@@ -276,6 +280,9 @@ func newRig(t *testing.T) *rig {
 		reg: &fakeRegistry{tags: map[string]string{fakeRepo + ":latest": fakeDigest("v1")}},
 		pl:  &fakePuller{images: map[string]pull.Result{}, pulling: make(chan struct{}, 8)},
 		ct:  &fakeContainers{apps: map[string]*fakeContainer{}}}
+	if prepare != nil {
+		prepare(db, images)
+	}
 	r.h, err = New(Options{Registry: r.reg, Puller: r.pl, Images: images, Containers: r.ct,
 		Policies: NewCatalog(rt, nil), State: db, GracePeriod: time.Millisecond})
 	if err != nil {
@@ -465,5 +472,57 @@ func TestActionOnOneAppReportsThatApp(t *testing.T) {
 	}
 	if err := tk.Wait(r.ctx, "bad"); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("bad: %v", err)
+	}
+}
+
+// TestStateOfTheEarlierAgent: records written by the agent before per-app
+// images (no running images, a journal entry with only the operation and
+// the container's generation and pid) are adopted: nothing is repeated,
+// and the next actions work.
+func TestStateOfTheEarlierAgent(t *testing.T) {
+	a := fakeApp("web", fakeRepo+":latest")
+	v1 := fakeDigest("v1")
+	asked := a
+	asked.Restart.Counter = 1 // the restart the earlier agent was doing when it died
+	r := newRigWith(t, func(db *bolt.DB, images *imagestore.Store) {
+		if err := images.Latch(imagestore.Record{ID: "img-web", Ref: a.Drives[0].Image.Name, Digest: v1, Reason: imagestore.LatchCreate}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := openState(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The earlier agent's JSON: no "running"; "pending" without target or app.
+		legacy := AppInfo{UUID: "web", DisplayName: "web", State: StateRestarting, Policy: "always", Pending: &Pending{Op: opRestart, Generation: 1, Pid: 1}}
+		if err := st.save(legacy, &a); err != nil {
+			t.Fatal(err)
+		}
+	})
+	name, _ := r.pl.Name(fakeRepo+":latest", v1, "")
+	r.pl.images[name] = pull.Result{Name: name, Digest: v1}
+	// The restart had taken effect: another process in the same generation.
+	r.ct.apps["web"] = &fakeContainer{running: true, gen: 1, pid: 2, images: []string{name}}
+	r.h.Close()
+	var err error
+	if r.h, err = New(r.h.o); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.apply(asked); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ct.actions(); len(got) != 0 {
+		t.Fatalf("the completed restart was repeated: %q", got)
+	}
+	info, _ := r.h.App("web")
+	if info.Counters.Restart != 1 || info.State != StateRunning || info.Running["img-web"].Digest != v1 {
+		t.Fatalf("%+v", info)
+	}
+	r.reg.tags[fakeRepo+":latest"] = fakeDigest("v2")
+	asked.RefreshImage.Counter++
+	if err := r.apply(asked); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ct.actions(); !slices.Equal(got, []string{"replace web v2"}) {
+		t.Fatalf("refresh after the upgrade: %q", got)
 	}
 }

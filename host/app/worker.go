@@ -74,6 +74,23 @@ func (w *worker) submit(cfg *config.Config) uint64 {
 	return gen
 }
 
+// isStarted reports whether the worker's loop runs (it has had its first
+// piece of work: boot, healing, adoption).
+func (w *worker) isStarted() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.started
+}
+
+// keep hands the worker a configuration in which its app is unchanged,
+// without waking it, and returns the generation it is at.
+func (w *worker) keep(cfg *config.Config) uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cfg = cfg
+	return w.gen
+}
+
 // tick asks for the policy's tick now if its requested time has come.
 func (w *worker) tick(now time.Time) (uint64, bool) {
 	w.mu.Lock()
