@@ -31,7 +31,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -93,15 +92,16 @@ type Host struct {
 	checks *checks
 	pulls  singleflight.Group // one download per image at a time, shared by the apps that need it
 
-	mu       sync.Mutex
-	desired  *config.Config     // the last configuration submitted, rejected apps as they were
-	rejected map[string]string  // app uuid -> why its latest configuration was rejected
-	settings map[string]error   // module sha256 + settings -> its validate_settings answer
-	workers  map[string]*worker // by app uuid
-	device   *config.Device     // as last persisted
-	cancel   context.CancelFunc // stops the workers
-	wctx     context.Context    // the workers' context, set at the first Submit
-	wg       sync.WaitGroup
+	mu        sync.Mutex
+	desired   *config.Config     // the last configuration submitted, rejected apps as they were
+	rejected  map[string]string  // app uuid -> why its latest configuration was rejected
+	submitted map[string][]byte  // app uuid ("" the device) -> as last submitted, serialized
+	settings  map[string]error   // module sha256 + settings -> its validate_settings answer
+	workers   map[string]*worker // by app uuid
+	device    *config.Device     // as last persisted
+	cancel    context.CancelFunc // stops the workers
+	wctx      context.Context    // the workers' context, set at the first Submit
+	wg        sync.WaitGroup
 }
 
 // New opens the host's state and picks up where the last run stopped: each
@@ -310,8 +310,16 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 		dev := cfg.Device
 		h.device = &dev
 	}
-	prev := h.desired
-	deviceChanged := prev == nil || !reflect.DeepEqual(prev.Device, eff.Device)
+	// What each app was submitted as, serialized: a caller may change the
+	// configuration it passed after passing it.
+	submitted := map[string][]byte{}
+	for _, a := range eff.Apps {
+		submitted[a.UUID], _ = json.Marshal(a)
+	}
+	submitted[""], _ = json.Marshal(eff.Device)
+	deviceChanged := !bytes.Equal(h.submitted[""], submitted[""])
+	prevSubmitted := h.submitted
+	h.submitted = submitted
 	h.desired = eff
 	if h.wctx == nil {
 		h.wctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -322,8 +330,7 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 		if w == nil {
 			w = h.newWorker(a.UUID)
 		}
-		old, had := prev.App(a.UUID)
-		if had && !deviceChanged && w.isStarted() && reflect.DeepEqual(old, a) {
+		if !deviceChanged && w.isStarted() && bytes.Equal(prevSubmitted[a.UUID], submitted[a.UUID]) {
 			// Nothing for this app: its worker is not woken (fifty apps, an
 			// action on one: one worker works).
 			t.gens[a.UUID] = w.keep(eff)

@@ -33,13 +33,16 @@ func (w *worker) watchExit(ctx context.Context, pid uint32) {
 	if err != nil {
 		cancel()
 		w.exitWatch, w.lastWatched = nil, 0
+		w.lookAgainAt = time.Now().Add(2 * time.Second)
+		w.h.log.Debug("cannot watch the app's process; looking again shortly", "app", w.uuid, "error", err)
 		return
 	}
 	w.exitWatch, w.lastWatched = cancel, pid
 	started := time.Now()
 	go func() {
 		select {
-		case <-exit:
+		case code := <-exit:
+			w.h.log.Debug("the watched process ended", "app", w.uuid, "pid", pid, "code", code)
 			w.mu.Lock()
 			w.ranLong = time.Since(started) > crashBackoffReset
 			w.exitSeen = true

@@ -237,13 +237,19 @@ func (w *worker) loop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return // closing: the journal lets the next run finish the work
 		}
-		w.finish(taken, err)
 		if !removed && w.applied != nil && (w.exitWatch == nil || w.rec.Restarts != restarts || !created) {
-			// A new process runs: its exit must wake the worker.
-			if st, serr := w.h.o.Containers.Status(ctx, w.uuid); serr == nil && st.Running {
+			// A new process runs: its exit must wake the worker. Armed before
+			// the waiters hear the outcome; if containerd does not answer,
+			// the worker looks again shortly.
+			st, serr := w.h.o.Containers.Status(ctx, w.uuid)
+			switch {
+			case serr != nil:
+				w.lookAgainAt = time.Now().Add(2 * time.Second)
+			case st.Running:
 				w.watchExit(ctx, st.Pid)
 			}
 		}
+		w.finish(taken, err)
 		w.h.changed()
 		if removed {
 			if w.h.retire(w) {
