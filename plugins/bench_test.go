@@ -2,13 +2,13 @@ package plugins
 
 import (
 	"context"
-	"os"
 	"runtime"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/policies"
 	"github.com/pullwise/pullwise/sdk"
 )
@@ -37,7 +37,7 @@ func benchModule(b *testing.B, opts ...Option) *Module {
 	if err != nil {
 		b.Fatal(err)
 	}
-	opts = append([]Option{WithCacheDir(os.TempDir() + "/pullwise-test-module-cache")}, opts...)
+	opts = append([]Option{WithCacheDir(testcache.ModuleDir())}, opts...)
 	rt, err := NewRuntime(ctx, opts...)
 	if err != nil {
 		b.Fatal(err)

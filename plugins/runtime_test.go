@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
 	"github.com/pullwise/pullwise/sdk"
@@ -22,7 +23,16 @@ import (
 
 // testCache is shared by the tests of every package, so each module compiles
 // once per machine rather than once per test.
-var testCache = filepath.Join(os.TempDir(), "pullwise-test-module-cache")
+var testCache = testcache.ModuleDir()
+
+// TestMain removes the test modules built from testdata/.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
 
 // built holds the test modules compiled from testdata/ once per test binary.
 var built = struct {

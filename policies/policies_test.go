@@ -2,10 +2,10 @@ package policies
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/sdk"
 	"github.com/pullwise/pullwise/sdk/policytest"
@@ -13,7 +13,7 @@ import (
 
 // testCache is shared with the other packages' tests: each module compiles
 // once per machine.
-var testCache = filepath.Join(os.TempDir(), "pullwise-test-module-cache")
+var testCache = testcache.ModuleDir()
 
 // TestEmbeddedModules runs every built-in module, as embedded in the binary,
 // through the real plugin runtime against the same cases its native tests

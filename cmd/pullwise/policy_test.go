@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/sdk"
 )
@@ -21,7 +22,7 @@ func run(t *testing.T, stdin string, args ...string) (string, error) {
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
 	cmd.SetIn(strings.NewReader(stdin))
-	cache := filepath.Join(os.TempDir(), "pullwise-test-module-cache")
+	cache := testcache.ModuleDir()
 	if len(args) > 1 && args[0] == "policy" && (args[1] == "run" || args[1] == "test") {
 		args = append(args, "--cache-dir", cache)
 	}

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -24,6 +23,7 @@ import (
 	"github.com/pullwise/pullwise/host/statedb"
 	"github.com/pullwise/pullwise/internal/ctrdtest"
 	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/sdk"
 	"github.com/pullwise/pullwise/sdk/policybuild"
@@ -63,7 +63,7 @@ func newBenchWorld(t testing.TB) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.images.Close() })
-	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(filepath.Join(os.TempDir(), "pullwise-test-module-cache")))
+	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(testcache.ModuleDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,7 +520,7 @@ func TestMeteredLinkWeighsTheDownload(t *testing.T) {
 	if err := policybuild.Build(context.Background(), "../../examples/policies/metered-link", filepath.Join(dir, "metered-link.wasm")); err != nil {
 		t.Fatal(err)
 	}
-	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(filepath.Join(os.TempDir(), "pullwise-test-module-cache")))
+	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(testcache.ModuleDir()))
 	if err != nil {
 		t.Fatal(err)
 	}

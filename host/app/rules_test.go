@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +20,7 @@ import (
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/statedb"
+	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/plugins"
 )
 
@@ -271,7 +270,7 @@ func newRigWith(t *testing.T, prepare func(*bolt.DB, *imagestore.Store)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(filepath.Join(os.TempDir(), "pullwise-test-module-cache")))
+	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(testcache.ModuleDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
