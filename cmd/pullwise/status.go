@@ -73,7 +73,13 @@ func printTable(out io.Writer, st agent.Status) {
 			if img.Decision != nil {
 				decision = img.Decision.Action + ": " + img.Decision.Reason
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, state, img.Ref, shortDigest(img.SHA256), check, decision)
+			sha := shortDigest(img.SHA256)
+			if img.Latched != "" {
+				// Another app on this ImageObjectID moved its latch; this app
+				// moves at its own refresh or purge.
+				sha += " (latched " + shortDigest(img.Latched) + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, state, img.Ref, sha, check, decision)
 		}
 	}
 	tw.Flush()
@@ -83,7 +89,7 @@ func printTable(out io.Writer, st agent.Status) {
 		}
 	}
 	if st.Agent.ConfigError != "" {
-		fmt.Fprintf(out, "\nconfiguration %s was rejected (apps run as the last accepted one said):\n  %s\n", st.Agent.ConfigPath, strings.ReplaceAll(st.Agent.ConfigError, "\n", "\n  "))
+		fmt.Fprintf(out, "\nconfiguration %s has problems; what they concern runs as the last accepted configuration said:\n  %s\n", st.Agent.ConfigPath, strings.ReplaceAll(st.Agent.ConfigError, "\n", "\n  "))
 	}
 	for _, p := range st.Agent.Policies {
 		if p.Error != "" {
