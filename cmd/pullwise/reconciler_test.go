@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -14,8 +16,8 @@ import (
 // The per-app reconciler, proved against the real binary: presence by what
 // containerd holds, edits merged into one action, no app waiting for
 // another, per-app reports, pins verified before the container changes,
-// exits supervised. (Shared periodic checks need a moved clock: proved in
-// host/app, TestPeriodicChecksAReferenceOncePerInterval.)
+// exits supervised, shared periodic checks (one real minute: the policy's
+// shortest interval; host/app proves several intervals on a moved clock).
 
 func appInfo(st agent.Status, name string) (uuid string, restarts int, lastExit *uint32) {
 	for _, a := range st.Info.Apps {
@@ -190,4 +192,58 @@ func TestReconcilerBlackBox(t *testing.T) {
 			t.Fatalf("starts %q", got)
 		}
 	})
+}
+
+// TestPeriodicSharesChecksBlackBox: three apps (three ImageObjectIDs) on one
+// tag under periodic with the shortest interval (1m) cost one manifest
+// request when their checks fall due. One real minute of wall clock.
+func TestPeriodicSharesChecksBlackBox(t *testing.T) {
+	e := newE2E(t)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
+	var apps []string
+	for i, id := range []string{uuidA, uuidB, uuidC} {
+		apps = append(apps, app(id, fmt.Sprintf("p%d", i), fmt.Sprintf("img-p%d", i), e.registry+"/demo/web:latest", "{name: periodic, settings: {interval: 1m}}"))
+	}
+	e.configure(apps...)
+	e.startAgent()
+	e.status("three running", func(st agent.Status) bool {
+		n := 0
+		for _, a := range st.Info.Apps {
+			if a.State == "RUNNING" {
+				n++
+			}
+		}
+		return n == 3
+	})
+	e.proxy.Reset()
+	deadline := time.Now().Add(100 * time.Second)
+	for {
+		out, err := e.cli("status", "-o", "json")
+		var st agent.Status
+		if err == nil && json.Unmarshal([]byte(out), &st) == nil {
+			ticked := 0
+			for _, i := range st.Info.Images {
+				if i.Decision != nil && i.Decision.Event == "tick" {
+					ticked++
+				}
+			}
+			if ticked == 3 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the three apps were not consulted at their interval: %s", out)
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(2 * time.Second)
+	n := 0
+	for _, r := range e.proxy.Requests() {
+		if strings.Contains(r, "/manifests/") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d manifest requests for three apps' due checks of one tag, want 1: %s", n, e.proxy)
+	}
 }
