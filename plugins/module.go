@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/tetratelabs/wazero"
@@ -123,7 +124,7 @@ func (m *Module) exchange(ctx context.Context, op, fn string, payload []byte) ([
 	out, err := inst.exchange(ctx, fn, payload)
 	if err != nil {
 		inst.close(context.WithoutCancel(ctx))
-		return nil, m.fault(op, err, inst)
+		return nil, m.fault(op, err, inst, m.rt.cfg.timeout)
 	}
 	if m.rt.cfg.fresh {
 		inst.close(ctx)
@@ -171,9 +172,13 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 		WithStdout(out.stream("stdout")).
 		WithStderr(out.stream("stderr")).
 		WithStartFunctions() // _initialize is run below, under a time limit
-	mod, err := m.rt.wr.InstantiateModule(withLinearMemory(ctx), m.code, cfg)
+	// The Wasm start section runs inside InstantiateModule: it gets the same
+	// limit as _initialize, so a module that loops there is stopped too.
+	sctx, cancel := context.WithTimeout(withLinearMemory(ctx), m.rt.cfg.initTimeout)
+	defer cancel()
+	mod, err := m.rt.wr.InstantiateModule(context.WithValue(sctx, outputKey{}, out), m.code, cfg)
 	if err != nil {
-		return nil, &FaultError{Module: m.Name, Op: "instantiate", Cause: err.Error(), Err: err}
+		return nil, m.fault("instantiate (start section)", err, &instance{out: out}, m.rt.cfg.initTimeout)
 	}
 	inst := &instance{mod: mod, out: out, fns: map[string]api.Function{}}
 	if init := mod.ExportedFunction("_initialize"); init != nil {
@@ -183,7 +188,7 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 		out.reset()
 		if _, err := init.Call(ictx); err != nil {
 			inst.close(context.WithoutCancel(ctx))
-			return nil, m.fault("initialize", err, inst)
+			return nil, m.fault("initialize", err, inst, m.rt.cfg.initTimeout)
 		}
 	}
 	return inst, nil
@@ -192,12 +197,13 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 // fault turns an error from inside an instance into a FaultError that says
 // what happened in words, with the tail of the module's stderr when it
 // explains more (a Go panic or "out of memory" lands there).
-func (m *Module) fault(op string, err error, inst *instance) error {
+func (m *Module) fault(op string, err error, inst *instance, limit time.Duration) error {
 	var cause string
 	var exit *sys.ExitError
 	switch {
-	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded:
-		cause = fmt.Sprintf("exceeded the %s time limit and was stopped", m.rt.cfg.timeout)
+	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded,
+		errors.Is(err, context.DeadlineExceeded):
+		cause = fmt.Sprintf("exceeded the %s time limit and was stopped", limit)
 	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeContextCanceled:
 		cause = "cancelled by the host"
 	case errors.As(err, &exit):

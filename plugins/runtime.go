@@ -240,11 +240,13 @@ func (rt *Runtime) Load(ctx context.Context, name string, wasm []byte) (*Module,
 		m.release(ctx)
 		return nil, err
 	}
-	v, err := inst.call(ctx, "pullwise_abi_version")
+	hctx, cancel := context.WithTimeout(ctx, rt.cfg.timeout)
+	v, err := inst.call(hctx, "pullwise_abi_version")
+	cancel()
 	if err != nil {
 		inst.close(ctx)
 		m.release(ctx)
-		return nil, m.fault("abi-version handshake", err, inst)
+		return nil, m.fault("abi-version handshake", err, inst, rt.cfg.timeout)
 	}
 	if int(v) != sdk.ABIVersion {
 		inst.close(ctx)

@@ -9,6 +9,7 @@
 #               temporary sockets and loopback ports; no system service is
 #               used or needed
 #   strace      make bench counts the agent's fsyncs with it
+#   wabt        wat2wasm builds the hostile and non-Go test modules (WAT)
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
 
@@ -19,6 +20,7 @@ command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v strace >/dev/null || need+=(strace)
+command -v wat2wasm >/dev/null || need+=(wabt)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   apt-get update -qq

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -246,4 +247,27 @@ func TestPeriodicSharesChecksBlackBox(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d manifest requests for three apps' due checks of one tag, want 1: %s", n, e.proxy)
 	}
+}
+
+// TestEditDuringStartIsApplied: an edit made the moment the agent's API
+// appears (while it starts: before its watcher was armed, in earlier
+// versions) is applied.
+func TestEditDuringStartIsApplied(t *testing.T) {
+	e, _ := startWeb(t)
+	e.stopAgent()
+	os.Remove(filepath.Join(e.state, agent.SocketName))
+	b, _ := os.ReadFile(e.config)
+	e.startAgent()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := os.Stat(filepath.Join(e.state, agent.SocketName)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not serve:\n%s", e.agentLog)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.writeConfig(strings.Replace(string(b), "displayName: web\n", "displayName: web\n    restart: {counter: 1}\n", 1))
+	e.status("the restart applied", func(st agent.Status) bool { return running(st) && st.Info.Apps[0].Counters.Restart == 1 })
+	regtest.Starts(t, e.volume(), 2, "")
 }

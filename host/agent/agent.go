@@ -246,7 +246,14 @@ func (a *Agent) serve(ctx context.Context) error {
 			a.reconcile()
 		}
 	})
-	go a.watchConfig(ctx)
+	// Armed before the first read of the file: an edit made while the agent
+	// starts is either in that read or brings an event after it.
+	cw, err := a.configWatcher()
+	if err != nil {
+		a.log.Error("watching the configuration; edits need an agent restart", "error", err)
+	} else {
+		go a.watchConfig(ctx, cw)
+	}
 	go a.writeStatusOnChange(ctx)
 	a.log.Info("agent started", "config", a.o.ConfigPath, "state", a.o.StateDir, "socket", sock, "namespace", a.o.Namespace)
 	if t, _ := a.reconcile(); t != nil {
@@ -389,20 +396,23 @@ func (a *Agent) writeStatus() {
 	}
 }
 
-// watchConfig requests a reconcile whenever the configuration file changes.
-// It watches the directory, so editors that replace the file by renaming
-// are seen too.
-func (a *Agent) watchConfig(ctx context.Context) {
+// configWatcher watches the configuration file's directory, so editors that
+// replace the file by renaming are seen too.
+func (a *Agent) configWatcher() (*fsnotify.Watcher, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		a.log.Error("watching the configuration", "error", err)
-		return
+		return nil, err
 	}
-	defer w.Close()
 	if err := w.Add(filepath.Dir(a.o.ConfigPath)); err != nil {
-		a.log.Error("watching the configuration", "error", err)
-		return
+		w.Close()
+		return nil, err
 	}
+	return w, nil
+}
+
+// watchConfig reconciles whenever the configuration file changes.
+func (a *Agent) watchConfig(ctx context.Context, w *fsnotify.Watcher) {
+	defer w.Close()
 	name := filepath.Clean(a.o.ConfigPath)
 	var settle <-chan time.Time
 	for {

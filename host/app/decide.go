@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/internal/printable"
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -399,16 +402,53 @@ func (w *worker) record(cfg *config.Config, img config.Image, ev sdk.Event, d sd
 	if w.rec.Decisions == nil {
 		w.rec.Decisions = map[string]DecisionInfo{}
 	}
-	w.rec.Decisions[img.UUID] = DecisionInfo{Policy: w.rec.Policy, Event: string(ev), Action: string(d.Action), Reason: d.Reason, At: w.h.o.Now().UTC()}
-	w.h.log.Info("policy decision", "app", w.uuid, "image", img.Name, "policy", w.rec.Policy, "event", ev, "action", d.Action, "reason", d.Reason)
+	now := w.h.o.Now().UTC()
+	prev, had := w.rec.Decisions[img.UUID]
+	w.rec.Decisions[img.UUID] = DecisionInfo{Policy: w.rec.Policy, Event: string(ev), Action: string(d.Action), Reason: d.Reason, At: now}
+	// The same decision again (a tick that changes nothing) is logged at
+	// most once a minute at info level: a module must not flood the log.
+	level := hclog.Info
+	if had && prev.Event == string(ev) && prev.Action == string(d.Action) && prev.Reason == d.Reason && now.Sub(w.loggedAt[img.UUID]) < time.Minute {
+		level = hclog.Debug
+	} else {
+		if w.loggedAt == nil {
+			w.loggedAt = map[string]time.Time{}
+		}
+		w.loggedAt[img.UUID] = now
+	}
+	w.h.log.Log(level, "policy decision", "app", w.uuid, "image", img.Name, "policy", w.rec.Policy, "event", ev, "action", d.Action, "reason", printable.String(d.Reason))
 }
+
+// MinNextCheck is the earliest a policy can ask to be consulted again after
+// a decision. A module answering "now" or a past time would have the host
+// ask it again at once, forever; such an answer is moved to MinNextCheck
+// from now, doubling while the module keeps asking for "now", up to
+// MaxNextCheckBackoff.
+const (
+	MinNextCheck        = 10 * time.Second
+	MaxNextCheckBackoff = 5 * time.Minute
+)
 
 func (w *worker) schedule(next *time.Time) {
 	if next == nil {
 		return
 	}
-	if w.rec.NextCheck == nil || next.Before(*w.rec.NextCheck) {
-		w.rec.NextCheck = next
+	now := w.h.o.Now()
+	n := *next
+	// A second of slack: the policy's "now" is a little older than ours.
+	if n.Before(now.Add(MinNextCheck - time.Second)) {
+		floor := min(MinNextCheck<<min(w.eager, 10), MaxNextCheckBackoff)
+		w.eager++
+		if w.eager == 1 || w.eager%10 == 0 {
+			w.h.log.Warn("the policy asked to be consulted again too soon; waiting longer", "app", w.uuid, "policy", w.rec.Policy,
+				"asked", next.UTC().Format(time.RFC3339), "wait", floor)
+		}
+		n = now.Add(floor)
+	} else {
+		w.eager = 0
+	}
+	if w.rec.NextCheck == nil || n.Before(*w.rec.NextCheck) {
+		w.rec.NextCheck = &n
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/statedb"
 	"github.com/pullwise/pullwise/internal/testcache"
+	"github.com/pullwise/pullwise/internal/wattest"
 	"github.com/pullwise/pullwise/plugins"
 )
 
@@ -246,12 +249,13 @@ func (f *fakeContainers) actions() []string {
 
 // rig is a Host over the fakes.
 type rig struct {
-	t   *testing.T
-	ctx context.Context
-	h   *Host
-	reg *fakeRegistry
-	pl  *fakePuller
-	ct  *fakeContainers
+	t     *testing.T
+	ctx   context.Context
+	clock shiftedClock
+	h     *Host
+	reg   *fakeRegistry
+	pl    *fakePuller
+	ct    *fakeContainers
 }
 
 const fakeRepo = "registry.test/web"
@@ -259,7 +263,13 @@ const fakeRepo = "registry.test/web"
 func newRig(t *testing.T) *rig { return newRigWith(t, nil) }
 
 // newRigWith runs prepare on the state file before the Host opens it.
-func newRigWith(t *testing.T, prepare func(*bolt.DB, *imagestore.Store)) *rig {
+func newRigWith(t *testing.T, prepare func(*bolt.DB, *imagestore.Store)) (r *rig) {
+	t.Helper()
+	return newRigOpts(t, prepare, nil)
+}
+
+// newRigOpts is newRigWith with the policy catalog's drop-in directory.
+func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin func(*plugins.Runtime) *plugins.Dir) (r *rig) {
 	t.Helper()
 	db, err := statedb.Open(t.TempDir())
 	if err != nil {
@@ -275,15 +285,19 @@ func newRigWith(t *testing.T, prepare func(*bolt.DB, *imagestore.Store)) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close(context.Background()) })
-	r := &rig{t: t, ctx: context.Background(),
+	r = &rig{t: t, ctx: context.Background(),
 		reg: &fakeRegistry{tags: map[string]string{fakeRepo + ":latest": fakeDigest("v1")}},
 		pl:  &fakePuller{images: map[string]pull.Result{}, pulling: make(chan struct{}, 8)},
 		ct:  &fakeContainers{apps: map[string]*fakeContainer{}}}
 	if prepare != nil {
 		prepare(db, images)
 	}
+	var dir *plugins.Dir
+	if dropin != nil {
+		dir = dropin(rt)
+	}
 	r.h, err = New(Options{Registry: r.reg, Puller: r.pl, Images: images, Containers: r.ct,
-		Policies: NewCatalog(rt, nil), State: db, GracePeriod: time.Millisecond})
+		Policies: NewCatalog(rt, dir), State: db, GracePeriod: time.Millisecond, Now: r.clock.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,5 +537,52 @@ func TestStateOfTheEarlierAgent(t *testing.T) {
 	}
 	if got := r.ct.actions(); !slices.Equal(got, []string{"replace web v2"}) {
 		t.Fatalf("refresh after the upgrade: %q", got)
+	}
+}
+
+// TestNextCheckFloor: a module that always asks to be consulted again at
+// a past time is asked again no sooner than MinNextCheck, and later and
+// later while it keeps asking.
+func TestNextCheckFloor(t *testing.T) {
+	wat := strings.Replace(wattest.Module("", ""), `"reason\":\"wat\"}"`,
+		`"reason\":\"wat\",\"nextCheck\":\"2000-01-01T00:00:00Z\"}"`, 1)
+	wat = strings.Replace(wat, "(i64.const 61)", "(i64.const 96)", 1)
+	wasm := wattest.Build(t, wat, wattest.Metadata("eager"))
+	r := newRigOpts(t, nil, func(rt *plugins.Runtime) *plugins.Dir {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "eager.wasm"), wasm, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d, err := plugins.OpenDir(context.Background(), rt, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	})
+	// The image is on disk, pulled as its tag: the module's use-local holds.
+	v1 := fakeDigest("v1")
+	name, _ := r.pl.Name(fakeRepo+":latest", v1, "")
+	r.pl.images[name] = pull.Result{Name: name, Digest: v1}
+	r.pl.images[r.pl.TagName(fakeRepo+":latest")] = pull.Result{Name: name, Digest: v1}
+	a := fakeApp("web", fakeRepo+":latest")
+	a.PullPolicy = &config.PolicyRef{Name: "eager"}
+	if err := r.apply(a); err != nil {
+		t.Fatal(err)
+	}
+	var waits []time.Duration
+	for i := 0; i < 4; i++ {
+		info, _ := r.h.App("web")
+		if info.NextCheck == nil {
+			t.Fatalf("no next check: %+v", info)
+		}
+		waits = append(waits, info.NextCheck.Sub(r.clock.now()).Round(time.Second))
+		r.clock.set(time.Until(*info.NextCheck) + time.Second)
+		if err := r.h.Tick(r.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits %v, want %v", waits, want)
 	}
 }

@@ -37,12 +37,14 @@ type worker struct {
 	exitSeen bool          // the watched process exited since the worker last looked
 
 	// Owned by the loop goroutine (and New, before it starts).
-	rec         AppInfo     // the app's persisted record
-	applied     *config.App // the configuration as last acted upon; nil before create
-	attempted   string      // attemptKey of the configuration whose create or change last failed
-	holds       []func()    // images held from garbage collection until this piece of work ends
-	dirty       bool        // rec (or applied) has changes not yet written (see settle)
-	booted      bool        // the first piece of work has run (boot event)
+	rec         AppInfo              // the app's persisted record
+	applied     *config.App          // the configuration as last acted upon; nil before create
+	attempted   string               // attemptKey of the configuration whose create or change last failed
+	holds       []func()             // images held from garbage collection until this piece of work ends
+	dirty       bool                 // rec (or applied) has changes not yet written (see settle)
+	eager       int                  // consecutive decisions that asked to be consulted again too soon
+	loggedAt    map[string]time.Time // when each image's decision was last logged at info level
+	booted      bool                 // the first piece of work has run (boot event)
 	exitWatch   context.CancelFunc
 	crashes     int       // consecutive exits after the grace period
 	restartAt   time.Time // when an exited app is started again
