@@ -124,6 +124,7 @@ func (m *Module) exchange(ctx context.Context, op, fn string, payload []byte) ([
 	out, err := inst.exchange(ctx, fn, payload)
 	if err != nil {
 		inst.close(context.WithoutCancel(ctx))
+		m.rt.returnMemory()
 		return nil, m.fault(op, err, inst, m.rt.cfg.timeout)
 	}
 	if m.rt.cfg.fresh {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/pullwise/pullwise/internal/printable"
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -47,7 +48,7 @@ func (o *output) reset() {
 func (o *output) flushLocked() {
 	for name, p := range o.partial {
 		if len(p) > 0 {
-			o.logger.Info(string(p), "stream", name)
+			o.logger.Info(printable.String(string(p)), "stream", name)
 		}
 		delete(o.partial, name)
 	}
@@ -81,7 +82,7 @@ func (o *output) crash() string {
 	if len(keep) == 0 && last != "" {
 		keep = []string{last}
 	}
-	return strings.Join(keep, "; ")
+	return printable.String(strings.Join(keep, "; "))
 }
 
 func (o *output) stream(name string) io.Writer { return streamWriter{o, name} }
@@ -107,7 +108,7 @@ func (w streamWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		o.logger.Info(string(buf[:i]), "stream", w.name)
+		o.logger.Info(printable.String(string(buf[:i])), "stream", w.name)
 		buf = buf[i+1:]
 	}
 	o.partial[w.name] = append([]byte(nil), buf...)
@@ -124,6 +125,7 @@ func (o *output) log(level sdk.Level, msg string) {
 		return
 	}
 	o.used += len(msg)
+	msg = printable.String(msg) // a module's text must not forge log lines or drive a terminal
 	switch level {
 	case sdk.LevelDebug:
 		o.logger.Debug(msg)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -36,6 +37,12 @@ const (
 	DefaultOutputLimit = 64 << 10
 	// DefaultIdleInstances is how many warm instances a module keeps.
 	DefaultIdleInstances = 2
+	// DefaultMaxModuleSize bounds a module file: the built-in Go modules are
+	// about 5 MB; compiling costs memory and time in proportion.
+	DefaultMaxModuleSize = 16 << 20
+	// MaxMetadataSize bounds the pullwise.metadata section: it is shown in
+	// the status, and a module must not be able to bloat it.
+	MaxMetadataSize = 16 << 10
 )
 
 // wasmPage is the WebAssembly page size.
@@ -51,6 +58,7 @@ type Runtime struct {
 
 	mu       sync.Mutex
 	compiled map[string]*compiledEntry // by module sha256
+	returned time.Time                 // when memory was last handed back to the kernel
 }
 
 type compiledEntry struct {
@@ -65,6 +73,7 @@ type config struct {
 	initTimeout   time.Duration
 	outputLimit   int
 	idleInstances int
+	maxModuleSize int64
 	fresh         bool
 	logger        hclog.Logger
 }
@@ -87,6 +96,9 @@ func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = 
 // WithOutputLimit bounds the bytes one call may log. Default 64 KiB.
 func WithOutputLimit(n int) Option { return func(c *config) { c.outputLimit = n } }
 
+// WithMaxModuleSize bounds the size of a module, in bytes. Default 16 MiB.
+func WithMaxModuleSize(n int64) Option { return func(c *config) { c.maxModuleSize = n } }
+
 // WithIdleInstances sets how many warm instances each module keeps between
 // decisions. Default 2.
 func WithIdleInstances(n int) Option { return func(c *config) { c.idleInstances = n } }
@@ -107,6 +119,7 @@ func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
 		timeout:       DefaultTimeout,
 		outputLimit:   DefaultOutputLimit,
 		idleInstances: DefaultIdleInstances,
+		maxModuleSize: DefaultMaxModuleSize,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -160,6 +173,22 @@ func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
 	return rt, nil
 }
 
+// returnMemory hands the Go heap's free pages back to the kernel after an
+// instance was discarded for a fault, at most every ten seconds: a module
+// that recursed deeply or allocated to its cap leaves tens of MiB of
+// garbage (wazero's call stack, the instance's structures) that the idle
+// agent would otherwise keep resident.
+func (rt *Runtime) returnMemory() {
+	rt.mu.Lock()
+	if time.Since(rt.returned) < 10*time.Second {
+		rt.mu.Unlock()
+		return
+	}
+	rt.returned = time.Now()
+	rt.mu.Unlock()
+	go debug.FreeOSMemory()
+}
+
 // Close releases every module and the runtime. The on-disk cache stays.
 func (rt *Runtime) Close(ctx context.Context) error {
 	err := rt.wr.Close(ctx)
@@ -181,6 +210,9 @@ func Inspect(wasm []byte) (Info, error) {
 	payload, ok, err := CustomSection(wasm, sdk.MetadataSection)
 	if err != nil {
 		return info, err
+	}
+	if len(payload) > MaxMetadataSize {
+		return info, fmt.Errorf("custom section %q is %d bytes, over the %d byte limit", sdk.MetadataSection, len(payload), MaxMetadataSize)
 	}
 	if !ok {
 		return info, fmt.Errorf("no %q custom section: build the module with `pullwise policy build` or add one with `pullwise policy annotate`", sdk.MetadataSection)
@@ -215,6 +247,9 @@ var requiredExports = []struct {
 // name is how logs and errors call it. Compilation happens once per sha256
 // for the Runtime's life, and once per sha256 ever with WithCacheDir.
 func (rt *Runtime) Load(ctx context.Context, name string, wasm []byte) (*Module, error) {
+	if int64(len(wasm)) > rt.cfg.maxModuleSize {
+		return nil, fmt.Errorf("module %s: %d bytes, over the %d byte limit (WithMaxModuleSize)", name, len(wasm), rt.cfg.maxModuleSize)
+	}
 	info, err := Inspect(wasm)
 	if err != nil {
 		return nil, fmt.Errorf("module %s: %w", name, err)

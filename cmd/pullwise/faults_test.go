@@ -16,6 +16,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/wattest"
 	"github.com/pullwise/pullwise/sdk/policybuild"
 )
 
@@ -314,6 +315,122 @@ func TestFaults(t *testing.T) {
 			app("0a7c3b1e-0000-4000-8000-0000000000b2", "second", "img-second", e.registry+"/demo/web:latest", "hostile"))
 		e.status("second running", func(st agent.Status) bool { s, _ := appState(st, "second"); return s == "RUNNING" })
 		t.Logf("checked: the refresh reported the time limit, the app was untouched, and the module's next decision created another app")
+	})
+
+	t.Run("a module whose start section loops is dropped in", func(t *testing.T) {
+		e, _ := startWeb(t)
+		dir := filepath.Join(e.state, "policies")
+		loop := wattest.Build(t, wattest.Module("(func $s (loop $l (br $l))) (start $s)", ""), wattest.Metadata("spin"))
+		if err := os.WriteFile(filepath.Join(dir, "spin.wasm"), loop, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Log("broke: a module whose Wasm start section never returns is dropped into the policy directory")
+		st := e.status("the refusal", func(st agent.Status) bool {
+			for _, p := range st.Agent.Policies {
+				if p.Name == "spin" && p.Error != "" {
+					return true
+				}
+			}
+			return false
+		})
+		var why string
+		for _, p := range st.Agent.Policies {
+			if p.Name == "spin" {
+				why = p.Error
+			}
+		}
+		if !strings.Contains(why, "start section") || !strings.Contains(why, "time limit") {
+			t.Fatalf("refusal: %q", why)
+		}
+		before, _ := regtest.CPUTime(e.agent.Process.Pid)
+		time.Sleep(time.Second)
+		after, _ := regtest.CPUTime(e.agent.Process.Pid)
+		if cpu := after - before; cpu > 200*time.Millisecond {
+			t.Fatalf("the agent used %s of CPU in the second after the refusal", cpu)
+		}
+		// The watcher is alive: a good module dropped in now loads.
+		if err := os.WriteFile(filepath.Join(dir, "fine.wasm"), wattest.Build(t, wattest.Module("", ""), wattest.Metadata("fine")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.status("fine loaded", func(st agent.Status) bool {
+			for _, p := range st.Agent.Policies {
+				if p.Name == "fine" && p.Active != nil {
+					return true
+				}
+			}
+			return false
+		})
+		t.Logf("checked: refused (%.90s…), the agent idle after it, its API answering and its watcher loading the next module", why)
+	})
+
+	t.Run("a module keeps asking to be consulted now", func(t *testing.T) {
+		e, _ := startWeb(t) // the image on disk, for the module's use-local
+		dir := filepath.Join(e.state, "policies")
+		wat := strings.Replace(wattest.Module("", ""), `"reason\":\"wat\"}"`, `"reason\":\"wat\",\"nextCheck\":\"2000-01-01T00:00:00Z\"}"`, 1)
+		wat = strings.Replace(wat, "(i64.const 61)", "(i64.const 96)", 1)
+		if err := os.WriteFile(filepath.Join(dir, "eager.wasm"), wattest.Build(t, wat, wattest.Metadata("eager")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.status("eager loaded", func(st agent.Status) bool {
+			for _, p := range st.Agent.Policies {
+				if p.Name == "eager" && p.Active != nil {
+					return true
+				}
+			}
+			return false
+		})
+		e.configure(e.web(), app("0a7c3b1e-0000-4000-8000-0000000000e1", "eager", "img-eager", e.registry+"/demo/web:latest", "eager"))
+		t.Log("broke: a module answers every decision with a nextCheck in the past")
+		e.status("eager running", func(st agent.Status) bool { s, _ := appState(st, "eager"); return s == "RUNNING" })
+		mark := e.agentLog.Len()
+		time.Sleep(25 * time.Second)
+		ticks := strings.Count(e.agentLog.String()[mark:], "event=tick")
+		if ticks > 3 {
+			t.Fatalf("%d tick decisions in 25 s", ticks)
+		}
+		t.Logf("checked: %d tick decisions in 25 s (a floor of 10 s, doubling)", ticks)
+	})
+
+	t.Run("modules fail; only their apps are affected", func(t *testing.T) {
+		e, _ := startWeb(t)
+		dir := filepath.Join(e.state, "policies")
+		vendor := wattest.Build(t, wattest.Module("", ""), wattest.Metadata("vendor"))
+		looping := strings.Replace(wattest.Module("", ""), `(func (export "pullwise_validate_settings") (param i32 i32) (result i64)`,
+			`(func (export "pullwise_validate_settings") (param i32 i32) (result i64) (loop $l (br $l))`, 1)
+		os.WriteFile(filepath.Join(dir, "vendor.wasm"), vendor, 0o644)
+		os.WriteFile(filepath.Join(dir, "stuck.wasm"), wattest.Build(t, looping, wattest.Metadata("stuck")), 0o644)
+		uv, us, up := "0a7c3b1e-0000-4000-8000-0000000000f1", "0a7c3b1e-0000-4000-8000-0000000000f2", "0a7c3b1e-0000-4000-8000-0000000000f3"
+		withVendor := app(uv, "onvendor", "img-onvendor", e.registry+"/demo/web:latest", "vendor")
+		e.configure(e.web(), withVendor)
+		e.status("onvendor running", func(st agent.Status) bool { s, _ := appState(st, "onvendor"); return s == "RUNNING" })
+		os.Remove(filepath.Join(dir, "vendor.wasm"))
+		t.Log("broke: a module in use is deleted; another's validate_settings loops; a third app pins a sha256 no module has")
+		b, _ := os.ReadFile(e.config)
+		refreshed := strings.Replace(string(b), "displayName: web\n", "displayName: web\n    refreshImage: {counter: 1}\n", 1)
+		e.writeConfig(refreshed + app(us, "onstuck", "img-onstuck", e.registry+"/demo/web:latest", "{name: stuck, settings: {a: 1}}") +
+			app(up, "pinned", "img-pinned", e.registry+"/demo/web:latest", "{name: always, sha256: "+strings.Repeat("ab", 32)+"}"))
+		st := e.status("web's refresh applied", func(st agent.Status) bool {
+			for _, a := range st.Info.Apps {
+				if a.DisplayName == "web" && a.Counters.RefreshImage == 1 {
+					return true
+				}
+			}
+			return false
+		})
+		reasons := map[string]string{}
+		for _, a := range st.Info.Apps {
+			reasons[a.DisplayName] = a.ConfigError
+		}
+		if s, _ := appState(st, "onvendor"); s != "RUNNING" || !strings.Contains(reasons["onvendor"], `unknown policy "vendor"`) {
+			t.Fatalf("onvendor: %s, %q", s, reasons["onvendor"])
+		}
+		if !strings.Contains(reasons["onstuck"], "stuck") || !strings.Contains(reasons["onstuck"], "time limit") {
+			t.Fatalf("onstuck: %q", reasons["onstuck"])
+		}
+		if !strings.Contains(reasons["pinned"], "does not match the pinned") {
+			t.Fatalf("pinned: %q", reasons["pinned"])
+		}
+		t.Logf("checked: web's refresh applied; onvendor keeps running (%s), onstuck and pinned are reported with their module and cause", reasons["onvendor"])
 	})
 
 	t.Run("disk fills during a pull", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pullwise/pullwise/internal/printable"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
 	"github.com/pullwise/pullwise/sdk"
@@ -206,7 +207,7 @@ A case file:
 					continue
 				}
 				failed++
-				fmt.Fprintf(out, "FAIL  %s\n      %s\n      got: %s\n", r.Name, r.Problem, r.Got)
+				fmt.Fprintf(out, "FAIL  %s\n      %s\n      got: %s\n", r.Name, printable.String(r.Problem), printable.String(r.Got))
 			}
 			fmt.Fprintf(out, "%s: %d passed, %d failed\n", m.Name, passed, failed)
 			if failed > 0 {
@@ -245,7 +246,7 @@ func newPolicyInspectCmd() *cobra.Command {
 			case "text", "":
 				md := info.Metadata
 				fmt.Fprintf(out, "name:         %s\nversion:      %s\nabi version:  %d\nsha256:       %s\nsize:         %d bytes\ndescription:  %s\n",
-					md.Name, md.Version, md.ABIVersion, info.SHA256, info.Size, md.Description)
+					printable.String(md.Name), printable.String(md.Version), md.ABIVersion, info.SHA256, info.Size, printable.String(md.Description))
 				if len(md.SettingsSchema) > 0 {
 					fmt.Fprintf(out, "settings:     %s\n", md.SettingsSchema)
 				}
@@ -334,7 +335,7 @@ func newPolicyListCmd() *cobra.Command {
 				if name == policies.Default {
 					def = " (default)"
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%-15s %s%s\n", name, info.Metadata.Description, def)
+				fmt.Fprintf(cmd.OutOrStdout(), "%-15s %s%s\n", name, printable.String(info.Metadata.Description), def)
 			}
 			return nil
 		},

@@ -15,6 +15,7 @@ import (
 	"github.com/pullwise/pullwise/host/agent"
 	hostapp "github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/pull"
+	"github.com/pullwise/pullwise/internal/printable"
 )
 
 func newStatusCmd(state *string) *cobra.Command {
@@ -71,7 +72,9 @@ func printTable(out io.Writer, st agent.Status) {
 			}
 			decision := ""
 			if img.Decision != nil {
-				decision = img.Decision.Action + ": " + img.Decision.Reason
+				// A policy's reason is a module's text: escaped, so it cannot
+				// move the cursor or forge a row.
+				decision = printable.String(img.Decision.Action + ": " + img.Decision.Reason)
 			}
 			sha := shortDigest(img.SHA256)
 			if img.Latched != "" {
@@ -79,21 +82,30 @@ func printTable(out io.Writer, st agent.Status) {
 				// moves at its own refresh or purge.
 				sha += " (latched " + shortDigest(img.Latched) + ")"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, state, img.Ref, sha, check, decision)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable.String(name), state, printable.String(img.Ref), sha, check, decision)
 		}
 	}
 	tw.Flush()
 	for _, a := range st.Info.Apps {
 		if a.LastError != "" {
-			fmt.Fprintf(out, "\n%s: last error: %s\n", a.DisplayName, a.LastError)
+			fmt.Fprintf(out, "\n%s: last error: %s\n", printable.String(a.DisplayName), printable.String(a.LastError))
+		}
+		if a.ConfigError != "" {
+			fmt.Fprintf(out, "\n%s: its configuration is rejected (it runs as before): %s\n", printable.String(a.DisplayName), printable.String(a.ConfigError))
 		}
 	}
 	if st.Agent.ConfigError != "" {
-		fmt.Fprintf(out, "\nconfiguration %s has problems; what they concern runs as the last accepted configuration said:\n  %s\n", st.Agent.ConfigPath, strings.ReplaceAll(st.Agent.ConfigError, "\n", "\n  "))
+		fmt.Fprintf(out, "\nconfiguration %s has problems; what they concern runs as the last accepted configuration said:\n", st.Agent.ConfigPath)
+		for _, line := range strings.Split(st.Agent.ConfigError, "\n") {
+			fmt.Fprintf(out, "  %s\n", printable.String(line))
+		}
 	}
 	for _, p := range st.Agent.Policies {
 		if p.Error != "" {
-			fmt.Fprintf(out, "\npolicy module %s: %s\n", p.Name, p.Error)
+			fmt.Fprintf(out, "\npolicy module %s: %s\n", printable.String(p.Name), printable.String(p.Error))
+		}
+		if p.Warning != "" {
+			fmt.Fprintf(out, "\npolicy module %s: %s\n", printable.String(p.Name), printable.String(p.Warning))
 		}
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/statedb"
 	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/policies"
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -284,6 +285,11 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 	c, err := a.readConfig()
 	var t *app.Tickets
 	if err == nil {
+		// Pins follow the configuration: a file refused under the old pin is
+		// tried under the new one, in whichever order file and pin arrive.
+		if _, perr := a.dir.SetPins(a.ctx, pins(c)); perr != nil {
+			a.log.Error("scanning policy modules", "error", perr)
+		}
 		a.bumps.apply(c)
 		t, err = a.host.Submit(a.ctx, c)
 	}
@@ -366,6 +372,11 @@ func (a *Agent) snapshot() (Status, error) {
 	st := Status{Agent: a.status, Info: info}
 	a.mu.Unlock()
 	st.Agent.Policies = a.dir.Status()
+	for i, p := range st.Agent.Policies {
+		if p.Active != nil && slices.Contains(policies.Names(), p.Name) && p.Warning == "" {
+			st.Agent.Policies[i].Warning = "named like a built-in policy: used only by apps whose configuration pins its sha256; the others use the built-in"
+		}
+	}
 	return st, err
 }
 

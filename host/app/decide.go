@@ -62,6 +62,7 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 	if err != nil {
 		return choice{}, err
 	}
+	w.rec.PolicyModule = &PolicyModule{Source: h.o.Policies.Source(m), SHA256: m.Info.SHA256}
 	r, have, err := h.o.Images.Get(img.UUID)
 	if err != nil {
 		return choice{}, err

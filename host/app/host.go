@@ -301,6 +301,12 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 		h.rejected[a.UUID] = err.Error()
 		if old, ok := h.desired.App(a.UUID); ok {
 			eff.Apps = append(eff.Apps, old)
+		} else if h.workers[a.UUID] == nil && a.UUID != "" {
+			// A new app rejected: reported (with why), not acted upon, until
+			// its part is fixed or it leaves the configuration.
+			w := h.newWorker(a.UUID)
+			w.rec.DisplayName = a.DisplayName
+			w.publish()
 		}
 	}
 	if h.device == nil || !sameDevice(*h.device, cfg.Device) {
@@ -338,9 +344,12 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 		}
 		t.gens[a.UUID] = w.submit(eff)
 	}
-	// Apps that left the configuration: their workers remove them.
+	// Apps that left the configuration: their workers remove them. (A new
+	// app whose part was rejected is still in it: reported, not acted upon.)
 	for id, w := range h.workers {
-		if _, ok := eff.App(id); !ok {
+		_, kept := eff.App(id)
+		_, listed := cfg.App(id)
+		if !kept && !listed {
 			t.gens[id] = w.submit(eff)
 		}
 	}

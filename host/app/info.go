@@ -42,6 +42,9 @@ type AppInfo struct {
 	Counters Counters `json:"counters"`
 	// Policy is the effective pull policy's name.
 	Policy string `json:"policy"`
+	// PolicyModule is the module that made the last decision: built-in or
+	// drop-in, and its sha256.
+	PolicyModule *PolicyModule `json:"policyModule,omitempty"`
 	// LastError is the most recent failure, kept until an action succeeds.
 	LastError string `json:"lastError,omitempty"`
 	// ConfigError is why the app's part of the latest configuration was
@@ -66,6 +69,13 @@ type AppInfo struct {
 	// Pending is a container action begun and not yet recorded as done: if
 	// the agent died in it, the next run finds out whether it took effect.
 	Pending *Pending `json:"pending,omitempty"`
+}
+
+// PolicyModule says which module decides for an app.
+type PolicyModule struct {
+	// Source is "built-in" or "drop-in".
+	Source string `json:"source"`
+	SHA256 string `json:"sha256"`
 }
 
 // Pending journals a container action: what it was, what the container
@@ -202,6 +212,9 @@ func (a AppInfo) clone() AppInfo {
 	}
 	if a.LastExit != nil {
 		a.LastExit = ptr(*a.LastExit)
+	}
+	if a.PolicyModule != nil {
+		a.PolicyModule = ptr(*a.PolicyModule)
 	}
 	if a.Pending != nil {
 		p := *a.Pending

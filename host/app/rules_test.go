@@ -586,3 +586,41 @@ func TestNextCheckFloor(t *testing.T) {
 		t.Fatalf("waits %v, want %v", waits, want)
 	}
 }
+
+// TestDropInNeverShadowsABuiltinUnpinned: always.wasm dropped into the
+// policy directory is not the default policy; an app that pins its sha256
+// uses it, and the report says which module decided.
+func TestDropInNeverShadowsABuiltinUnpinned(t *testing.T) {
+	wasm := wattest.Build(t, wattest.Module("", ""), wattest.Metadata("always"))
+	info, err := plugins.Inspect(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRigOpts(t, nil, func(rt *plugins.Runtime) *plugins.Dir {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "always.wasm"), wasm, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d, err := plugins.OpenDir(context.Background(), rt, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	})
+	plain, pinned := fakeApp("plain", fakeRepo+":latest"), fakeApp("pinned", fakeRepo+":latest")
+	pinned.PullPolicy = &config.PolicyRef{Name: "always", SHA256: info.SHA256}
+	if err := r.apply(plain); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.apply(plain, pinned); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := r.h.App("plain")
+	q, _ := r.h.App("pinned")
+	if p.PolicyModule == nil || p.PolicyModule.Source != "built-in" || p.Decisions["img-plain"].Reason == "wat" {
+		t.Fatalf("the unpinned app used the drop-in: %+v %+v", p.PolicyModule, p.Decisions)
+	}
+	if q.PolicyModule == nil || q.PolicyModule.Source != "drop-in" || q.PolicyModule.SHA256 != info.SHA256 || q.Decisions["img-pinned"].Reason != "wat" {
+		t.Fatalf("the pinned app did not use the drop-in: %+v %+v", q.PolicyModule, q.Decisions)
+	}
+}
