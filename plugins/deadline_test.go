@@ -2,10 +2,13 @@ package plugins_test
 
 import (
 	"context"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pullwise/pullwise/internal/regtest"
 	"github.com/pullwise/pullwise/internal/wattest"
 )
 
@@ -48,5 +51,39 @@ func TestEveryCallHasADeadline(t *testing.T) {
 	}
 	if d, err := m.Decide(context.Background(), input("web")); err != nil || d.Reason != "wat" {
 		t.Fatalf("%+v %v", d, err)
+	}
+}
+
+// TestDeepRecursionIsStoppedAndItsMemoryReturned: unbounded recursion traps
+// with "stack overflow", and the memory its stack took (over 100 MiB) is
+// handed back to the kernel once the instance is discarded.
+func TestDeepRecursionIsStoppedAndItsMemoryReturned(t *testing.T) {
+	wat := strings.Replace(wattest.Module(`(func $r (param i64) (result i64) (call $r (i64.add (local.get 0) (i64.const 1))))`, ""),
+		"(i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 61)))", "(call $r (i64.const 0)))", 1)
+	rt, _ := newRuntime(t)
+	m, err := rt.Load(context.Background(), "deep", wattest.Build(t, wat, wattest.Metadata("deep")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
+	before, err := regtest.RSS(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Decide(context.Background(), input("web")); err == nil || !strings.Contains(err.Error(), "stack overflow") {
+		t.Fatalf("deep recursion: %v", err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		after, _ := regtest.RSS(0)
+		if after < before+32<<20 {
+			t.Logf("resident %d MiB before, %d MiB after", before>>20, after>>20)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("resident memory %d MiB before the recursion, still %d MiB after", before>>20, after>>20)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

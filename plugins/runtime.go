@@ -224,6 +224,8 @@ func Inspect(wasm []byte) (Info, error) {
 	switch {
 	case md.Name == "":
 		return info, errors.New("metadata has no name")
+	case md.Version == "":
+		return info, errors.New("metadata has no version (the status and `policy inspect` show it, so operators can tell releases apart)")
 	case md.ABIVersion != sdk.ABIVersion:
 		return info, fmt.Errorf("metadata declares ABI version %d; this host speaks ABI version %d", md.ABIVersion, sdk.ABIVersion)
 	}

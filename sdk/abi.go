@@ -76,11 +76,27 @@ var Actions = []Action{ActionCheckRemote, ActionPull, ActionUseLocal, ActionFail
 // PullFailure says what the host does at once when a check or pull fails.
 type PullFailure string
 
+// The values of PullFailure, named like Action* and Event*: what
+// `onPullFailure` says. (Not to be confused with the action "fail", the
+// Fail helper: that fails the app now; these say what a failed check or
+// pull does.)
 const (
-	// FailApp marks the app failed, even when an older image is on disk.
-	FailApp PullFailure = "fail"
-	// KeepExisting keeps (or starts) the app on the image already on disk.
-	KeepExisting PullFailure = "keep-existing"
+	// PullFailureFail marks the app failed, even when an older image is on
+	// disk ("fail").
+	PullFailureFail PullFailure = "fail"
+	// PullFailureKeepExisting keeps (or starts) the app on the image already
+	// on disk ("keep-existing").
+	PullFailureKeepExisting PullFailure = "keep-existing"
+
+	// FailApp is PullFailureFail.
+	//
+	// Deprecated: use PullFailureFail; FailApp read too much like the Fail
+	// action helper.
+	FailApp = PullFailureFail
+	// KeepExisting is PullFailureKeepExisting.
+	//
+	// Deprecated: use PullFailureKeepExisting.
+	KeepExisting = PullFailureKeepExisting
 )
 
 // Input is the whole world a decision may look at. It carries Now so that a

@@ -22,14 +22,14 @@ func DecodeDecision(out []byte) (Decision, error) {
 	if len(out) > maxOutput {
 		return d, fmt.Errorf("malformed decision: %d bytes exceeds the %d byte limit", len(out), maxOutput)
 	}
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(out, &keys); err != nil {
+	keys, err := objectKeys(out)
+	if err != nil {
 		return d, fmt.Errorf("malformed decision: %w (output %q)", err, clip(out))
 	}
 	if msg, ok := keys["error"]; ok {
 		var s string
-		if err := json.Unmarshal(msg, &s); err != nil || len(keys) != 1 {
-			return d, fmt.Errorf("malformed decision: an error answer must be {\"error\": string} only (output %q)", clip(out))
+		if err := json.Unmarshal(msg, &s); err != nil || len(keys) != 1 || s == "" {
+			return d, fmt.Errorf("malformed decision: an error answer must be {\"error\": \"a message\"} only (output %q)", clip(out))
 		}
 		return d, &PolicyError{Message: s}
 	}
@@ -80,8 +80,8 @@ func DecodeSettingsResult(out []byte) (SettingsResult, error) {
 	if len(out) > maxOutput {
 		return r, fmt.Errorf("malformed settings result: %d bytes exceeds the %d byte limit", len(out), maxOutput)
 	}
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(out, &keys); err != nil {
+	keys, err := objectKeys(out)
+	if err != nil {
 		return r, fmt.Errorf("malformed settings result: %w (output %q)", err, clip(out))
 	}
 	if _, ok := keys["valid"]; !ok {
@@ -96,6 +96,44 @@ func DecodeSettingsResult(out []byte) (SettingsResult, error) {
 		return r, errors.New("malformed settings result: invalid settings need a message saying what is wrong")
 	}
 	return r, nil
+}
+
+// objectKeys reads a JSON object's members. A key given twice or a null
+// value is an error: encoding/json would keep the last of two keys and
+// read null as the zero value, which is a silent default.
+func objectKeys(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil {
+		return nil, err
+	} else if d, ok := t.(json.Delim); !ok || d != '{' {
+		return nil, errors.New("not a JSON object")
+	}
+	keys := map[string]json.RawMessage{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		k, _ := t.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		if _, dup := keys[k]; dup {
+			return nil, fmt.Errorf("field %q is given twice", k)
+		}
+		if string(v) == "null" {
+			return nil, fmt.Errorf("field %q is null: leave a field out rather than give it no value", k)
+		}
+		keys[k] = v
+	}
+	if _, err := dec.Token(); err != nil { // '}'
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the JSON object")
+	}
+	return keys, nil
 }
 
 // PolicyError is a module's own report that it could not decide.

@@ -30,6 +30,11 @@ func TestDecodeDecision(t *testing.T) {
 		{"policy error", `{"error":"cannot decide"}`, "policy error: cannot decide"},
 		{"error with extras", `{"error":"x","action":"pull"}`, "an error answer must be"},
 		{"too long", `{"reason":"` + strings.Repeat("a", maxOutput) + `"}`, "exceeds"},
+		{"null boolean", `{"action":"use-local","restartOnChange":null,"reason":"r"}`, `field "restartOnChange" is null`},
+		{"null nextCheck", `{"action":"use-local","restartOnChange":false,"nextCheck":null,"reason":"r"}`, `field "nextCheck" is null`},
+		{"duplicate key", `{"action":"use-local","restartOnChange":false,"reason":"r","action":"pull"}`, `field "action" is given twice`},
+		{"empty error", `{"error":""}`, "an error answer must be"},
+		{"trailing data", `{"action":"use-local","restartOnChange":false,"reason":"r"} {}`, "data after the JSON object"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -55,6 +60,8 @@ func TestDecodeSettingsResult(t *testing.T) {
 		`{"valid":false}`:                "need a message",
 		`{}`:                             `"valid" is missing`,
 		`{"valid":true,"x":1}`:           "unknown field",
+		`{"valid":null}`:                 `field "valid" is null`,
+		`{"valid":true,"valid":false}`:   "given twice",
 	} {
 		_, err := DecodeSettingsResult([]byte(out))
 		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
