@@ -131,8 +131,8 @@ type Image struct {
 	// PinnedDigest is the sha256 the config requires (from Ref or a separate
 	// field), lower-case, empty when none.
 	PinnedDigest string `json:"pinnedDigest,omitempty"`
-	// LocalDigest is the resolved SHA latched for this ImageObjectID and present
-	// on disk; empty when the image is absent.
+	// LocalDigest is the SHA on disk that matches the config (ABI.md: what the
+	// app runs, the latch, the pin, the tag's image); empty when absent.
 	LocalDigest string `json:"localDigest,omitempty"`
 	// LastCheck and LastPull are when the registry was last asked and when the
 	// image was last downloaded; nil when never.

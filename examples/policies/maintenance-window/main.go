@@ -123,7 +123,7 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 		if in.Event == sdk.EventPullFailed {
 			return sdk.RetryLater(in, 30*time.Second, 10*time.Minute), nil
 		}
-		return sdk.Converge(img, sdk.FailApp), nil
+		return sdk.Converge(img, sdk.PullFailureFail), nil
 	}
 	stamp := func(t time.Time) string { return t.In(w.zone).Format("2006-01-02 15:04 -07:00") }
 	if !open {
@@ -137,7 +137,7 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 		}
 		return sdk.RetryLater(in, 30*time.Second, 10*time.Minute), nil
 	}
-	d := sdk.Converge(img, sdk.KeepExisting)
+	d := sdk.Converge(img, sdk.PullFailureKeepExisting)
 	d.Reason = "inside the maintenance window (until " + stamp(edge) + "): " + d.Reason
 	return d, nil
 }

@@ -83,12 +83,12 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 		return sdk.Defer(in.Now.Add(5*time.Minute), "link is offline and the image is not on disk; waiting for the link"), nil
 	}
 	if !img.Present() {
-		return sdk.Converge(img, sdk.FailApp), nil
+		return sdk.Converge(img, sdk.PullFailureFail), nil
 	}
 	if link.Metered && in.Event != sdk.EventRefresh && img.Satisfied() {
 		return sdk.UseLocal("metered link: not checking for a new image until a manual refresh"), nil
 	}
-	d := sdk.Converge(img, sdk.KeepExisting)
+	d := sdk.Converge(img, sdk.PullFailureKeepExisting)
 	if d.Action == sdk.ActionPull && img.DownloadBytes > 0 && link.BandwidthBps > 0 {
 		est := time.Duration(img.DownloadBytes/link.BandwidthBps) * time.Second
 		if est > c.maxDownload {
