@@ -96,8 +96,15 @@ func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = 
 // WithOutputLimit bounds the bytes one call may log. Default 64 KiB.
 func WithOutputLimit(n int) Option { return func(c *config) { c.outputLimit = n } }
 
-// WithMaxModuleSize bounds the size of a module, in bytes. Default 16 MiB.
-func WithMaxModuleSize(n int64) Option { return func(c *config) { c.maxModuleSize = n } }
+// WithMaxModuleSize bounds the size of a module, in bytes. Default 16 MiB;
+// 0 keeps the default.
+func WithMaxModuleSize(n int64) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.maxModuleSize = n
+		}
+	}
+}
 
 // WithIdleInstances sets how many warm instances each module keeps between
 // decisions. Default 2.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/pullwise/pullwise/internal/testcache"
+	"github.com/pullwise/pullwise/internal/wattest"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/sdk"
 )
@@ -107,4 +108,19 @@ func readBuiltin(t *testing.T, name string) ([]byte, error) {
 		t.Fatal(err)
 	}
 	return b, nil
+}
+
+// TestPolicyRunStopsALoopingModule: `policy run` of a module whose start
+// section loops returns an error naming the phase and its limit instead of
+// hanging.
+func TestPolicyRunStopsALoopingModule(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spin.wasm")
+	wasm := wattest.Build(t, wattest.Module("(func $s (loop $l (br $l))) (start $s)", ""), wattest.Metadata("spin"))
+	if err := os.WriteFile(path, wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := run(t, `{"event":"create","now":"2026-11-27T12:00:00Z","image":{"ref":"r/a:latest"}}`, "policy", "run", path, "--input", "-")
+	if err == nil || !strings.Contains(err.Error(), "instantiate (start section)") || !strings.Contains(err.Error(), "1s time limit") {
+		t.Fatalf("policy run of a looping module: %v", err)
+	}
 }

@@ -172,6 +172,17 @@ func TestReconcilerBlackBox(t *testing.T) {
 		}
 	})
 
+	t.Run("switching an app's policy restarts nothing", func(t *testing.T) {
+		e, _ := startWeb(t)
+		b, _ := os.ReadFile(e.config)
+		e.writeConfig(strings.Replace(string(b), "displayName: web\n", "displayName: web\n    pullPolicy: use-existing\n", 1))
+		e.status("the new policy", func(st agent.Status) bool { return running(st) && st.Info.Apps[0].Policy == "use-existing" })
+		time.Sleep(time.Second)
+		if got := e.starts(); len(got) != 1 {
+			t.Fatalf("a policy change restarted the app: %q", got)
+		}
+	})
+
 	t.Run("a process that dies later is reported and started again", func(t *testing.T) {
 		e, _ := startWeb(t)
 		c, err := e.d.Client.LoadContainer(e.d.Context(), webUUID)

@@ -57,6 +57,9 @@ type Options struct {
 	Logger           hclog.Logger
 	// GracePeriod for rollback after an image change. Default 10 s.
 	GracePeriod time.Duration
+	// MaxModuleSize bounds a policy module file, in bytes. Default
+	// plugins.DefaultMaxModuleSize.
+	MaxModuleSize int64
 }
 
 // Status is what the status file and GET /v1/status hold.
@@ -163,7 +166,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	// One idle instance per module: an agent makes a few decisions an hour,
 	// and each warm instance holds a few MiB.
 	if a.rt, err = plugins.NewRuntime(ctx, plugins.WithCacheDir(filepath.Join(o.StateDir, "module-cache")),
-		plugins.WithLogger(a.log.Named("policy")), plugins.WithIdleInstances(1)); err != nil {
+		plugins.WithLogger(a.log.Named("policy")), plugins.WithIdleInstances(1), plugins.WithMaxModuleSize(o.MaxModuleSize)); err != nil {
 		return nil, err
 	}
 	policyDir := first.Device.PolicyDir
