@@ -35,9 +35,12 @@ With no other setup it uses the built-in "always" policy, an embedded image
 store under DIR, and containerd at its usual socket.`,
 		Example: `  pullwise agent --config /etc/pullwise/config.yaml
   pullwise agent --config demo.yaml --state /tmp/pw --containerd /tmp/ctrd/containerd.sock --log-json`,
-		Args: cobra.NoArgs,
+		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.StateDir = *state
+			if hclog.LevelFromString(logLevel) == hclog.NoLevel {
+				return usagef("--log-level %q: want trace, debug, info, warn or error", logLevel)
+			}
 			o.Logger = hclog.New(&hclog.LoggerOptions{Name: "pullwise", Level: hclog.LevelFromString(logLevel), JSONFormat: logJSON, Output: os.Stderr})
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()

@@ -6,21 +6,56 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/internal/version"
 )
 
 func main() {
-	if err := newRoot().Execute(); err != nil {
-		var quiet *exitError
-		if !errors.As(err, &quiet) {
-			fmt.Fprintln(os.Stderr, "pullwise:", err)
-		}
-		os.Exit(1)
+	os.Exit(execute(newRoot(), os.Stderr))
+}
+
+// Exit codes, documented in the README.
+const (
+	exitOK          = 0
+	exitFailed      = 1 // the action failed
+	exitUsage       = 2 // the command line is wrong
+	exitNotRunning  = 3 // no agent answers on the state directory's socket
+	exitPermission  = 4 // the agent's socket (or a file) may not be opened by this user
+	exitCouldNotChk = 5 // a --dry-run could not check every image
+)
+
+// execute runs the command line and says how the process should exit.
+func execute(root *cobra.Command, stderr io.Writer) int {
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return exitOK
 	}
+	var quiet *exitError
+	if !errors.As(err, &quiet) {
+		fmt.Fprintln(stderr, "pullwise:", err)
+	}
+	var usage *usageError
+	var unchecked *couldNotCheckError
+	switch {
+	case errors.As(err, &usage) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") ||
+		strings.HasPrefix(err.Error(), "unknown shorthand flag"):
+		fmt.Fprintln(stderr)
+		fmt.Fprint(stderr, cmd.UsageString())
+		return exitUsage
+	case errors.Is(err, agent.ErrNotRunning):
+		return exitNotRunning
+	case errors.Is(err, agent.ErrPermission):
+		return exitPermission
+	case errors.As(err, &unchecked):
+		return exitCouldNotChk
+	}
+	return exitFailed
 }
 
 // exitError fails a command whose output has already said why (a test run
@@ -28,6 +63,34 @@ func main() {
 type exitError struct{ msg string }
 
 func (e *exitError) Error() string { return e.msg }
+
+// usageError is a wrong command line: the usage is printed with it.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// usageArgs makes a cobra argument check's error a usage error.
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return &usageError{err}
+		}
+		return nil
+	}
+}
+
+// couldNotCheckError is a dry run that could not ask the registry about
+// every image: its answer is incomplete.
+type couldNotCheckError struct{ n int }
+
+func (e *couldNotCheckError) Error() string {
+	return fmt.Sprintf("%d image(s) could not be checked", e.n)
+}
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
@@ -46,9 +109,12 @@ by a WebAssembly policy module running in a sandbox; the built-in default is
   pullwise policy test ./vendor.wasm --cases cases.yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	state := root.PersistentFlags().String("state", agent.DefaultStateDir, "the agent's state directory (its API socket is DIR/pullwise.sock)")
-	root.AddCommand(newPolicyCmd(), newResolveCmd(), newAgentCmd(state), newStatusCmd(state),
+	root.AddCommand(newVersionCmd(), newPolicyCmd(), newResolveCmd(), newAgentCmd(state), newStatusCmd(state),
 		newOpCmd(state, "refresh", "Check an app's images and apply what changed (refreshImage)",
 			`Increase the app's refreshImage counter through the agent, as a controller
 would: every container drive is checked, new images download while the app

@@ -106,7 +106,7 @@ first and then passed in the input.`,
 		Example: `  pullwise policy run always --input examples/inputs/create-present.yaml
   echo '{"event":"create","image":{"ref":"nginx:latest"}}' | pullwise policy run never --input -
   pullwise policy run ./periodic.wasm --input in.json --settings '{"interval":"6h"}'`,
-		Args: cobra.ExactArgs(1),
+		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			in, err := readInput(inputPath, cmd.InOrStdin())
@@ -186,7 +186,7 @@ A case file:
       expectError: "below the minimum"`,
 		Example: `  pullwise policy test always --cases policies/always/testdata/cases.yaml
   pullwise policy test ./maintenance-window.wasm --cases examples/policies/maintenance-window/testdata/cases.yaml`,
-		Args: cobra.ExactArgs(1),
+		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			suite, err := policytest.Load(cases)
@@ -229,7 +229,7 @@ func newPolicyInspectCmd() *cobra.Command {
 		Short: "Show a module's metadata, ABI version, sha256 and size without running it",
 		Example: `  pullwise policy inspect always
   pullwise policy inspect ./vendor.wasm -o json`,
-		Args: cobra.ExactArgs(1),
+		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, wasm, err := readModule(args[0])
 			if err != nil {
@@ -252,7 +252,7 @@ func newPolicyInspectCmd() *cobra.Command {
 				}
 				return nil
 			default:
-				return fmt.Errorf("-o %q: want text or json", output)
+				return usagef("-o %q: want text or json", output)
 			}
 		},
 	}
@@ -271,7 +271,7 @@ as the module's metadata section. The build is reproducible.
 
 metadata.json: {"name": ..., "version": ..., "description": ..., "settingsSchema": {...}}`,
 		Example: `  pullwise policy build ./examples/policies/maintenance-window -o maintenance-window.wasm`,
-		Args:    cobra.ExactArgs(1),
+		Args:    usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				out = filepath.Base(filepath.Clean(args[0])) + ".wasm"
@@ -296,7 +296,7 @@ func newPolicyAnnotateCmd() *cobra.Command {
 replacing any earlier one. For modules not built with "pullwise policy build"
 (Rust, C, Zig, AssemblyScript...).`,
 		Example: `  pullwise policy annotate target/wasm32-wasip1/release/policy.wasm --metadata metadata.json -o policy.wasm`,
-		Args:    cobra.ExactArgs(1),
+		Args:    usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			md, err := policybuild.ReadMetadataFile(metadata)
 			if err != nil {
@@ -323,7 +323,7 @@ func newPolicyListCmd() *cobra.Command {
 		Use:     "list",
 		Short:   "List the built-in policies",
 		Example: "  pullwise policy list",
-		Args:    cobra.NoArgs,
+		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, name := range policies.Names() {
 				wasm, _ := policies.Module(name)

@@ -29,7 +29,7 @@ digest is printed too. Credentials come from the Docker config
 		Example: `  pullwise resolve docker.io/library/ubuntu:latest
   pullwise resolve --platform linux/arm64 -o json ubuntu:24.04
   pullwise resolve --insecure localhost:5000/demo/app:latest`,
-		Args: cobra.ExactArgs(1),
+		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var opts []registry.Option
 			if platform != "" {
@@ -63,7 +63,7 @@ digest is printed too. Credentials come from the Docker config
 				fmt.Fprintf(out, "media type:  %s\n", res.MediaType)
 				return nil
 			default:
-				return fmt.Errorf("-o %q: want text or json", output)
+				return usagef("-o %q: want text or json", output)
 			}
 		},
 	}

@@ -28,7 +28,7 @@ registry check and the policy's last decision. -o json prints the whole info
 report (documented in docs/info.md) with the agent's own status.`,
 		Example: `  pullwise status
   pullwise status -o json | jq '.info.images[].sha256'`,
-		Args: cobra.NoArgs,
+		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := clientContext(cmd)
 			defer cancel()
@@ -44,7 +44,7 @@ report (documented in docs/info.md) with the agent's own status.`,
 				printTable(out, st)
 				return nil
 			default:
-				return fmt.Errorf("-o %q: want table or json", output)
+				return usagef("-o %q: want table or json", output)
 			}
 		},
 	}
@@ -126,7 +126,7 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 		Short:   short,
 		Long:    long,
 		Example: example,
-		Args:    cobra.ExactArgs(1),
+		Args:    usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := agent.NewClient(*state)
 			out := cmd.OutOrStdout()
@@ -137,15 +137,20 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				unchecked := 0
 				for _, ch := range checks {
 					switch {
 					case ch.Error != "":
-						fmt.Fprintf(out, "%s: cannot check: %s\n", ch.Ref, ch.Error)
+						unchecked++
+						fmt.Fprintf(out, "%s: cannot check: %s\n", ch.Ref, printable.String(ch.Error))
 					case ch.WouldChange:
 						fmt.Fprintf(out, "%s: would change %s -> %s\n", ch.Ref, shortDigest(ch.Current), shortDigest(ch.Remote))
 					default:
 						fmt.Fprintf(out, "%s: up to date (%s)\n", ch.Ref, shortDigest(ch.Current))
 					}
+				}
+				if unchecked > 0 {
+					return &couldNotCheckError{unchecked}
 				}
 				return nil
 			}

@@ -34,6 +34,7 @@ import (
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/statedb"
+	"github.com/pullwise/pullwise/internal/version"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
 	"github.com/pullwise/pullwise/sdk"
@@ -70,7 +71,9 @@ type Status struct {
 
 // AgentStatus describes the agent itself.
 type AgentStatus struct {
-	ConfigPath string `json:"configPath"`
+	// Version is the agent binary's build.
+	Version    version.Info `json:"version"`
+	ConfigPath string       `json:"configPath"`
 	// ConfigError is why the current configuration file was rejected; the
 	// apps run as the last accepted one said.
 	ConfigError string    `json:"configError,omitempty"`
@@ -139,6 +142,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	}
 	a := &Agent{o: o, log: o.Logger, statusPoke: make(chan struct{}, 1), subs: map[chan progressEvent]string{}}
 	a.status.ConfigPath = o.ConfigPath
+	a.status.Version = version.Get()
 	ctx = namespaces.WithNamespace(ctx, o.Namespace)
 	a.ctx = ctx
 	first, err := config.Load(o.ConfigPath, nil, nil)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 
 	"github.com/pullwise/pullwise/host/app"
@@ -18,6 +19,10 @@ import (
 
 // ErrNotRunning means no agent answers on the state directory's socket.
 var ErrNotRunning = errors.New("the pullwise agent is not running")
+
+// ErrPermission means the agent's socket exists but this user may not open
+// it (it is mode 0600, for root).
+var ErrPermission = errors.New("permission denied")
 
 // Client talks to a running agent over its socket.
 type Client struct {
@@ -43,6 +48,9 @@ func (c *Client) do(ctx context.Context, method, path string) (*http.Response, e
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w on the agent's socket %s: it is for root (run the command as root, or with sudo)", ErrPermission, c.sock)
+		}
 		return nil, fmt.Errorf("%w (no answer on %s): start it with `pullwise agent --config FILE --state %s`", ErrNotRunning, c.sock, filepath.Dir(c.sock))
 	}
 	if resp.StatusCode >= 400 {
