@@ -27,6 +27,15 @@ func TestActionsTouchOneApp(t *testing.T) {
 	if _, why := appState(st, "broken"); !strings.Contains(why, "not found") {
 		t.Fatalf("broken: %q", why)
 	}
+	// The fix travels with the error, into the report and the table.
+	for _, a := range st.Info.Apps {
+		if a.DisplayName == "broken" && !strings.Contains(a.Hint, "check the repository and tag names") {
+			t.Fatalf("broken's hint: %q", a.Hint)
+		}
+	}
+	if out, _ := e.cli("status"); !strings.Contains(out, "hint: check the repository and tag names") {
+		t.Fatalf("status table:\n%s", out)
+	}
 
 	out, err := e.cli("refresh", "web")
 	if err != nil || strings.Contains(out, "broken") || strings.Contains(out, "missing") {
@@ -40,8 +49,17 @@ func TestActionsTouchOneApp(t *testing.T) {
 	// Two apps of one display name: the second is rejected, named; web runs on.
 	e.configure(e.web(), app("0a7c3b1e-0000-4000-8000-0000000000c2", "web", "img-twin", e.registry+"/demo/web:latest", ""))
 	st = e.status("the duplicate rejected", func(st agent.Status) bool { return st.Agent.ConfigError != "" })
-	if s, _ := appState(st, "web"); !strings.Contains(st.Agent.ConfigError, `duplicate display name "web"`) || s != "RUNNING" {
-		t.Fatalf("duplicate display name: %+v", st.Agent)
+	webState, twinError := "", ""
+	for _, a := range st.Info.Apps {
+		switch a.UUID {
+		case webUUID:
+			webState = a.State
+		case "0a7c3b1e-0000-4000-8000-0000000000c2":
+			twinError = a.ConfigError
+		}
+	}
+	if webState != "RUNNING" || !strings.Contains(twinError, `duplicate display name "web"`) {
+		t.Fatalf("duplicate display name: web %s, twin %q", webState, twinError)
 	}
 	time.Sleep(500 * time.Millisecond)
 	if got := e.starts(); len(got) != 1 {

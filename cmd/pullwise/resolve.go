@@ -76,13 +76,11 @@ digest is printed too. Credentials come from the Docker config
 
 // hint says what to do next for the failures a person can act on.
 func hint(err error, insecure bool) string {
-	switch {
-	case errors.Is(err, registry.ErrUnauthorized):
-		return "\n  hint: log in with `docker login REGISTRY` (pullwise reads ~/.docker/config.json)"
-	case errors.Is(err, registry.ErrUnreachable) && !insecure:
-		return "\n  hint: check the address; for a plain-HTTP registry add --insecure"
-	case errors.Is(err, registry.ErrNotFound):
-		return "\n  hint: check the repository and tag names"
+	if errors.Is(err, registry.ErrUnreachable) && insecure {
+		return ""
+	}
+	if h := registry.Hint(err, "add --insecure"); h != "" {
+		return "\n  hint: " + h
 	}
 	return ""
 }

@@ -89,6 +89,9 @@ func printTable(out io.Writer, st agent.Status) {
 	for _, a := range st.Info.Apps {
 		if a.LastError != "" {
 			fmt.Fprintf(out, "\n%s: last error: %s\n", printable.String(a.DisplayName), printable.String(a.LastError))
+			if a.Hint != "" {
+				fmt.Fprintf(out, "  hint: %s\n", a.Hint)
+			}
 		}
 		if a.ConfigError != "" {
 			fmt.Fprintf(out, "\n%s: its configuration is rejected (it runs as before): %s\n", printable.String(a.DisplayName), printable.String(a.ConfigError))

@@ -47,6 +47,9 @@ type AppInfo struct {
 	PolicyModule *PolicyModule `json:"policyModule,omitempty"`
 	// LastError is the most recent failure, kept until an action succeeds.
 	LastError string `json:"lastError,omitempty"`
+	// Hint says what to do about LastError, where something can be done
+	// (log in, check the name, mark the registry insecure, check a pin).
+	Hint string `json:"hint,omitempty"`
 	// ConfigError is why the app's part of the latest configuration was
 	// rejected; the app runs as its previous configuration said.
 	ConfigError string `json:"configError,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/imagestore"
+	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/internal/faultpoint"
 	"github.com/pullwise/pullwise/sdk"
 )
@@ -548,7 +549,7 @@ func (w *worker) done(app config.App, ok bool) error {
 	w.rec.Pending = nil
 	w.rec.Counters = Counters{Restart: app.Restart.Counter, Purge: app.Purge.Counter, RefreshImage: app.RefreshImage.Counter}
 	if ok && w.rec.State != StateRolledBack {
-		w.rec.LastError, w.rec.LastErrorAt = "", nil
+		w.rec.LastError, w.rec.LastErrorAt, w.rec.Hint = "", nil, ""
 	}
 	w.applied = &app
 	return w.save()
@@ -559,7 +560,7 @@ func (w *worker) done(app config.App, ok bool) error {
 func (w *worker) settle(app config.App) {
 	w.rec.Pending = nil
 	w.rec.Counters = Counters{Restart: app.Restart.Counter, Purge: app.Purge.Counter, RefreshImage: app.RefreshImage.Counter}
-	w.rec.LastError, w.rec.LastErrorAt = "", nil
+	w.rec.LastError, w.rec.LastErrorAt, w.rec.Hint = "", nil, ""
 	w.applied = &app
 	w.dirty = true
 	w.publish()
@@ -587,6 +588,7 @@ func (w *worker) setState(s string) {
 func (w *worker) fail(err error) {
 	now := w.h.o.Now().UTC()
 	w.rec.LastError, w.rec.LastErrorAt = err.Error(), &now
+	w.rec.Hint = registry.Hint(err, "list it in device.insecureRegistries")
 }
 
 // spec builds the container spec for the images the app is to run.

@@ -92,3 +92,20 @@ func kindOf(err error) error {
 	}
 	return nil
 }
+
+// Hint says what a person can do about err, or "" when there is nothing
+// to say. insecureFix is how to mark a plain-HTTP registry where the hint
+// is read (a command-line flag, a configuration field).
+func Hint(err error, insecureFix string) string {
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		return "log in with `docker login REGISTRY` (pullwise reads ~/.docker/config.json)"
+	case errors.Is(err, ErrUnreachable):
+		return "check the registry's address and that it is up; for a plain-HTTP registry " + insecureFix
+	case errors.Is(err, ErrNotFound):
+		return "check the repository and tag names"
+	case errors.Is(err, ErrDigestMismatch):
+		return "the registry serves other content than the configured sha256: check the pin, or the registry (a proxy or mirror may serve stale content)"
+	}
+	return ""
+}
