@@ -92,16 +92,16 @@ type Host struct {
 	checks *checks
 	pulls  singleflight.Group // one download per image at a time, shared by the apps that need it
 
-	mu        sync.Mutex
-	desired   *config.Config     // the last configuration submitted, rejected apps as they were
-	rejected  map[string]string  // app uuid -> why its latest configuration was rejected
-	submitted map[string][]byte  // app uuid ("" the device) -> as last submitted, serialized
-	settings  map[string]error   // module sha256 + settings -> its validate_settings answer
-	workers   map[string]*worker // by app uuid
-	device    *config.Device     // as last persisted
-	cancel    context.CancelFunc // stops the workers
-	wctx      context.Context    // the workers' context, set at the first Submit
-	wg        sync.WaitGroup
+	mu          sync.Mutex
+	desired     *config.Config     // the last configuration submitted, rejected apps as they were
+	rejected    map[string]string  // app uuid -> why its latest configuration was rejected
+	submitted   map[string][]byte  // app uuid ("" the device) -> as last submitted, serialized
+	savedDevice []byte             // the device part as last written to the state file, serialized
+	settings    map[string]error   // module sha256 + settings -> its validate_settings answer
+	workers     map[string]*worker // by app uuid
+	cancel      context.CancelFunc // stops the workers
+	wctx        context.Context    // the workers' context, set at the first Submit
+	wg          sync.WaitGroup
 }
 
 // New opens the host's state and picks up where the last run stopped: each
@@ -159,8 +159,7 @@ func New(o Options) (*Host, error) {
 	}
 	if applied != nil {
 		h.desired = applied
-		dev := applied.Device
-		h.device = &dev
+		h.savedDevice, _ = json.Marshal(applied.Device)
 	}
 	return h, nil
 }
@@ -309,21 +308,20 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 			w.publish()
 		}
 	}
-	if h.device == nil || !sameDevice(*h.device, cfg.Device) {
-		if err := h.state.setDevice(cfg.Device); err != nil {
-			return nil, err
-		}
-		dev := cfg.Device
-		h.device = &dev
-	}
-	// What each app was submitted as, serialized: a caller may change the
-	// configuration it passed after passing it.
+	// What the device part and each app were submitted as, serialized: a
+	// caller may change the configuration it passed after passing it.
 	submitted := map[string][]byte{}
 	for _, a := range eff.Apps {
 		submitted[a.UUID], _ = json.Marshal(a)
 	}
 	submitted[""], _ = json.Marshal(eff.Device)
 	deviceChanged := !bytes.Equal(h.submitted[""], submitted[""])
+	if deviceChanged && !bytes.Equal(h.savedDevice, submitted[""]) {
+		if err := h.state.setDevice(cfg.Device); err != nil {
+			return nil, err
+		}
+		h.savedDevice = submitted[""]
+	}
 	prevSubmitted := h.submitted
 	h.submitted = submitted
 	h.desired = eff
@@ -439,10 +437,4 @@ func (h *Host) collect(ctx context.Context) {
 	if _, err := h.o.Puller.Collect(ctx, h.o.Images); err != nil {
 		h.log.Warn("collecting unused images", "error", err)
 	}
-}
-
-func sameDevice(a, b config.Device) bool {
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	return bytes.Equal(ja, jb)
 }
