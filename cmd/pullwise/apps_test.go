@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pullwise/pullwise/host/agent"
+	hostapp "github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/internal/regtest"
 )
 
@@ -64,5 +66,59 @@ func TestActionsTouchOneApp(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if got := e.starts(); len(got) != 1 {
 		t.Fatalf("web was restarted (its refresh found nothing new): %q", got)
+	}
+}
+
+// TestCLIForEveryAppAndAsJSON: status of one app, -o json on actions and
+// dry runs, refresh --all and refresh --all --dry-run.
+func TestCLIForEveryAppAndAsJSON(t *testing.T) {
+	e := newE2E(t)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
+	e.configure(e.web(), app("0a7c3b1e-0000-4000-8000-0000000000c9", "other", "img-other", e.registry+"/demo/web:latest", ""))
+	e.startAgent()
+	e.status("both running", func(st agent.Status) bool {
+		n := 0
+		for _, a := range st.Info.Apps {
+			if a.State == "RUNNING" {
+				n++
+			}
+		}
+		return n == 2
+	})
+
+	out, err := e.cli("status", "web", "-o", "json")
+	var one struct {
+		App    hostapp.AppInfo     `json:"app"`
+		Images []hostapp.ImageInfo `json:"images"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &one) != nil || one.App.DisplayName != "web" || len(one.Images) != 1 {
+		t.Fatalf("status web -o json: %v\n%s", err, out)
+	}
+	if out, err := e.cli("status", "web"); err != nil || strings.Contains(out, "other") {
+		t.Fatalf("status web shows another app: %v\n%s", err, out)
+	}
+	if out, err := e.cli("status", "nosuch"); err == nil || !strings.Contains(out, `no app "nosuch"`) {
+		t.Fatalf("status of an unknown app: %v\n%s", err, out)
+	}
+
+	out, err = e.cli("refresh", "--all", "--dry-run")
+	if err != nil || !strings.Contains(out, "web: ") || !strings.Contains(out, "other: ") || strings.Count(out, "up to date") != 2 {
+		t.Fatalf("refresh --all --dry-run: %v\n%s", err, out)
+	}
+	out, err = e.cli("refresh", "web", "-o", "json")
+	var r struct {
+		App    string          `json:"app"`
+		Op     string          `json:"op"`
+		Result hostapp.AppInfo `json:"result"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.Op != "refresh" || r.Result.State != "RUNNING" || r.Result.Counters.RefreshImage != 1 {
+		t.Fatalf("refresh web -o json: %v\n%s", err, out)
+	}
+	out, err = e.cli("refresh", "--all")
+	if err != nil || !strings.Contains(out, "web: RUNNING, 0 restart(s)") || !strings.Contains(out, "other: RUNNING, 0 restart(s)") {
+		t.Fatalf("refresh --all: %v\n%s", err, out)
+	}
+	if out, err := e.cli("refresh", "web", "--all"); err == nil || !strings.Contains(out, "Usage:") {
+		t.Fatalf("an app and --all: %v\n%s", err, out)
 	}
 }

@@ -30,7 +30,7 @@ func TestExitCodes(t *testing.T) {
 		{"version -o yaml", []string{"version", "-o", "yaml"}, exitUsage, "Usage:"},
 		{"unknown command", []string{"frobnicate"}, exitUsage, "Usage:"},
 		{"unknown flag", []string{"status", "--frob"}, exitUsage, "Usage:"},
-		{"missing argument", []string{"refresh"}, exitUsage, "refresh APP"},
+		{"missing argument", []string{"refresh"}, exitUsage, "refresh (APP | --all)"},
 		{"bad log level", []string{"agent", "--config", "x.yaml", "--log-level", "verbose"}, exitUsage, `--log-level "verbose"`},
 		{"no agent", []string{"status", "--state", state}, exitNotRunning, "not running"},
 		{"no agent for an action", []string{"restart", "web", "--state", state}, exitNotRunning, "pullwise agent --config"},

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -109,15 +111,16 @@ first and then passed in the input.`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			in, err := readInput(inputPath, cmd.InOrStdin())
-			if err != nil {
-				return err
-			}
+			// The module first: "no such module" is the more basic error.
 			rt, m, err := f.load(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer rt.Close(ctx)
+			in, err := readInput(inputPath, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
 			if settings != "" {
 				if !json.Valid([]byte(settings)) {
 					return fmt.Errorf("--settings is not valid JSON: %s", settings)
@@ -153,7 +156,19 @@ func readInput(path string, stdin io.Reader) (sdk.Input, error) {
 	if err != nil {
 		return in, fmt.Errorf("reading input: %w", err)
 	}
-	if err := yaml.Unmarshal(b, &in); err != nil {
+	// Strict: a misspelt field would otherwise be dropped and the module
+	// would decide on an input the user did not mean.
+	if err := yaml.UnmarshalStrict(b, &in); err != nil {
+		return in, fmt.Errorf("input %s: %w", path, err)
+	}
+	var problems []error
+	if !slices.Contains(sdk.Events, in.Event) {
+		problems = append(problems, fmt.Errorf("event: %q is not an event (want one of %v)", in.Event, sdk.Events))
+	}
+	if in.Image.Ref == "" {
+		problems = append(problems, errors.New("image.ref: required (the reference the decision is about)"))
+	}
+	if err := errors.Join(problems...); err != nil {
 		return in, fmt.Errorf("input %s: %w", path, err)
 	}
 	if in.Now.IsZero() {

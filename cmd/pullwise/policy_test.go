@@ -43,7 +43,7 @@ func TestPolicyRun(t *testing.T) {
 		t.Fatalf("output %q: %+v, %v", out, d, err)
 	}
 	// Settings are validated by the module before the decision.
-	_, err = run(t, `{"event":"tick"}`, "policy", "run", "periodic", "--input", "-", "--settings", `{"interval":"1s"}`)
+	_, err = run(t, `{"event":"tick","image":{"ref":"r/a:latest"}}`, "policy", "run", "periodic", "--input", "-", "--settings", `{"interval":"1s"}`)
 	if err == nil || !strings.Contains(err.Error(), "rejects its settings") {
 		t.Fatalf("bad settings: %v", err)
 	}
@@ -122,5 +122,20 @@ func TestPolicyRunStopsALoopingModule(t *testing.T) {
 	_, err := run(t, `{"event":"create","now":"2026-11-27T12:00:00Z","image":{"ref":"r/a:latest"}}`, "policy", "run", path, "--input", "-")
 	if err == nil || !strings.Contains(err.Error(), "instantiate (start section)") || !strings.Contains(err.Error(), "1s time limit") {
 		t.Fatalf("policy run of a looping module: %v", err)
+	}
+}
+
+// TestPolicyRunValidatesItsInput: an unknown event, a missing image or a
+// misspelt field is refused, not decided upon.
+func TestPolicyRunValidatesItsInput(t *testing.T) {
+	for input, want := range map[string]string{
+		`{"event":"reboot","image":{"ref":"r/a:1"}}`:                 `event: "reboot" is not an event`,
+		`{"event":"create"}`:                                         "image.ref: required",
+		`{"event":"create","image":{"ref":"r/a:1","locaDigest":""}}`: `unknown field "locaDigest"`,
+	} {
+		_, err := run(t, input, "policy", "run", "always", "--input", "-")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("input %s: %v, want %q", input, err, want)
+		}
 	}
 }

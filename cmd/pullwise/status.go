@@ -21,15 +21,22 @@ import (
 func newStatusCmd(state *string) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:   "status [-o table|json]",
+		Use:   "status [APP] [-o table|json]",
 		Short: "Show the apps, their images and the last policy decisions",
 		Long: `Show what the agent reports: per app its state, image, resolved sha256, last
-registry check and the policy's last decision. -o json prints the whole info
-report (documented in docs/info.md) with the agent's own status.`,
+registry check and the policy's last decision. With APP (a uuid or display
+name), that app alone. -o json prints the whole info report (documented in
+docs/info.md) with the agent's own status; with APP, {"app": ..., "images":
+[...]} for that app.`,
 		Example: `  pullwise status
-  pullwise status -o json | jq '.info.images[].sha256'`,
-		Args: usageArgs(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+  pullwise status web
+  pullwise status -o json | jq '.info.images[].sha256'
+  pullwise status web -o json | jq .app.state`,
+		Args: usageArgs(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "table" && output != "json" {
+				return usagef("-o %q: want table or json", output)
+			}
 			ctx, cancel := clientContext(cmd)
 			defer cancel()
 			st, err := agent.NewClient(*state).Status(ctx)
@@ -37,19 +44,49 @@ report (documented in docs/info.md) with the agent's own status.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				return printJSON(out, st)
-			case "table", "":
-				printTable(out, st)
+			if len(args) == 1 {
+				one, ok := onlyApp(st, args[0])
+				if !ok {
+					return fmt.Errorf("no app %q (give its uuid or display name; `pullwise status` lists them)", args[0])
+				}
+				if output == "json" {
+					return printJSON(out, struct {
+						App    hostapp.AppInfo     `json:"app"`
+						Images []hostapp.ImageInfo `json:"images"`
+					}{one.Info.Apps[0], one.Info.Images})
+				}
+				printTable(out, one)
 				return nil
-			default:
-				return usagef("-o %q: want table or json", output)
 			}
+			if output == "json" {
+				return printJSON(out, st)
+			}
+			printTable(out, st)
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// onlyApp narrows a status to one app (by uuid or display name) and its
+// images, keeping the agent's own status.
+func onlyApp(st agent.Status, name string) (agent.Status, bool) {
+	for _, a := range st.Info.Apps {
+		if a.UUID != name && a.DisplayName != name {
+			continue
+		}
+		one := st
+		one.Info.Apps = []hostapp.AppInfo{a}
+		one.Info.Images = nil
+		for _, i := range st.Info.Images {
+			if i.App == a.UUID {
+				one.Info.Images = append(one.Info.Images, i)
+			}
+		}
+		return one, true
+	}
+	return st, false
 }
 
 func printTable(out io.Writer, st agent.Status) {
@@ -120,70 +157,6 @@ func shortDigest(d string) string {
 		return d[:12]
 	}
 	return d
-}
-
-func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
-	var noWait, dryRun bool
-	cmd := &cobra.Command{
-		Use:     op + " APP",
-		Short:   short,
-		Long:    long,
-		Example: example,
-		Args:    usageArgs(cobra.ExactArgs(1)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c := agent.NewClient(*state)
-			out := cmd.OutOrStdout()
-			if dryRun {
-				ctx, cancel := clientContext(cmd)
-				defer cancel()
-				checks, err := c.DryRun(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				unchecked := 0
-				for _, ch := range checks {
-					switch {
-					case ch.Error != "":
-						unchecked++
-						fmt.Fprintf(out, "%s: cannot check: %s\n", ch.Ref, printable.String(ch.Error))
-					case ch.WouldChange:
-						fmt.Fprintf(out, "%s: would change %s -> %s\n", ch.Ref, shortDigest(ch.Current), shortDigest(ch.Remote))
-					default:
-						fmt.Fprintf(out, "%s: up to date (%s)\n", ch.Ref, shortDigest(ch.Current))
-					}
-				}
-				if unchecked > 0 {
-					return &couldNotCheckError{unchecked}
-				}
-				return nil
-			}
-			var before hostapp.AppInfo
-			if !noWait {
-				before, _ = c.App(cmd.Context(), args[0])
-			}
-			info, err := c.Op(cmd.Context(), args[0], op, !noWait, progressPrinter(out))
-			if noWait {
-				if err == nil {
-					fmt.Fprintf(out, "%s requested for %s\n", op, args[0])
-				}
-				return err
-			}
-			if info != nil {
-				restarts := info.Restarts - before.Restarts
-				fmt.Fprintf(out, "%s: %s, %d restart(s)", info.DisplayName, info.State, restarts)
-				if info.LastError != "" {
-					fmt.Fprintf(out, ", last error: %s", info.LastError)
-				}
-				fmt.Fprintln(out)
-			}
-			return err
-		},
-	}
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the agent has the request, without waiting for the outcome")
-	if op == "refresh" {
-		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only show which images would change; download nothing")
-	}
-	return cmd
 }
 
 // progressPrinter shows downloads as progress bars on a terminal and as

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pullwise/pullwise/host/agent"
+	hostapp "github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/pull"
+	"github.com/pullwise/pullwise/internal/printable"
+)
+
+// opResult is what `refresh`, `restart` and `purge` report for one app
+// (the -o json form).
+type opResult struct {
+	App string `json:"app"`
+	// Op is refresh, restart or purge; DryRun marks a refresh --dry-run.
+	Op     string `json:"op"`
+	DryRun bool   `json:"dryRun,omitempty"`
+	// Accepted: --no-wait, the agent has the request.
+	Accepted bool `json:"accepted,omitempty"`
+	// Result is the app's state once the agent acted (not with --no-wait
+	// or --dry-run); Restarts how many starts the action caused.
+	Result   *hostapp.AppInfo `json:"result,omitempty"`
+	Restarts int              `json:"restarts,omitempty"`
+	// Checks are what a dry run found.
+	Checks []hostapp.ImageCheck `json:"checks,omitempty"`
+	Error  string               `json:"error,omitempty"`
+
+	err error
+}
+
+func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
+	var noWait, dryRun, all bool
+	var output string
+	use := op + " APP"
+	if op == "refresh" {
+		use = "refresh (APP | --all)"
+	}
+	cmd := &cobra.Command{
+		Use:     use,
+		Short:   short,
+		Long:    long,
+		Example: example,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if all {
+				return usageArgs(cobra.NoArgs)(cmd, args)
+			}
+			return usageArgs(cobra.ExactArgs(1))(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "text" && output != "json" {
+				return usagef("-o %q: want text or json", output)
+			}
+			c := agent.NewClient(*state)
+			out := cmd.OutOrStdout()
+			apps := args
+			if all {
+				st, err := c.Status(cmd.Context())
+				if err != nil {
+					return err
+				}
+				apps = nil
+				for _, a := range st.Info.Apps {
+					apps = append(apps, a.DisplayName)
+				}
+				sort.Strings(apps)
+			}
+			var progress func(string) func(pull.Progress)
+			if output == "text" && !all {
+				progress = func(string) func(pull.Progress) { return progressPrinter(out) }
+			}
+			results := make([]opResult, len(apps))
+			var wg sync.WaitGroup
+			for i, name := range apps {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var p func(pull.Progress)
+					if progress != nil {
+						p = progress(name)
+					}
+					results[i] = runOp(cmd.Context(), c, name, op, dryRun, noWait, p)
+				}()
+			}
+			wg.Wait()
+			if output == "json" {
+				if all {
+					if err := printJSON(out, results); err != nil {
+						return err
+					}
+				} else if err := printJSON(out, results[0]); err != nil {
+					return err
+				}
+			} else {
+				for _, r := range results {
+					printOp(out, r, all)
+				}
+			}
+			return opError(results)
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the agent has the request, without waiting for the outcome")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	if op == "refresh" {
+		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only show which images would change; download nothing")
+		cmd.Flags().BoolVar(&all, "all", false, "every app of the configuration (with --dry-run: what a refresh of each would change)")
+	}
+	return cmd
+}
+
+// runOp carries out (or, with dryRun, previews) op on one app.
+func runOp(ctx context.Context, c *agent.Client, name, op string, dryRun, noWait bool, progress func(pull.Progress)) opResult {
+	r := opResult{App: name, Op: op, DryRun: dryRun}
+	switch {
+	case dryRun:
+		r.Checks, r.err = c.DryRun(ctx, name)
+		unchecked := 0
+		for _, ch := range r.Checks {
+			if ch.Error != "" {
+				unchecked++
+			}
+		}
+		if r.err == nil && unchecked > 0 {
+			r.err = &couldNotCheckError{unchecked}
+		}
+	case noWait:
+		_, r.err = c.Op(ctx, name, op, false, nil)
+		r.Accepted = r.err == nil
+	default:
+		before, _ := c.App(ctx, name)
+		r.Result, r.err = c.Op(ctx, name, op, true, progress)
+		if r.Result != nil {
+			r.Restarts = r.Result.Restarts - before.Restarts
+		}
+	}
+	if r.err != nil {
+		r.Error = r.err.Error()
+	}
+	return r
+}
+
+func printOp(out io.Writer, r opResult, prefix bool) {
+	lead := ""
+	if prefix {
+		lead = printable.String(r.App) + ": "
+	}
+	switch {
+	case r.DryRun:
+		for _, ch := range r.Checks {
+			switch {
+			case ch.Error != "":
+				fmt.Fprintf(out, "%s%s: cannot check: %s\n", lead, ch.Ref, printable.String(ch.Error))
+			case ch.WouldChange:
+				fmt.Fprintf(out, "%s%s: would change %s -> %s\n", lead, ch.Ref, shortDigest(ch.Current), shortDigest(ch.Remote))
+			default:
+				fmt.Fprintf(out, "%s%s: up to date (%s)\n", lead, ch.Ref, shortDigest(ch.Current))
+			}
+		}
+		var unchecked *couldNotCheckError
+		if r.err != nil && !errors.As(r.err, &unchecked) && prefix {
+			fmt.Fprintf(out, "%s%s\n", lead, printable.String(r.Error))
+		}
+	case r.Accepted:
+		fmt.Fprintf(out, "%s requested for %s\n", r.Op, printable.String(r.App))
+	case r.Result != nil:
+		fmt.Fprintf(out, "%s: %s, %d restart(s)", printable.String(r.Result.DisplayName), r.Result.State, r.Restarts)
+		if r.Result.LastError != "" {
+			fmt.Fprintf(out, ", last error: %s", printable.String(r.Result.LastError))
+		}
+		fmt.Fprintln(out)
+	case r.err != nil && prefix:
+		fmt.Fprintf(out, "%s%s\n", lead, printable.String(r.Error))
+	}
+}
+
+// opError is the command's outcome over every app: the first error of the
+// most serious kind (an agent that does not answer, then a failed action,
+// then a dry run that could not check).
+func opError(results []opResult) error {
+	var failed, unchecked error
+	for _, r := range results {
+		var u *couldNotCheckError
+		switch {
+		case r.err == nil:
+		case errors.Is(r.err, agent.ErrNotRunning), errors.Is(r.err, agent.ErrPermission):
+			return r.err
+		case errors.As(r.err, &u):
+			if unchecked == nil {
+				unchecked = r.err
+			}
+		default:
+			if failed == nil {
+				failed = r.err
+			}
+		}
+	}
+	if len(results) > 1 && failed != nil {
+		return &exitError{"some apps' actions failed (above)"}
+	}
+	if failed != nil {
+		return failed
+	}
+	return unchecked
+}
