@@ -208,7 +208,7 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 	perApp := map[string][]error{}
 	badIn := func(errs *[]error) func(field, format string, args ...any) {
 		return func(field, format string, args ...any) {
-			*errs = append(*errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+			*errs = append(*errs, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 		}
 	}
 	checkPolicy := func(bad func(string, string, ...any), field string, p *PolicyRef) {
@@ -363,6 +363,39 @@ func validateImage(f string, img Image, bad func(string, string, ...any)) {
 			bad(f+".sha256", "%s contradicts the digest in name (%s)", img.Pin(), d.DigestStr())
 		}
 	}
+}
+
+// FieldError is one problem of a configuration, at a field path such as
+// "apps[0].drives[1].image.sha256".
+type FieldError struct {
+	Field, Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// FieldErrors lists the field problems in err (joined or wrapped), in order.
+func FieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(err error) {
+		if err == nil {
+			return
+		}
+		if fe, ok := err.(*FieldError); ok {
+			out = append(out, fe)
+			return
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return out
 }
 
 // Delta is what changed for one app between two configurations.

@@ -209,3 +209,34 @@ func TestLoadErrors(t *testing.T) {
 		t.Fatalf("malformed YAML: %v; want an error naming the file", err)
 	}
 }
+
+// TestLocate: a field path is found where the file writes it, in YAML and
+// JSON; a missing field is placed at its nearest parent.
+func TestLocate(t *testing.T) {
+	src := []byte(`device:
+  insecureRegistries: [a, "b c"]
+apps:
+  - uuid: x
+    drives:
+      - kind: container
+      - kind: volume
+        mountPath: /data
+`)
+	for path, want := range map[string]Position{
+		"device.insecureRegistries[1]":   {2, 27},
+		"apps[0].uuid":                   {4, 5},
+		"apps[0].drives[1].mountPath":    {8, 9},
+		"apps[0].drives[0].image.sha256": {6, 9},
+		"apps[3].uuid":                   {3, 1},
+	} {
+		if got, ok := Locate(src, path); !ok || got != want {
+			t.Errorf("%s: %+v, want %+v", path, got, want)
+		}
+	}
+	if pos, path, ok := FindKey(src, "mountPath"); !ok || path != "apps[0].drives[1].mountPath" || pos != (Position{8, 9}) {
+		t.Errorf("FindKey: %+v %q", pos, path)
+	}
+	if _, ok := Locate([]byte("apps: [{"), "apps"); ok {
+		t.Error("a file that does not parse was located in")
+	}
+}

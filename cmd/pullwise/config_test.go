@@ -1,0 +1,73 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestConfigValidate: the agent's validation, offline, every problem with
+// its field and its place in the file.
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	valid := write("valid.yaml", `apps:
+  - uuid: 0a7c3b1e-0000-4000-8000-000000000001
+    displayName: web
+    pullPolicy: {name: periodic, settings: {interval: 6h}}
+    drives:
+      - kind: container
+        image: {uuid: img-1, name: "registry.local/web:latest"}
+`)
+	out, err := run(t, "", "config", "validate", valid, "--policy-dir", filepath.Join(dir, "none"))
+	if err != nil || !strings.Contains(out, "valid (1 apps)") {
+		t.Fatalf("a valid file: %v\n%s", err, out)
+	}
+	tests := []struct {
+		name, text, want string
+	}{
+		{"unknown field", "apps:\n  - uuid: a\n    nmae: web\n", `:3:5: apps[0].nmae: unknown field "nmae"`},
+		{"bad pin", `apps:
+  - uuid: a
+    displayName: web
+    drives:
+      - kind: container
+        image:
+          uuid: i
+          name: "r/a:1"
+          sha256: abc
+`, `:9:11: apps[0].drives[0].image.sha256: "abc" is not a sha256`},
+		{"settings the module rejects", `apps:
+  - uuid: a
+    displayName: web
+    pullPolicy: {name: periodic, settings: {interval: 1s}}
+    drives: [{kind: container, image: {uuid: i, name: "r/a:1"}}]
+`, `:4:5: apps[0].pullPolicy: policy module periodic rejects its settings`},
+		{"json", `{"apps": [{"uuid": "a", "displayName": "", "drives": [{"kind": "container", "image": {"uuid": "i", "name": "r/a:1"}}]}]}`, `:1:25: apps[0].displayName: required`},
+		{"not yaml", "apps: [{uuid: a\n", "did not find expected"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := write(strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.text)
+			out, err := run(t, "", "config", "validate", p, "--policy-dir", filepath.Join(dir, "none"))
+			if err == nil || !strings.Contains(out, tc.want) {
+				t.Fatalf("want a failure mentioning %q: %v\n%s", tc.want, err, out)
+			}
+		})
+	}
+	// -o json
+	bad := write("bad.yaml", "apps:\n  - uuid: a\n    nmae: web\n")
+	out, _ = run(t, "", "config", "validate", bad, "-o", "json", "--policy-dir", filepath.Join(dir, "none"))
+	var problems []problem
+	if err := json.Unmarshal([]byte(out), &problems); err != nil || len(problems) != 1 || problems[0].Line != 3 || problems[0].Field != "apps[0].nmae" {
+		t.Fatalf("-o json: %v\n%s", err, out)
+	}
+}
