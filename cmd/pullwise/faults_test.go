@@ -88,7 +88,13 @@ func (e *e2e) killAt(point string, cli ...string) {
 	e.startAgent()
 	e.status("adopted", running)
 	e.cli(cli...)
-	e.agent.Wait()
+	died := make(chan struct{})
+	go func() { e.agent.Wait(); close(died) }()
+	select {
+	case <-died:
+	case <-time.After(60 * time.Second):
+		e.t.Fatalf("the agent never reached the fault point %s; log:\n%s", point, e.agentLog)
+	}
 	e.agent = nil
 	e.t.Logf("broke: the agent killed itself with SIGKILL at %s", point)
 	e.env = nil

@@ -156,9 +156,15 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 			return lgen, refreshErr
 		}
 		if lgen != gen {
-			cfg, app, gen = latest, la, lgen
-			d = config.DiffApp(*w.applied, app)
-			h.log.Info("configuration changed during the downloads; acting on the latest", "app", w.uuid)
+			if d2 := config.DiffApp(*w.applied, la); d2.Refresh && ev != sdk.EventRefresh {
+				// A refresh asked while another event's decisions ran (boot,
+				// tick, start) was not looked at by them: it is a piece of work
+				// of its own, next.
+				w.poke()
+			} else {
+				cfg, app, gen, d = latest, la, lgen, d2
+				h.log.Info("configuration changed during the downloads; acting on the latest", "app", w.uuid)
+			}
 		}
 	}
 	if d.Modified {
@@ -315,17 +321,11 @@ func (w *worker) heal(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	done := false
-	if st.Running {
-		switch p.Op {
-		case opRestart:
-			done = st.Generation == p.Generation && st.Pid != p.Pid
-		case opReplace, opPurge:
-			spec, err := w.spec(app, p.Target)
-			done = err == nil && st.Generation > p.Generation && slices.Equal(st.Images, spec.Images())
-		}
+	spec, err := w.spec(app, p.Target)
+	if err != nil {
+		return err
 	}
-	if done {
+	if p.tookEffect(st, spec.Images()) {
 		h.log.Info("an action interrupted by a crash had completed; recording it", "app", w.uuid, "op", p.Op)
 		if err := w.latch(p.Latch); err != nil {
 			return err
@@ -343,6 +343,23 @@ func (w *worker) heal(ctx context.Context, cfg *config.Config) error {
 	return w.done(app, true)
 }
 
+// tookEffect reports whether the journalled action shows in what the
+// container runs: a restart as another process in the same generation; an
+// image change or purge as a later generation running images (when known;
+// the earlier agent's journal did not note them).
+func (p *Pending) tookEffect(st containers.Status, images []string) bool {
+	if !st.Running {
+		return false
+	}
+	switch p.Op {
+	case opRestart:
+		return st.Generation == p.Generation && st.Pid != p.Pid
+	case opReplace, opPurge:
+		return st.Generation > p.Generation && (images == nil || slices.Equal(st.Images, images))
+	}
+	return false
+}
+
 // healLegacy resolves a journal entry of an agent before this one, which
 // noted only the operation and the container's generation and pid, as that
 // agent did: an action that took effect is recorded with the counters of
@@ -355,17 +372,8 @@ func (w *worker) healLegacy(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	done := false
-	if st.Running {
-		switch p.Op {
-		case opRestart:
-			done = st.Generation == p.Generation && st.Pid != p.Pid
-		case opReplace, opPurge:
-			done = st.Generation > p.Generation
-		}
-	}
 	app, ok := cfg.App(w.uuid)
-	if !done || !ok {
+	if !p.tookEffect(st, nil) || !ok {
 		return w.save()
 	}
 	w.h.log.Info("an action interrupted by a crash of the earlier agent had completed; recording it", "app", w.uuid, "op", p.Op)

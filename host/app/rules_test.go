@@ -47,13 +47,22 @@ func fakeDigest(version string) string {
 }
 
 type fakeRegistry struct {
-	mu       sync.Mutex
-	tags     map[string]string // reference -> digest
-	fail     error
-	resolves int
+	mu        sync.Mutex
+	tags      map[string]string // reference -> digest
+	fail      error
+	resolves  int
+	gate      chan struct{} // when set, a resolve waits for it
+	resolving chan struct{} // a resolve has started (with gate)
 }
 
 func (f *fakeRegistry) Resolve(_ context.Context, ref string, _ *registry.Resolution) (registry.Resolution, error) {
+	f.mu.Lock()
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		f.resolving <- struct{}{}
+		<-gate
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.resolves++
@@ -622,5 +631,51 @@ func TestDropInNeverShadowsABuiltinUnpinned(t *testing.T) {
 	}
 	if q.PolicyModule == nil || q.PolicyModule.Source != "drop-in" || q.PolicyModule.SHA256 != info.SHA256 || q.Decisions["img-pinned"].Reason != "wat" {
 		t.Fatalf("the pinned app did not use the drop-in: %+v %+v", q.PolicyModule, q.Decisions)
+	}
+}
+
+// TestRefreshDuringAnotherEventIsNotLost: a refresh asked while an adopted
+// app's boot decision checks the registry is carried out after it, with a
+// check of its own, not counted as done by the boot.
+func TestRefreshDuringAnotherEventIsNotLost(t *testing.T) {
+	r := newRig(t)
+	a := fakeApp("web", fakeRepo+":latest")
+	a.PullPolicy = &config.PolicyRef{Name: "check-on-start"}
+	if err := r.apply(a); err != nil {
+		t.Fatal(err)
+	}
+	// The agent restarts: the boot decision checks (check-on-start), and
+	// the registry holds that check while a refresh is asked.
+	r.h.Close()
+	var err error
+	if r.h, err = New(r.h.o); err != nil {
+		t.Fatal(err)
+	}
+	r.reg.mu.Lock()
+	r.reg.resolves, r.reg.gate, r.reg.resolving = 0, make(chan struct{}), make(chan struct{}, 4)
+	r.reg.mu.Unlock()
+	if _, err := r.h.Submit(r.ctx, &config.Config{Apps: []config.App{a}}); err != nil {
+		t.Fatal(err)
+	}
+	<-r.reg.resolving
+	r.reg.tags[fakeRepo+":latest"] = fakeDigest("v2")
+	a.RefreshImage.Counter++
+	tk, err := r.h.Submit(r.ctx, &config.Config{Apps: []config.App{a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.reg.mu.Lock()
+	gate := r.reg.gate
+	r.reg.gate = nil
+	r.reg.mu.Unlock()
+	close(gate)
+	if err := tk.Wait(r.ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.reg.count(); got != 2 {
+		t.Fatalf("%d registry checks: the refresh was counted as done by the boot's check", got)
+	}
+	if got := r.ct.actions(); !slices.Equal(got, []string{"create web v1", "replace web v2"}) {
+		t.Fatalf("actions %q", got)
 	}
 }
