@@ -40,15 +40,7 @@ func BenchmarkAgent(b *testing.B) {
 	}
 	e.writeConfig(cfg.String())
 	e.startAgent()
-	e.status("10 apps running", func(st agent.Status) bool {
-		n := 0
-		for _, a := range st.Info.Apps {
-			if a.State == "RUNNING" {
-				n++
-			}
-		}
-		return n == 10
-	})
+	e.waitRunning(10)
 	time.Sleep(3 * time.Second) // idle
 	rss, err := regtest.RSS(e.agent.Process.Pid)
 	if err != nil {
@@ -92,20 +84,6 @@ func (e *e2e) fleetConfig(n int, ref string) string {
 		cfg.WriteString(app(fmt.Sprintf("0a7c3b1e-0000-4000-8000-%012d", i), fmt.Sprintf("app-%02d", i), fmt.Sprintf("img-%02d", i), ref, ""))
 	}
 	return cfg.String()
-}
-
-// waitRunning waits until n apps run.
-func (e *e2e) waitRunning(n int) {
-	e.t.Helper()
-	e.status(fmt.Sprintf("%d apps running", n), func(st agent.Status) bool {
-		k := 0
-		for _, a := range st.Info.Apps {
-			if a.State == "RUNNING" {
-				k++
-			}
-		}
-		return k == n
-	})
 }
 
 // BenchmarkAgentAction measures what one app's action costs the agent with

@@ -76,15 +76,7 @@ func TestCLIForEveryAppAndAsJSON(t *testing.T) {
 	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
 	e.configure(e.web(), app("0a7c3b1e-0000-4000-8000-0000000000c9", "other", "img-other", e.registry+"/demo/web:latest", ""))
 	e.startAgent()
-	e.status("both running", func(st agent.Status) bool {
-		n := 0
-		for _, a := range st.Info.Apps {
-			if a.State == "RUNNING" {
-				n++
-			}
-		}
-		return n == 2
-	})
+	e.waitRunning(2)
 
 	out, err := e.cli("status", "web", "-o", "json")
 	var one struct {

@@ -162,6 +162,20 @@ func (e *e2e) volume() string {
 	return filepath.Join(e.state, "volumes", webUUID, "drive1")
 }
 
+// waitRunning waits until n apps run.
+func (e *e2e) waitRunning(n int) {
+	e.t.Helper()
+	e.status(fmt.Sprintf("%d apps running", n), func(st agent.Status) bool {
+		k := 0
+		for _, a := range st.Info.Apps {
+			if a.State == "RUNNING" {
+				k++
+			}
+		}
+		return k == n
+	})
+}
+
 func running(st agent.Status) bool {
 	return len(st.Info.Apps) == 1 && st.Info.Apps[0].State == "RUNNING"
 }

@@ -78,6 +78,19 @@ func bigImage(t testing.TB, version string, layers int, size int64) v1.Image {
 	return img
 }
 
+// waitModule waits until the agent has loaded the drop-in module name.
+func (e *e2e) waitModule(name string) {
+	e.t.Helper()
+	e.status(name+" loaded", func(st agent.Status) bool {
+		for _, p := range st.Agent.Policies {
+			if p.Name == name && p.Active != nil {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 // killAt restarts the agent with the fault point armed, runs the CLI
 // command that reaches it, waits for the agent to kill itself there, and
 // starts it again unarmed.
@@ -358,33 +371,18 @@ func TestFaults(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "fine.wasm"), wattest.Build(t, wattest.Module("", ""), wattest.Metadata("fine")), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		e.status("fine loaded", func(st agent.Status) bool {
-			for _, p := range st.Agent.Policies {
-				if p.Name == "fine" && p.Active != nil {
-					return true
-				}
-			}
-			return false
-		})
+		e.waitModule("fine")
 		t.Logf("checked: refused (%.90s…), the agent idle after it, its API answering and its watcher loading the next module", why)
 	})
 
 	t.Run("a module keeps asking to be consulted now", func(t *testing.T) {
 		e, _ := startWeb(t) // the image on disk, for the module's use-local
 		dir := filepath.Join(e.state, "policies")
-		wat := strings.Replace(wattest.Module("", ""), `"reason\":\"wat\"}"`, `"reason\":\"wat\",\"nextCheck\":\"2000-01-01T00:00:00Z\"}"`, 1)
-		wat = strings.Replace(wat, "(i64.const 61)", "(i64.const 96)", 1)
+		wat := wattest.ModuleAnswering(`{"action":"use-local","restartOnChange":false,"reason":"wat","nextCheck":"2000-01-01T00:00:00Z"}`)
 		if err := os.WriteFile(filepath.Join(dir, "eager.wasm"), wattest.Build(t, wat, wattest.Metadata("eager")), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		e.status("eager loaded", func(st agent.Status) bool {
-			for _, p := range st.Agent.Policies {
-				if p.Name == "eager" && p.Active != nil {
-					return true
-				}
-			}
-			return false
-		})
+		e.waitModule("eager")
 		e.configure(e.web(), app("0a7c3b1e-0000-4000-8000-0000000000e1", "eager", "img-eager", e.registry+"/demo/web:latest", "eager"))
 		t.Log("broke: a module answers every decision with a nextCheck in the past")
 		e.status("eager running", func(st agent.Status) bool { s, _ := appState(st, "eager"); return s == "RUNNING" })

@@ -56,15 +56,8 @@ func TestReconcilerBlackBox(t *testing.T) {
 			app(uuidB, "never", "img-never", e.registry+"/demo/web:latest", "never"),
 			app(uuidC, "bydigest", "img-bydigest", e.registry+"/demo/web@"+v1, ""),
 			pinned)
-		st := e.status("all five running", func(st agent.Status) bool {
-			n := 0
-			for _, a := range st.Info.Apps {
-				if a.State == "RUNNING" {
-					n++
-				}
-			}
-			return n == 5
-		})
+		e.waitRunning(5)
+		st := e.status("the report", func(agent.Status) bool { return true })
 		for _, id := range []string{uuidA, uuidB, uuidC, uuidD} {
 			if sha, _ := imageInfo(st, id); sha != v1 {
 				t.Fatalf("%s runs %s", id, sha)
@@ -218,15 +211,7 @@ func TestPeriodicSharesChecksBlackBox(t *testing.T) {
 	}
 	e.configure(apps...)
 	e.startAgent()
-	e.status("three running", func(st agent.Status) bool {
-		n := 0
-		for _, a := range st.Info.Apps {
-			if a.State == "RUNNING" {
-				n++
-			}
-		}
-		return n == 3
-	})
+	e.waitRunning(3)
 	e.proxy.Reset()
 	deadline := time.Now().Add(100 * time.Second)
 	for {

@@ -6,6 +6,7 @@
 package wattest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,6 +80,15 @@ func Module(extra, abi string) string {
 		abi = "(i32.const 1)"
 	}
 	return strings.NewReplacer("{{extra}}", extra, "{{abi}}", abi).Replace(skeleton)
+}
+
+// ModuleAnswering is Module answering every decision with decision (JSON).
+func ModuleAnswering(decision string) string {
+	quote := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	return strings.NewReplacer(
+		quote.Replace(`{"action":"use-local","restartOnChange":false,"reason":"wat"}`), quote.Replace(decision),
+		"(i64.const 61)", fmt.Sprintf("(i64.const %d)", len(decision)),
+	).Replace(Module("", ""))
 }
 
 const skeleton = `(module
