@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -93,10 +94,18 @@ func OpenDir(ctx context.Context, rt *Runtime, path string, opts ...DirOption) (
 // and syncs: a file refused under the old pin is tried again under the new
 // one, so a rotation works in either order (new file first, or new pin
 // first), and a removed pin stops refusing its file.
+//
+// Unchanged pins cost nothing: every configuration passes them, and a scan
+// reads and hashes every module file.
 func (d *Dir) SetPins(ctx context.Context, pins map[string]string) (SyncReport, error) {
+	next := normalizePins(pins)
 	d.mu.Lock()
-	d.pins = normalizePins(pins)
+	same := maps.Equal(d.pins, next)
+	d.pins = next
 	d.mu.Unlock()
+	if same {
+		return SyncReport{}, nil
+	}
 	return d.Sync(ctx)
 }
 

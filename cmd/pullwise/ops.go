@@ -72,9 +72,11 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 				}
 				sort.Strings(apps)
 			}
-			var progress func(string) func(pull.Progress)
+			// Progress bars for one app on a terminal; several apps' bars
+			// would overwrite each other.
+			var progress func(pull.Progress)
 			if output == "text" && !all {
-				progress = func(string) func(pull.Progress) { return progressPrinter(out) }
+				progress = progressPrinter(out)
 			}
 			results := make([]opResult, len(apps))
 			var wg sync.WaitGroup
@@ -82,11 +84,7 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					var p func(pull.Progress)
-					if progress != nil {
-						p = progress(name)
-					}
-					results[i] = runOp(cmd.Context(), c, name, op, dryRun, noWait, p)
+					results[i] = runOp(cmd.Context(), c, name, op, dryRun, noWait, progress)
 				}()
 			}
 			wg.Wait()

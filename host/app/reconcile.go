@@ -27,7 +27,7 @@ import (
 // reconcile does one piece of work for the app. It returns whether the app
 // was removed, the last configuration generation it took in, and the
 // outcome of this piece of work for that app alone.
-func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, since time.Time, due bool) (removed bool, taken uint64, err error) {
+func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, since time.Time) (removed bool, taken uint64, err error) {
 	h := w.h
 	defer w.releaseHolds()
 	if w.rec.Pending != nil {
@@ -43,7 +43,10 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 		w.rec.DisplayName, w.rec.Policy = app.DisplayName, cfg.Policy(app).Name
 		w.publish()
 	}
+	due := false
 	if next := w.rec.NextCheck; next != nil && !next.After(h.o.Now()) {
+		// The policy's time has come (its own timer, or Host.Tick): a check
+		// made since then by another app answers for this one too.
 		due, since = true, *next
 		w.rec.NextCheck = nil
 	}
@@ -104,8 +107,7 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 		w.lookAgainAt = time.Time{}
 		err := w.observe(ctx, cfg, app)
 		if err != nil {
-			// containerd did not answer: look again shortly.
-			w.lookAgainAt = time.Now().Add(2 * time.Second)
+			w.lookAgain() // containerd did not answer
 			h.log.Warn("observing the app's container", "app", w.uuid, "error", err)
 		}
 		return false, gen, err

@@ -33,7 +33,7 @@ func (w *worker) watchExit(ctx context.Context, pid uint32) {
 	if err != nil {
 		cancel()
 		w.exitWatch, w.lastWatched = nil, 0
-		w.lookAgainAt = time.Now().Add(2 * time.Second)
+		w.lookAgain()
 		w.h.log.Debug("cannot watch the app's process; looking again shortly", "app", w.uuid, "error", err)
 		return
 	}

@@ -26,7 +26,6 @@ type worker struct {
 	cfg      *config.Config // latest desired; the app may be absent (removed)
 	gen      uint64         // of cfg (or of the latest tick request)
 	since    time.Time      // when gen was asked for (the host's clock)
-	tickDue  bool           // Host.Tick asked for the policy's tick now
 	acted    uint64         // the last generation acted upon
 	errs     map[uint64]error
 	waiters  []waiter
@@ -93,7 +92,8 @@ func (w *worker) keep(cfg *config.Config) uint64 {
 	return w.gen
 }
 
-// tick asks for the policy's tick now if its requested time has come.
+// tick wakes the worker if its policy's requested time has come (reconcile
+// sees that by the same clock) and returns the generation to wait for.
 func (w *worker) tick(now time.Time) (uint64, bool) {
 	w.mu.Lock()
 	next := w.info.NextCheck
@@ -101,8 +101,6 @@ func (w *worker) tick(now time.Time) (uint64, bool) {
 		w.mu.Unlock()
 		return 0, false
 	}
-	w.tickDue = true
-	w.since = *next
 	w.gen++
 	gen := w.gen
 	w.mu.Unlock()
@@ -230,12 +228,8 @@ func (w *worker) loop(ctx context.Context) {
 		}
 		stop()
 		cfg, gen, since := w.latest()
-		w.mu.Lock()
-		due := w.tickDue
-		w.tickDue = false
-		w.mu.Unlock()
 		restarts, created := w.rec.Restarts, w.applied != nil
-		removed, taken, err := w.reconcile(ctx, cfg, gen, since, due)
+		removed, taken, err := w.reconcile(ctx, cfg, gen, since)
 		if ctx.Err() != nil {
 			return // closing: the journal lets the next run finish the work
 		}
@@ -246,7 +240,7 @@ func (w *worker) loop(ctx context.Context) {
 			st, serr := w.h.o.Containers.Status(ctx, w.uuid)
 			switch {
 			case serr != nil:
-				w.lookAgainAt = time.Now().Add(2 * time.Second)
+				w.lookAgain()
 			case st.Running:
 				w.watchExit(ctx, st.Pid)
 			}
@@ -271,9 +265,10 @@ func (w *worker) nextWake() (time.Time, bool) {
 	var at time.Time
 	if w.rec.NextCheck != nil {
 		// The host's clock may not be the wall clock (tests): the timer
-		// counts the difference.
+		// counts the difference. (schedule keeps a policy's nextCheck at
+		// least MinNextCheck away; the second here only keeps a clock
+		// that disagrees with the record from spinning the loop.)
 		at = time.Now().Add(w.rec.NextCheck.Sub(w.h.o.Now()))
-		// A policy that keeps asking for "now" gets a tick a second.
 		at = maxTime(at, time.Now().Add(time.Second))
 	}
 	for _, t := range []time.Time{w.restartAt, w.lookAgainAt} {
@@ -283,6 +278,10 @@ func (w *worker) nextWake() (time.Time, bool) {
 	}
 	return at, !at.IsZero()
 }
+
+// lookAgain has the worker observe its container again shortly, after
+// containerd did not answer.
+func (w *worker) lookAgain() { w.lookAgainAt = time.Now().Add(2 * time.Second) }
 
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {

@@ -416,20 +416,16 @@ func (p *Puller) local(ctx context.Context, imageName string, unpacked bool) (re
 // "the image the tag was pulled as" is on disk for anyone to see, whichever
 // ImageObjectID brought it there. References without a tag are left alone.
 func (p *Puller) Tag(ctx context.Context, ref string, res Result) error {
-	r, err := p.reg.ParseReference(ref)
-	if err != nil {
-		return err
-	}
-	t, ok := r.(name.Tag)
-	if !ok {
+	tagName := p.TagName(ref)
+	if tagName == "" {
 		return nil
 	}
-	img, err := p.client.ImageService().Get(ctx, res.Name)
+	is := p.client.ImageService()
+	img, err := is.Get(ctx, res.Name)
 	if err != nil {
 		return fmt.Errorf("tagging %s: %w", ref, err)
 	}
-	is := p.client.ImageService()
-	tagged := images.Image{Name: t.Context().Name() + ":" + t.TagStr(), Target: img.Target, Labels: img.Labels}
+	tagged := images.Image{Name: tagName, Target: img.Target, Labels: img.Labels}
 	if old, err := is.Get(ctx, tagged.Name); err == nil {
 		if old.Target.Digest == tagged.Target.Digest {
 			return nil
