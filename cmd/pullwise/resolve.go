@@ -13,7 +13,7 @@ import (
 
 func newResolveCmd() *cobra.Command {
 	var insecure bool
-	var platform, output string
+	var platform, output, hostsDir string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "resolve REF",
@@ -25,10 +25,17 @@ index for a multi-arch tag. No blobs are downloaded.
 The resolved SHA is the digest of the manifest for the device's platform,
 which is what pullwise latches and reports; for a multi-arch tag the index
 digest is printed too. Credentials come from the Docker config
-(~/.docker/config.json and its credential helpers).`,
+(~/.docker/config.json and its credential helpers).
+
+The registry is reached over HTTPS only, loopback and private addresses
+included, unless --insecure is given (then over plain HTTP only): the same
+rule the agent applies with device.insecureRegistries. Mirrors, CA and client
+certificates come from --hosts-dir in containerd's certs.d layout
+(HOST[_PORT_]/hosts.toml, ca.crt), as for the agent's pulls.`,
 		Example: `  pullwise resolve docker.io/library/ubuntu:latest
   pullwise resolve --platform linux/arm64 -o json ubuntu:24.04
-  pullwise resolve --insecure localhost:5000/demo/app:latest`,
+  pullwise resolve --insecure localhost:5000/demo/app:latest
+  pullwise resolve --hosts-dir /etc/pullwise/certs.d registry.lan:5000/app:1`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var opts []registry.Option
@@ -39,13 +46,14 @@ digest is printed too. Credentials come from the Docker config
 				}
 				opts = append(opts, registry.WithPlatform(*p))
 			}
-			c := registry.New(append(opts, registry.WithTimeout(timeout))...)
+			opts = append(opts, registry.WithTimeout(timeout), registry.WithHostsDir(hostsDir))
+			c := registry.New(opts...)
 			if insecure {
 				r, err := c.ParseReference(args[0])
 				if err != nil {
 					return err
 				}
-				c = registry.New(append(opts, registry.WithTimeout(timeout), registry.WithInsecure(r.Context().RegistryStr()))...)
+				c = registry.New(append(opts, registry.WithInsecure(r.Context().RegistryStr()))...)
 			}
 			res, err := c.Resolve(cmd.Context(), args[0], nil)
 			if err != nil {
@@ -67,7 +75,8 @@ digest is printed too. Credentials come from the Docker config
 			}
 		},
 	}
-	cmd.Flags().BoolVar(&insecure, "insecure", false, "reach the registry over plain HTTP")
+	cmd.Flags().BoolVar(&insecure, "insecure", false, "reach the registry over plain HTTP (credentials travel in clear)")
+	cmd.Flags().StringVar(&hostsDir, "hosts-dir", registry.DefaultHostsDir, "registry host configuration (hosts.toml, certificates) in containerd's certs.d layout")
 	cmd.Flags().StringVar(&platform, "platform", "", "platform to pick from a multi-arch index (default linux/<this machine's arch>)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long, retries included")

@@ -92,6 +92,7 @@ type Agent struct {
 	db     *bolt.DB // the one state file (host/statedb)
 	images *imagestore.Store
 	host   *app.Host
+	reg    *registry.Client
 	bumps  *bumps
 	ctx    context.Context
 	// reconciling serialises reading the configuration and submitting it,
@@ -137,8 +138,8 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if o.ConfigPath == "" {
 		return nil, errors.New("no configuration file: pass --config FILE")
 	}
-	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
+	if err := privateDir(o.StateDir, o.Logger); err != nil {
+		return nil, err
 	}
 	a := &Agent{o: o, log: o.Logger, statusPoke: make(chan struct{}, 1), subs: map[chan progressEvent]string{}}
 	a.status.ConfigPath = o.ConfigPath
@@ -186,10 +187,11 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if a.images, err = imagestore.New(a.db); err != nil {
 		return nil, err
 	}
-	// Insecure registries are read at start: a change needs an agent restart.
-	reg := registry.New(registry.WithInsecure(first.Device.InsecureRegistries...))
+	// The insecure list and the hosts directory follow the configuration
+	// (reconcile); the hosts directory's files are re-read when they change.
+	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()))
 	a.host, err = app.New(app.Options{
-		Registry: reg, Puller: pull.New(client, reg), Images: a.images,
+		Registry: a.reg, Puller: pull.New(client, a.reg), Images: a.images,
 		Containers: containers.New(client, o.StateDir), Policies: app.NewCatalog(a.rt, a.dir),
 		State: a.db, Logger: a.log.Named("apps"),
 		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
@@ -202,6 +204,30 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// privateDir makes the state directory, or checks the one that exists: it
+// holds the apps' data and logs and the API socket, so it must be the
+// agent's own (owner) and closed to everyone else (0700). A looser mode is
+// tightened (and said so); another owner is refused.
+func privateDir(dir string, log hclog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("state directory %s belongs to uid %d, not to the agent's user (uid %d): give it to the agent's user, or pass another --state", dir, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("state directory %s is %v, and making it 0700 failed: %w", dir, fi.Mode().Perm(), err)
+		}
+		log.Warn("state directory was open to other users; made it 0700", "dir", dir, "was", fmt.Sprintf("%#o", fi.Mode().Perm()))
+	}
+	return nil
 }
 
 // device is what policies are told about the device: free disk where
@@ -234,12 +260,15 @@ func (a *Agent) serve(ctx context.Context) error {
 	defer a.close()
 	sock := filepath.Join(a.o.StateDir, SocketName)
 	os.Remove(sock) // a stale socket from a killed agent
+	// The socket is 0600 from its first instant: bind creates it with the
+	// process umask, so the umask is tightened around Listen. No app worker
+	// runs yet (they start with the first reconcile, below), so nothing
+	// else creates files meanwhile.
+	old := syscall.Umask(0o177)
 	l, err := net.Listen("unix", sock)
+	syscall.Umask(old)
 	if err != nil {
 		return fmt.Errorf("API socket %s: %w", sock, err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		return err
 	}
 	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(l)
@@ -298,6 +327,7 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 			a.log.Error("scanning policy modules", "error", perr)
 		}
 		a.bumps.apply(c)
+		a.reg.Reconfigure(c.Device.InsecureRegistries, c.Device.HostsDir())
 		t, err = a.host.Submit(a.ctx, c)
 	}
 	a.mu.Lock()

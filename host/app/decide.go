@@ -227,7 +227,9 @@ func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Recor
 // that ask about the same image share one estimate.
 func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry.Resolution) int64 {
 	return h.checks.estimate(res.Digest, h.o.Now(), func() int64 {
-		m, err := h.o.Registry.Manifest(ctx, img.Name, res.Digest)
+		r := res
+		r.Ref = img.Name
+		m, err := h.o.Registry.Manifest(ctx, r)
 		if err != nil {
 			h.log.Debug("estimating the download", "image", img.Name, "error", err)
 			return 0

@@ -21,7 +21,7 @@ import (
 // Registry answers what references name.
 type Registry interface {
 	Resolve(ctx context.Context, ref string, prev *registry.Resolution) (registry.Resolution, error)
-	Manifest(ctx context.Context, ref, digest string) (*v1.Manifest, error)
+	Manifest(ctx context.Context, res registry.Resolution) (*v1.Manifest, error)
 	ParseReference(ref string) (name.Reference, error)
 }
 

@@ -603,7 +603,10 @@ func (w *worker) fail(err error) {
 
 // spec builds the container spec for the images the app is to run.
 func (w *worker) spec(app config.App, run map[string]RunImage) (containers.Spec, error) {
-	s := containers.Spec{ID: app.UUID, Command: app.Command, Env: app.Env}
+	s, err := containers.SpecFromConfig(app)
+	if err != nil {
+		return s, err
+	}
 	root := app.RootDrive()
 	for i, d := range app.Drives {
 		switch d.Kind {

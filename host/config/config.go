@@ -11,13 +11,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"sigs.k8s.io/yaml"
+
+	"github.com/pullwise/pullwise/internal/printable"
 )
 
 // DefaultPolicy is used when neither the app nor the device names a policy.
@@ -35,9 +42,28 @@ type Device struct {
 	PullPolicy *PolicyRef `json:"pullPolicy,omitempty"`
 	// PolicyDir is the drop-in module directory. Default: STATE/policies.
 	PolicyDir string `json:"policyDir,omitempty"`
-	// InsecureRegistries may be reached over plain HTTP (host or host:port).
+	// InsecureRegistries are reached over plain HTTP, and only over plain
+	// HTTP (host or host:port). Every other registry is reached over HTTPS
+	// only, loopback and private addresses included.
 	InsecureRegistries []string `json:"insecureRegistries,omitempty"`
+	// RegistryHostsDir holds per-registry host configuration in containerd's
+	// certs.d layout (HOST[_PORT_]/hosts.toml, ca.crt, client certificates;
+	// mirrors), for resolving and pulling alike. Default:
+	// /etc/containerd/certs.d. Read at every request, so edits need no
+	// restart.
+	RegistryHostsDir string `json:"registryHostsDir,omitempty"`
 }
+
+// HostsDir is the registry hosts directory in effect.
+func (d Device) HostsDir() string {
+	if d.RegistryHostsDir == "" {
+		return DefaultRegistryHostsDir
+	}
+	return d.RegistryHostsDir
+}
+
+// DefaultRegistryHostsDir is containerd's usual registry hosts directory.
+const DefaultRegistryHostsDir = "/etc/containerd/certs.d"
 
 // PolicyRef names a policy: a built-in or a drop-in module, with its
 // settings and, for a drop-in, an optional sha256 pin. In YAML it is either
@@ -81,6 +107,146 @@ type App struct {
 	// exits on its own after its grace period (with back-off: 10 s doubling
 	// to 5 min). Default true.
 	RestartOnExit *bool `json:"restartOnExit,omitempty"`
+	// Network is the app's network: "bridge" (the default: a network
+	// namespace of its own on the pullwise0 bridge, NAT to the outside),
+	// "none" (loopback only) or "host" (the host's network namespace, every
+	// host port and loopback service included: an explicit opt-in).
+	Network NetworkMode `json:"network,omitempty"`
+	// Ports publishes container ports on the host, bridge network only:
+	// "[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]".
+	Ports []string `json:"ports,omitempty"`
+	// Limits caps the app's memory, CPU and process count. Default: none.
+	Limits *Limits `json:"limits,omitempty"`
+	// ReadOnlyRootfs mounts the root filesystem read-only (volumes stay
+	// writable).
+	ReadOnlyRootfs bool `json:"readOnlyRootfs,omitempty"`
+	// User runs the app's process as "UID[:GID]" (numeric), instead of the
+	// image's user. Its volumes are owned by that user.
+	User string `json:"user,omitempty"`
+}
+
+// NetworkMode is an app's network.
+type NetworkMode string
+
+// The network modes.
+const (
+	NetworkBridge NetworkMode = "bridge"
+	NetworkNone   NetworkMode = "none"
+	NetworkHost   NetworkMode = "host"
+)
+
+// NetworkMode is the app's network, the default filled in.
+func (a App) NetworkMode() NetworkMode {
+	if a.Network == "" {
+		return NetworkBridge
+	}
+	return a.Network
+}
+
+// Limits are an app's resource limits; zero values mean no limit.
+type Limits struct {
+	// Memory in bytes, or with a unit: "256Mi", "1Gi", "500M".
+	Memory string `json:"memory,omitempty"`
+	// CPUs is how many CPUs' worth of time the app may use: 0.5, 2.
+	CPUs float64 `json:"cpus,omitempty"`
+	// Pids caps the number of processes and threads.
+	Pids int64 `json:"pids,omitempty"`
+}
+
+// MemoryBytes is Memory in bytes (0: no limit).
+func (l *Limits) MemoryBytes() (int64, error) {
+	if l == nil || l.Memory == "" {
+		return 0, nil
+	}
+	return ParseBytes(l.Memory)
+}
+
+// ParseBytes reads a size: a whole number of bytes, optionally with a
+// decimal (k, M, G) or binary (Ki, Mi, Gi) unit.
+func ParseBytes(s string) (int64, error) {
+	m := bytesRE.FindStringSubmatch(strings.TrimSpace(s))
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size (want e.g. 268435456, 256Mi, 1G)", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", s, err)
+	}
+	unit := map[string]int64{"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}[m[2]]
+	if n > (1<<62)/unit {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * unit, nil
+}
+
+var bytesRE = regexp.MustCompile(`^([0-9]+)(|k|K|M|G|Ki|Mi|Gi)$`)
+
+// Port is one published port.
+type Port struct {
+	HostIP        string
+	HostPort      int
+	ContainerPort int
+	Protocol      string
+}
+
+// ParsePort reads "[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]".
+func ParsePort(s string) (Port, error) {
+	p := Port{Protocol: "tcp"}
+	spec := s
+	if i := strings.LastIndex(spec, "/"); i >= 0 {
+		p.Protocol, spec = spec[i+1:], spec[:i]
+		if p.Protocol != "tcp" && p.Protocol != "udp" {
+			return p, fmt.Errorf("%q: protocol %q, want tcp or udp", s, p.Protocol)
+		}
+	}
+	i := strings.LastIndex(spec, ":")
+	if i < 0 {
+		return p, fmt.Errorf("%q: want [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]", s)
+	}
+	hostPart, cport := spec[:i], spec[i+1:]
+	hport := hostPart
+	if j := strings.LastIndex(hostPart, ":"); j >= 0 {
+		p.HostIP, hport = strings.Trim(hostPart[:j], "[]"), hostPart[j+1:]
+		if net.ParseIP(p.HostIP) == nil {
+			return p, fmt.Errorf("%q: %q is not an IP address", s, p.HostIP)
+		}
+	}
+	var err error
+	if p.HostPort, err = portNumber(hport); err != nil {
+		return p, fmt.Errorf("%q: host port: %w", s, err)
+	}
+	if p.ContainerPort, err = portNumber(cport); err != nil {
+		return p, fmt.Errorf("%q: container port: %w", s, err)
+	}
+	return p, nil
+}
+
+func portNumber(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%q is not a port (1-65535)", s)
+	}
+	return n, nil
+}
+
+// UserIDs reads User: "UID" or "UID:GID" (the GID defaults to the UID).
+// ok is false when User is empty.
+func (a App) UserIDs() (uid, gid uint32, ok bool, err error) {
+	if a.User == "" {
+		return 0, 0, false, nil
+	}
+	u, g, hasGID := strings.Cut(a.User, ":")
+	uid64, err := strconv.ParseUint(u, 10, 32)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("%q: want a numeric UID[:GID]", a.User)
+	}
+	gid64 := uid64
+	if hasGID {
+		if gid64, err = strconv.ParseUint(g, 10, 32); err != nil {
+			return 0, 0, false, fmt.Errorf("%q: want a numeric UID[:GID]", a.User)
+		}
+	}
+	return uint32(uid64), uint32(gid64), true, nil
 }
 
 // InstanceOps is EVE's InstanceOpsCmd: an increase of Counter asks for one
@@ -235,6 +401,9 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 			devBad(fmt.Sprintf("device.insecureRegistries[%d]", i), "%q is not a registry host", r)
 		}
 	}
+	if d := c.Device.RegistryHostsDir; d != "" && !filepath.IsAbs(d) {
+		devBad("device.registryHostsDir", "%q is not an absolute path", d)
+	}
 	prevApps := map[string]App{}
 	if prev != nil {
 		for _, a := range prev.Apps {
@@ -260,6 +429,10 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 		switch {
 		case a.DisplayName == "":
 			bad(f+".displayName", "required")
+		case strings.IndexFunc(a.DisplayName, unicode.IsControl) >= 0 || len(a.DisplayName) > 128:
+			// Names are printed in tables and log lines: an escape sequence
+			// or a newline in one could forge what an operator reads.
+			bad(f+".displayName", "%s: control characters (newlines, escapes) are not allowed, nor more than 128 bytes", printable.String(a.DisplayName))
 		case names[a.DisplayName] > 0:
 			// The CLI finds apps by display name: two of one name would make
 			// `pullwise restart NAME` act on whichever came first.
@@ -317,11 +490,16 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 				bad(df+".mountPath", "the root filesystem drive has no mount path")
 			case !isRoot && (d.MountPath == "" || !path.IsAbs(d.MountPath) || path.Clean(d.MountPath) == "/"):
 				bad(df+".mountPath", "%q: want an absolute path other than /", d.MountPath)
+			case !isRoot && slices.Contains(strings.Split(d.MountPath, "/"), ".."):
+				bad(df+".mountPath", "%q: \"..\" is not allowed in a mount path", d.MountPath)
+			case !isRoot && reservedMount(path.Clean(d.MountPath)):
+				bad(df+".mountPath", "%q: /proc, /sys and /dev belong to the runtime", d.MountPath)
 			case !isRoot && mounts[path.Clean(d.MountPath)]:
 				bad(df+".mountPath", "%q is mounted twice", d.MountPath)
 			}
 			mounts[path.Clean(d.MountPath)] = true
 		}
+		checkRuntime(f, a, bad)
 		perApp[a.UUID] = append(perApp[a.UUID], errs...)
 	}
 	apps = map[string]error{}
@@ -331,6 +509,61 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 		}
 	}
 	return errors.Join(devErrs...), apps
+}
+
+// reservedMount reports whether a (clean) mount path is under a directory
+// the runtime mounts itself.
+func reservedMount(p string) bool {
+	for _, r := range []string{"/proc", "/sys", "/dev"} {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// checkRuntime validates how the app's container runs: network, ports,
+// limits, user.
+func checkRuntime(f string, a App, bad func(string, string, ...any)) {
+	switch a.Network {
+	case "", NetworkBridge, NetworkNone, NetworkHost:
+	default:
+		bad(f+".network", "%q: want bridge (the default), none or host", a.Network)
+	}
+	seen := map[string]int{}
+	for i, ps := range a.Ports {
+		pf := fmt.Sprintf("%s.ports[%d]", f, i)
+		if a.NetworkMode() != NetworkBridge {
+			bad(pf, "ports are published on the bridge network only (network is %s)", a.NetworkMode())
+			break
+		}
+		p, err := ParsePort(ps)
+		if err != nil {
+			bad(pf, "%v", err)
+			continue
+		}
+		key := fmt.Sprintf("%d/%s", p.HostPort, p.Protocol)
+		if j, dup := seen[key]; dup {
+			bad(pf, "host port %s is also published by ports[%d]", key, j)
+		}
+		seen[key] = i
+	}
+	if l := a.Limits; l != nil {
+		if n, err := l.MemoryBytes(); err != nil {
+			bad(f+".limits.memory", "%v", err)
+		} else if n != 0 && n < 6<<20 {
+			bad(f+".limits.memory", "%s is below the 6 MiB a container needs to start", l.Memory)
+		}
+		if l.CPUs < 0 || l.CPUs > 1024 {
+			bad(f+".limits.cpus", "%v: want a positive number of CPUs", l.CPUs)
+		}
+		if l.Pids < 0 {
+			bad(f+".limits.pids", "%d: want a positive number", l.Pids)
+		}
+	}
+	if _, _, _, err := a.UserIDs(); err != nil {
+		bad(f+".user", "%v", err)
+	}
 }
 
 // App returns the app with uuid, if c has one.

@@ -11,7 +11,9 @@ package containers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,15 +21,20 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/apparmor"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/defaults"
+	hostapparmor "github.com/containerd/containerd/v2/pkg/apparmor"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/image-spec/identity"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/network"
 	"github.com/pullwise/pullwise/internal/faultpoint"
 )
 
@@ -43,17 +50,28 @@ const (
 	LabelImages = "io.pullwise.images"
 )
 
+// AppArmorProfile is the AppArmor profile apps run under where the kernel
+// has AppArmor: containerd's default profile, loaded under this name.
+const AppArmorProfile = "pullwise-default"
+
 // Manager creates and runs app containers in the client's namespace.
 type Manager struct {
 	client      *containerd.Client
 	dir         string
 	snapshotter string
 	stopTimeout time.Duration
+	// cni attaches network namespaces; nil with cniErr when the CNI
+	// plugins are missing (then only host-network apps can start).
+	cni      *network.CNI
+	cniErr   error
+	netnsDir string
 }
 
 // New returns a Manager keeping volumes and logs under stateDir.
 func New(client *containerd.Client, stateDir string) *Manager {
-	return &Manager{client: client, dir: stateDir, snapshotter: defaults.DefaultSnapshotter, stopTimeout: 10 * time.Second}
+	cni, err := network.New(nil)
+	return &Manager{client: client, dir: stateDir, snapshotter: defaults.DefaultSnapshotter, stopTimeout: 10 * time.Second,
+		cni: cni, cniErr: err, netnsDir: network.DefaultNetNSDir}
 }
 
 // Spec is what an app's container is made of.
@@ -69,6 +87,43 @@ type Spec struct {
 	// Command replaces the image's entrypoint and command when set.
 	Command []string
 	Env     []string
+	// Network is the app's network (bridge, none or host); Ports are
+	// published on the bridge.
+	Network config.NetworkMode
+	Ports   []config.Port
+	// MemoryBytes, CPUs and Pids limit the app; 0 means no limit.
+	MemoryBytes int64
+	CPUs        float64
+	Pids        int64
+	// ReadOnlyRootfs mounts the root filesystem read-only.
+	ReadOnlyRootfs bool
+	// User, when HasUser, runs the process as UID:GID and gives it its
+	// volumes.
+	UID, GID uint32
+	HasUser  bool
+}
+
+// SpecFromConfig fills the runtime part of a Spec (network, limits, user)
+// from an app's validated configuration.
+func SpecFromConfig(app config.App) (Spec, error) {
+	s := Spec{ID: app.UUID, Command: app.Command, Env: app.Env, Network: app.NetworkMode(), ReadOnlyRootfs: app.ReadOnlyRootfs}
+	for _, ps := range app.Ports {
+		p, err := config.ParsePort(ps)
+		if err != nil {
+			return s, err
+		}
+		s.Ports = append(s.Ports, p)
+	}
+	if l := app.Limits; l != nil {
+		n, err := l.MemoryBytes()
+		if err != nil {
+			return s, err
+		}
+		s.MemoryBytes, s.CPUs, s.Pids = n, l.CPUs, l.Pids
+	}
+	var err error
+	s.UID, s.GID, s.HasUser, err = app.UserIDs()
+	return s, err
 }
 
 // Images are the images the spec builds from: the root image, then the
@@ -111,17 +166,20 @@ func (m *Manager) Create(ctx context.Context, s Spec) error {
 }
 
 func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
+	if s.Network == "" {
+		s.Network = config.NetworkBridge
+	}
 	img, err := m.client.GetImage(ctx, s.Image)
 	if err != nil {
 		return fmt.Errorf("app %s: root image %s: %w", s.ID, s.Image, err)
 	}
 	mounts := []specs.Mount{}
 	for _, v := range s.Volumes {
-		dir := m.VolumeDir(s.ID, v.Source)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("app %s: volume %s: %w", s.ID, v.Source, err)
+		dir, err := m.volume(s, v.Source)
+		if err != nil {
+			return err
 		}
-		mounts = append(mounts, specs.Mount{Destination: v.Path, Type: "bind", Source: dir, Options: []string{"rbind", "rw"}})
+		mounts = append(mounts, specs.Mount{Destination: path.Clean(v.Path), Type: "bind", Source: dir, Options: []string{"rbind", "rw"}})
 	}
 	for i, ro := range s.ReadOnly {
 		ms, err := m.view(ctx, s.ID, gen, i, ro.Source)
@@ -133,26 +191,28 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 			if mt.Type == "bind" {
 				opts = append(opts, "rbind")
 			}
-			mounts = append(mounts, specs.Mount{Destination: ro.Path, Type: mt.Type, Source: mt.Source, Options: opts})
+			mounts = append(mounts, specs.Mount{Destination: path.Clean(ro.Path), Type: mt.Type, Source: mt.Source, Options: opts})
 		}
 	}
-	specOpts := []oci.SpecOpts{
-		oci.WithImageConfig(img),
-		oci.WithHostNamespace(specs.NetworkNamespace),
-		oci.WithHostHostsFile,
-		oci.WithHostResolvconf,
-		oci.WithMounts(mounts),
+	netOpts, err := m.networkFiles(s)
+	if err != nil {
+		return err
 	}
+	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img)}, netOpts...)
+	specOpts = append(specOpts, oci.WithMounts(mounts))
 	if len(s.Command) > 0 {
 		specOpts = append(specOpts, oci.WithProcessArgs(s.Command...))
 	}
 	if len(s.Env) > 0 {
 		specOpts = append(specOpts, oci.WithEnv(s.Env))
 	}
+	specOpts = append(specOpts, hardening(s)...)
 	rootfs := fmt.Sprintf("%s-rootfs-%d", s.ID, gen)
+	labels := network.Labels(s.Network, s.Ports)
+	maps.Copy(labels, map[string]string{LabelApp: s.ID, LabelRootfs: rootfs, LabelGeneration: strconv.Itoa(gen),
+		LabelImages: strings.Join(s.Images(), ",")})
 	_, err = m.client.NewContainer(ctx, s.ID,
-		containerd.WithContainerLabels(map[string]string{LabelApp: s.ID, LabelRootfs: rootfs, LabelGeneration: strconv.Itoa(gen),
-			LabelImages: strings.Join(s.Images(), ",")}),
+		containerd.WithContainerLabels(labels),
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(m.snapshotter),
 		containerd.WithNewSnapshot(rootfs, img),
@@ -162,6 +222,102 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 		return fmt.Errorf("app %s: creating container: %w", s.ID, err)
 	}
 	return nil
+}
+
+// hardening is what every app's process runs under, whatever its image
+// says: containerd's default seccomp profile, the default AppArmor profile
+// where the kernel has AppArmor, no privilege gain through setuid files,
+// and the app's limits, read-only root and user.
+func hardening(s Spec) []oci.SpecOpts {
+	opts := []oci.SpecOpts{seccomp.WithDefaultProfile(), oci.WithNoNewPrivileges}
+	if hostapparmor.HostSupports() {
+		opts = append(opts, apparmor.WithDefaultProfile(AppArmorProfile))
+	}
+	if s.MemoryBytes > 0 {
+		opts = append(opts, oci.WithMemoryLimit(uint64(s.MemoryBytes)))
+	}
+	if s.CPUs > 0 {
+		const period = 100_000 // µs, the kernel's default CFS period
+		opts = append(opts, oci.WithCPUCFS(int64(s.CPUs*period), period))
+	}
+	if s.Pids > 0 {
+		opts = append(opts, oci.WithPidsLimit(s.Pids))
+	}
+	if s.ReadOnlyRootfs {
+		opts = append(opts, oci.WithRootFSReadonly())
+	}
+	if s.HasUser {
+		opts = append(opts, oci.WithUIDGID(s.UID, s.GID))
+	}
+	return opts
+}
+
+// networkFiles are the spec options of the app's network: the host's
+// namespace and files for a host-network app; for the others a namespace
+// of their own (the spec's default), and /etc/hosts and /etc/resolv.conf
+// files of their own, because the host's name loopback addresses that mean
+// something else inside.
+func (m *Manager) networkFiles(s Spec) ([]oci.SpecOpts, error) {
+	if s.Network == config.NetworkHost {
+		return []oci.SpecOpts{oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf}, nil
+	}
+	if m.cni == nil {
+		return nil, fmt.Errorf("app %s: network %s: %w", s.ID, s.Network, m.cniErr)
+	}
+	dir := filepath.Join(m.dir, "net", s.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("app %s: %w", s.ID, err)
+	}
+	hosts := filepath.Join(dir, "hosts")
+	if err := writeIfChanged(hosts, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"); err != nil {
+		return nil, fmt.Errorf("app %s: %w", s.ID, err)
+	}
+	files := []specs.Mount{{Destination: "/etc/hosts", Type: "bind", Source: hosts, Options: []string{"rbind", "ro"}}}
+	if s.Network == config.NetworkBridge {
+		resolv := filepath.Join(dir, "resolv.conf")
+		if err := writeIfChanged(resolv, network.ResolvConf("/etc/resolv.conf")); err != nil {
+			return nil, fmt.Errorf("app %s: %w", s.ID, err)
+		}
+		files = append(files, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: resolv, Options: []string{"rbind", "ro"}})
+	}
+	return []oci.SpecOpts{oci.WithMounts(files)}, nil
+}
+
+// writeIfChanged writes a small file (0644: the app's user must read it)
+// unless it already holds content: no flash write for nothing.
+func writeIfChanged(path, content string) error {
+	if b, err := os.ReadFile(path); err == nil && string(b) == content {
+		return nil
+	}
+	return os.WriteFile(path, []byte(content), 0o644)
+}
+
+// volume creates an app's volume directory if needed: 0700, owned by the
+// app's user when it has one, so other local users cannot read app data.
+func (m *Manager) volume(s Spec, name string) (string, error) {
+	dir := m.VolumeDir(s.ID, name)
+	for _, d := range []string{filepath.Join(m.dir, "volumes"), filepath.Join(m.dir, "volumes", s.ID), dir} {
+		if err := os.Mkdir(d, 0o700); err != nil && !os.IsExist(err) {
+			return "", fmt.Errorf("app %s: volume %s: %w", s.ID, name, err)
+		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("app %s: volume %s: %w", s.ID, name, err)
+	}
+	if s.HasUser {
+		// The volumes and app directories above stay root's; only the
+		// volume itself is handed over (searchable by its owner: 0711).
+		if err := os.Chmod(filepath.Join(m.dir, "volumes", s.ID), 0o711); err != nil {
+			return "", err
+		}
+		if err := os.Chmod(filepath.Join(m.dir, "volumes"), 0o711); err != nil {
+			return "", err
+		}
+		if err := os.Lchown(dir, int(s.UID), int(s.GID)); err != nil {
+			return "", fmt.Errorf("app %s: volume %s: %w", s.ID, name, err)
+		}
+	}
+	return dir, nil
 }
 
 // view makes a read-only view of an image's unpacked layers.
@@ -201,18 +357,77 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 			return fmt.Errorf("app %s: removing old task: %w", id, err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(m.dir, "logs"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(m.dir, "logs"), 0o700); err != nil {
+		return err
+	}
+	// The log is the app's output: 0600 from its first byte (cio would
+	// create it 0644).
+	if f, err := os.OpenFile(m.LogPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+		f.Close()
+	}
+	if err := m.attach(ctx, c); err != nil {
 		return err
 	}
 	t, err := c.NewTask(ctx, cio.LogFile(m.LogPath(id)))
 	if err != nil {
+		m.release(ctx, c)
 		return fmt.Errorf("app %s: creating task: %w", id, err)
 	}
 	if err := t.Start(ctx); err != nil {
 		t.Delete(ctx, containerd.WithProcessKill)
+		m.release(ctx, c)
 		return fmt.Errorf("app %s: starting: %w", id, err)
 	}
 	return nil
+}
+
+// attach gives the app a network namespace of its own for the process
+// about to start: a new namespace pinned under the netns directory (so it
+// outlives the process, and its address, NAT and port rules are released
+// only after the app stopped), attached through CNI, and named in the
+// container's spec and labels. Host-network apps have nothing to attach.
+func (m *Manager) attach(ctx context.Context, c containerd.Container) error {
+	labels, err := c.Labels(ctx)
+	if err != nil {
+		return fmt.Errorf("app %s: %w", c.ID(), err)
+	}
+	mode, ports, err := network.FromLabels(labels)
+	if err != nil || mode == config.NetworkHost {
+		return err
+	}
+	if m.cni == nil {
+		return fmt.Errorf("app %s: network %s: %w", c.ID(), mode, m.cniErr)
+	}
+	m.release(ctx, c) // whatever an earlier start left (an agent killed, a power cut)
+	path, err := m.cni.Pin(ctx, m.netnsDir, c.ID(), mode, ports)
+	if err != nil {
+		return err
+	}
+	spec, err := c.Spec(ctx)
+	if err == nil {
+		err = oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: path})(ctx, nil, nil, spec)
+	}
+	if err == nil {
+		err = c.Update(ctx, containerd.UpdateContainerOpts(containerd.WithSpec(spec)))
+	}
+	labels[network.LabelNetNS] = path
+	if err == nil {
+		_, err = c.SetLabels(ctx, map[string]string{network.LabelNetNS: path})
+	}
+	if err != nil {
+		m.cni.Release(ctx, c.ID(), labels)
+		return fmt.Errorf("app %s: network namespace: %w", c.ID(), err)
+	}
+	return nil
+}
+
+// release releases the app's pinned network namespace, if it has one.
+// Failures are not the caller's to handle (the app stopped either way):
+// the next start of the app tries again.
+func (m *Manager) release(ctx context.Context, c containerd.Container) {
+	if labels, err := c.Labels(ctx); err == nil {
+		_ = m.cni.Release(ctx, c.ID(), labels)
+	}
 }
 
 // Stop stops the app's process: SIGTERM, then SIGKILL after the stop
@@ -251,6 +466,7 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if _, err := t.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("app %s: removing task: %w", id, err)
 	}
+	m.release(ctx, c)
 	return nil
 }
 
@@ -303,6 +519,9 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.deleteContainer(ctx, id); err != nil {
 		return err
 	}
+	if err := os.RemoveAll(filepath.Join(m.dir, "net", id)); err != nil {
+		return err
+	}
 	return os.RemoveAll(filepath.Join(m.dir, "volumes", id))
 }
 
@@ -316,6 +535,7 @@ func (m *Manager) deleteContainer(ctx context.Context, id string) error {
 	} else if err != nil {
 		return fmt.Errorf("app %s: %w", id, err)
 	}
+	m.release(ctx, c) // a container without a task may still hold one
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("app %s: deleting container: %w", id, err)
 	}

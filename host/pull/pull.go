@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -111,7 +110,7 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	if err != nil {
 		return Result{}, fmt.Errorf("platform %s: %w", p.reg.Platform(), err)
 	}
-	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: p.hosts})
+	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: p.reg.Hosts})
 	opts := []containerd.RemoteOpt{
 		containerd.WithResolver(resolver),
 		containerd.WithPlatformMatcher(platforms.Only(platform)),
@@ -124,7 +123,7 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	// Our own lease, kept when a pull fails: containerd's per-pull lease
 	// would be dropped with the failure, and garbage collection would then
 	// delete the partial downloads a retry should resume from.
-	ctx, release, err := p.lease(ctx, top)
+	ctx, release, err := p.lease(registry.Quiet(ctx), top)
 	if err != nil {
 		return Result{}, err
 	}
@@ -196,26 +195,6 @@ func (p *Puller) lease(ctx context.Context, digest string) (context.Context, fun
 		return ctx, nil, fmt.Errorf("creating a download lease: %w", err)
 	}
 	return leases.WithLease(ctx, l.ID), func() { _ = lm.Delete(context.WithoutCancel(ctx), l) }, nil
-}
-
-// hosts configures containerd's resolver from the registry client: TLS
-// unless the registry is named insecure, the same credentials and the same
-// retrying transport.
-func (p *Puller) hosts(host string) ([]docker.RegistryHost, error) {
-	client := &http.Client{Transport: p.reg.Transport()}
-	scheme := "https"
-	if p.reg.Insecure(host) {
-		scheme = "http"
-	}
-	apiHost := host
-	if host == name.DefaultRegistry || host == "docker.io" {
-		apiHost = "registry-1.docker.io"
-	}
-	auth := docker.NewDockerAuthorizer(docker.WithAuthClient(client), docker.WithAuthCreds(p.reg.Credentials))
-	return []docker.RegistryHost{{
-		Client: client, Authorizer: auth, Host: apiHost, Scheme: scheme, Path: "/v2",
-		Capabilities: docker.HostCapabilityPull | docker.HostCapabilityResolve,
-	}}, nil
 }
 
 // watch reports progress while a pull runs: every descriptor as the pull
@@ -302,6 +281,9 @@ func digestOfRef(s content.Status) string {
 // typed errors are used where it has them; its resolver reports HTTP status
 // and digest failures only as text, so those are matched by message.
 func kindOfPull(err error) error {
+	if k := registry.KindOf(err); k != nil {
+		return k
+	}
 	var nerr net.Error
 	msg := err.Error()
 	switch {

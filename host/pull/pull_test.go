@@ -3,6 +3,8 @@ package pull
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -300,4 +302,50 @@ func waitIngest(t *testing.T, e *env, digest string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("no settled partial ingest of %s", digest)
+}
+
+// TestPullTLSDecisionIsResolves: the pull reaches registries exactly as
+// Resolve does (registry.Client.Hosts): an unlisted plain-HTTP registry gets
+// no request at all, and a hosts.toml mirror serves every blob while the
+// upstream sees none.
+func TestPullTLSDecisionIsResolves(t *testing.T) {
+	e := setup(t)
+	ref := e.proxy.Host + "/app:v1"
+	regtest.PushImage(t, ref, regtest.RandomImage(t, 256<<10, 2))
+	res, err := e.reg.Resolve(e.ctx, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	strict := registry.New(registry.WithHostsDir(""), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+	e.proxy.Reset()
+	if _, err := New(e.d.Client, strict).Pull(e.ctx, res, "", nil); !errors.Is(err, registry.ErrNotTLS) {
+		t.Fatalf("pull from an unlisted plain-HTTP registry: %v; want ErrNotTLS", err)
+	}
+	if got := e.proxy.Requests(); len(got) != 0 {
+		t.Fatalf("the plain-HTTP registry received %q", got)
+	}
+
+	dir := t.TempDir()
+	mirror := regtest.NewProxy(t, e.proxy.Target())
+	hostDir := filepath.Join(dir, strings.Replace(e.proxy.Host, ":", "_", 1)+"_")
+	if err := os.MkdirAll(hostDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	toml := fmt.Sprintf("server = %q\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+e.proxy.Host, "http://"+mirror.Host)
+	if err := os.WriteFile(filepath.Join(hostDir, "hosts.toml"), []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mirrored := registry.New(registry.WithHostsDir(dir))
+	e.proxy.Reset()
+	r, err := New(e.d.Client, mirrored).Pull(e.ctx, res, "", nil)
+	if err != nil {
+		t.Fatalf("pull through the mirror: %v", err)
+	}
+	if len(e.proxy.Requests()) != 0 || mirror.BlobBytes() < 512<<10 {
+		t.Fatalf("upstream %s; mirror %s: want every blob from the mirror", e.proxy, mirror)
+	}
+	if !e.unpacked(t, r.Name) {
+		t.Fatal("not unpacked")
+	}
 }

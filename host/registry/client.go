@@ -1,49 +1,58 @@
 // Package registry is pullwise's access to OCI registries: resolving a
-// reference to its digests with as few requests as possible, and verifying
-// what a registry serves against the digest a configuration pins. It uses
-// go-containerregistry for the protocol, the standard Docker keychain for
-// credentials, TLS unless a registry is named insecure, and retries with
-// back-off that honour Retry-After.
+// reference to its digests with as few requests as possible, verifying what
+// a registry serves against the digest a configuration pins, and deciding
+// how each registry is reached (Hosts) for this package and for the
+// containerd pull alike. Requests go through containerd's registry client
+// (remotes/docker) configured from containerd's hosts directory layout;
+// credentials come from the standard Docker keychain (go-containerregistry's
+// authn); TLS unless a registry is named insecure; retries with back-off
+// that honour Retry-After.
 package registry
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	godigest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Client talks to registries. It keeps one authenticated transport per
-// repository, so after the first request to a repository (which may need a
-// token), a check costs exactly one request. Safe for concurrent use.
+// Client talks to registries. It keeps each registry's endpoints (their
+// connections and the tokens they fetched) between requests, so after the
+// first request to a repository (which may need a token), a check costs
+// exactly one request. Safe for concurrent use.
 type Client struct {
-	insecure  map[string]bool
-	keychain  authn.Keychain
-	platform  v1.Platform
-	timeout   time.Duration
-	transport http.RoundTripper
-	retry     *retrying
+	keychain authn.Keychain
+	platform v1.Platform
+	timeout  time.Duration
+	// retry is the template of every endpoint's retrying transport.
+	retry    *retrying
+	resolver remotes.Resolver
 
-	once   sync.Once
-	puller *remote.Puller
-	err    error
+	mu       sync.Mutex
+	insecure map[string]bool
+	hostsDir string
+	hosts    map[string]hostsEntry
 }
 
 // Option configures a Client.
 type Option func(*Client)
 
 // WithInsecure lets the named registries (host or host:port) be reached over
-// plain HTTP. Every other registry needs TLS.
+// plain HTTP, and only over plain HTTP. Every other registry needs TLS.
 func WithInsecure(registries ...string) Option {
 	return func(c *Client) {
 		for _, r := range registries {
@@ -51,6 +60,11 @@ func WithInsecure(registries ...string) Option {
 		}
 	}
 }
+
+// WithHostsDir reads per-registry host configuration (hosts.toml, mirrors,
+// CA and client certificates) from dir in containerd's certs.d layout.
+// Default: DefaultHostsDir; "" turns it off.
+func WithHostsDir(dir string) Option { return func(c *Client) { c.hostsDir = dir } }
 
 // WithKeychain sets where credentials come from. Default: the standard
 // Docker config (~/.docker/config.json, DOCKER_CONFIG) and its credential
@@ -64,10 +78,6 @@ func WithPlatform(p v1.Platform) Option { return func(c *Client) { c.platform = 
 // WithTimeout bounds each operation (all its requests and retries). Default 2m.
 func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
 
-// WithTransport replaces the HTTP transport under the retry layer (tests
-// put a counting proxy's client here).
-func WithTransport(t http.RoundTripper) Option { return func(c *Client) { c.transport = t } }
-
 // WithRetry sets how often and how long a request is retried on 429, 5xx
 // and connection failures. Defaults: 5 tries, 30 s in all, starting at
 // 500 ms, waits capped at 10 s (a longer Retry-After is cut to that).
@@ -80,52 +90,64 @@ func WithRetry(tries uint, total, initial, maxWait time.Duration) Option {
 // New returns a Client.
 func New(opts ...Option) *Client {
 	c := &Client{
-		insecure:  map[string]bool{},
-		keychain:  authn.DefaultKeychain,
-		platform:  v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		timeout:   2 * time.Minute,
-		transport: remote.DefaultTransport,
+		insecure: map[string]bool{},
+		hostsDir: DefaultHostsDir,
+		hosts:    map[string]hostsEntry{},
+		keychain: authn.DefaultKeychain,
+		platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		timeout:  2 * time.Minute,
 		retry: &retrying{maxTries: 5, maxElapsed: 30 * time.Second, initial: 500 * time.Millisecond,
 			maxWait: 10 * time.Second, sleep: sleepCtx},
 	}
 	for _, o := range opts {
 		o(c)
 	}
-	c.retry.inner = c.transport
+	c.resolver = docker.NewResolver(docker.ResolverOptions{Hosts: c.Hosts})
 	return c
 }
 
-func (c *Client) remote() (*remote.Puller, error) {
-	c.once.Do(func() {
-		c.puller, c.err = remote.NewPuller(
-			remote.WithTransport(c.retry),
-			remote.WithAuthFromKeychain(c.keychain),
-			remote.WithPlatform(c.platform),
-			// One try: the retrying transport underneath already retried.
-			remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
-			remote.WithRetryStatusCodes(),
-		)
-	})
-	return c.puller, c.err
+// Reconfigure replaces the insecure registries and the hosts directory of a
+// running client (the agent calls it when its configuration changes).
+// Endpoints built under the old settings are rebuilt at their next use.
+func (c *Client) Reconfigure(insecure []string, hostsDir string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.insecure = map[string]bool{}
+	for _, r := range insecure {
+		c.insecure[r] = true
+	}
+	c.hostsDir = hostsDir
+}
+
+// HostsDir is the directory host configuration is read from ("" for none).
+func (c *Client) HostsDir() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hostsDir
 }
 
 // Platform is the platform the client selects from indexes.
 func (c *Client) Platform() v1.Platform { return c.platform }
 
-// ParseReference parses ref, allowing plain HTTP for insecure registries.
-// Docker Hub shorthand ("ubuntu:latest") is accepted.
+// ParseReference parses ref. Docker Hub shorthand ("ubuntu:latest") is
+// accepted. The reference's scheme means nothing: how a registry is reached
+// is decided by Hosts alone.
 func (c *Client) ParseReference(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("invalid image reference %q: %w", ref, err)
 	}
-	if c.insecure[r.Context().RegistryStr()] {
-		r, err = name.ParseReference(ref, name.Insecure)
-		if err != nil {
-			return nil, fmt.Errorf("invalid image reference %q: %w", ref, err)
-		}
-	}
 	return r, nil
+}
+
+// remoteRef is ref as containerd's resolver names it ("docker.io/library/
+// ubuntu:latest"; a digest wins over a tag, as in go-containerregistry).
+func remoteRef(ref string) (string, error) {
+	n, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return "", fmt.Errorf("invalid image reference %q: %w", ref, err)
+	}
+	return n.String(), nil
 }
 
 // Resolution is what a reference resolves to.
@@ -141,6 +163,9 @@ type Resolution struct {
 	MediaType string `json:"mediaType"`
 	// Platform is the platform chosen from the index, if any.
 	Platform string `json:"platform,omitempty"`
+	// Size is the platform manifest's size in bytes (0 in resolutions an
+	// older version recorded).
+	Size int64 `json:"size,omitempty"`
 	// ResolvedAt is when the registry was asked.
 	ResolvedAt time.Time `json:"resolvedAt"`
 }
@@ -166,37 +191,22 @@ func NormalizeDigest(d string) string {
 // otherwise (the header missing, or HEAD refused) a GET of the manifest is
 // hashed instead. For an index, the platform manifest's digest comes from the
 // index itself (a GET of the index, unless prev already knew this index).
+// Mirrors configured for the registry are asked first (see Hosts).
 //
 // prev is the last resolution of the same reference, or nil. When the
 // registry's digest equals prev's, prev is returned with a new ResolvedAt:
 // a check that finds no change costs exactly one request.
 func (c *Client) Resolve(ctx context.Context, ref string, prev *Resolution) (Resolution, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeout(Quiet(ctx), c.timeout)
 	defer cancel()
-	r, err := c.ParseReference(ref)
-	if err != nil {
-		return Resolution{}, err
-	}
-	p, err := c.remote()
+	rref, err := remoteRef(ref)
 	if err != nil {
 		return Resolution{}, err
 	}
 	now := time.Now().UTC()
-	var top v1.Descriptor
-	var body []byte
-	if d, herr := p.Head(ctx, r); herr == nil {
-		top = *d
-	} else {
-		if !headUnsupported(herr) {
-			return Resolution{}, classify(ref, "resolve", herr)
-		}
-		// Some registries drop Docker-Content-Digest on HEAD, or refuse HEAD:
-		// hash the manifest itself.
-		g, gerr := p.Get(ctx, r)
-		if gerr != nil {
-			return Resolution{}, classify(ref, "resolve", gerr)
-		}
-		top, body = g.Descriptor, g.Manifest
+	_, top, err := c.resolver.Resolve(ctx, rref)
+	if err != nil {
+		return Resolution{}, classify(ref, "resolve", err)
 	}
 	topDigest := NormalizeDigest(top.Digest.String())
 	if prev != nil && (topDigest == prev.IndexDigest || (prev.IndexDigest == "" && topDigest == prev.Digest)) {
@@ -204,20 +214,17 @@ func (c *Client) Resolve(ctx context.Context, ref string, prev *Resolution) (Res
 		same.Ref, same.ResolvedAt = ref, now
 		return same, nil
 	}
-	res := Resolution{Ref: ref, ResolvedAt: now, MediaType: string(top.MediaType)}
-	if !top.MediaType.IsIndex() {
-		res.Digest = topDigest
+	res := Resolution{Ref: ref, ResolvedAt: now, MediaType: top.MediaType}
+	if !images.IsIndexType(top.MediaType) {
+		res.Digest, res.Size = topDigest, top.Size
 		return res, nil
 	}
 	res.IndexDigest = topDigest
-	if body == nil {
-		g, err := p.Get(ctx, r.Context().Digest(top.Digest.String()))
-		if err != nil {
-			return Resolution{}, classify(ref, "fetch index", err)
-		}
-		body = g.Manifest
+	body, err := c.fetch(ctx, rref, top)
+	if err != nil {
+		return Resolution{}, classify(ref, "fetch index", err)
 	}
-	idx, err := v1.ParseIndexManifest(strings.NewReader(string(body)))
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(body))
 	if err != nil {
 		return Resolution{}, classify(ref, "parse index", err)
 	}
@@ -226,24 +233,49 @@ func (c *Client) Resolve(ctx context.Context, ref string, prev *Resolution) (Res
 			res.Digest = NormalizeDigest(m.Digest.String())
 			res.MediaType = string(m.MediaType)
 			res.Platform = m.Platform.String()
+			res.Size = m.Size
 			return res, nil
 		}
 	}
 	return Resolution{}, classify(ref, "resolve", fmt.Errorf("%w: the index %s has no manifest for platform %s", ErrNotFound, topDigest, c.platform))
 }
 
-// headUnsupported tells a registry that cannot answer HEAD usefully (no
-// digest header, HEAD refused) from one that is failing: only the first is
-// worth a GET.
-func headUnsupported(err error) bool {
-	if k := kindOf(err); k != nil {
-		return false
+// maxManifestSize bounds what is read of a manifest or index (containerd's
+// default limit for manifests, docker.MaxManifestSize).
+const maxManifestSize = 4 << 20
+
+// fetch GETs the manifest or index desc names from rref's repository (one
+// request) and checks the body against its digest. A descriptor without a
+// size (a resolution recorded by an older version) is fetched by digest
+// alone, which costs containerd a HEAD first.
+func (c *Client) fetch(ctx context.Context, rref string, desc ocispec.Descriptor) ([]byte, error) {
+	f, err := c.resolver.Fetcher(ctx, rref)
+	if err != nil {
+		return nil, err
 	}
-	var terr *transport.Error
-	if errors.As(err, &terr) {
-		return terr.StatusCode < 500 && terr.StatusCode != http.StatusTooManyRequests
+	var rc io.ReadCloser
+	if desc.Size > 0 {
+		rc, err = f.Fetch(ctx, desc)
+	} else if byDigest, ok := f.(remotes.FetcherByDigest); ok {
+		rc, _, err = byDigest.FetchByDigest(ctx, desc.Digest, remotes.WithMediaType(desc.MediaType))
+	} else {
+		err = fmt.Errorf("containerd's fetcher cannot fetch by digest")
 	}
-	return true
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	body, err := io.ReadAll(io.LimitReader(rc, maxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxManifestSize {
+		return nil, fmt.Errorf("manifest %s is larger than %d bytes", desc.Digest, maxManifestSize)
+	}
+	if got := godigest.FromBytes(body); got != desc.Digest {
+		return nil, fmt.Errorf("%w: the registry served %s for %s", ErrDigestMismatch, got, desc.Digest)
+	}
+	return body, nil
 }
 
 // Verify checks a resolution against a configured digest, which may name the
@@ -260,18 +292,23 @@ func Verify(res Resolution, want string) error {
 		Err: fmt.Errorf("the configuration requires %s, the registry serves %s", NormalizeDigest(want), got)}
 }
 
-// Insecure reports whether registry (host or host:port) may be reached over
+// Insecure reports whether registry (host or host:port) is reached over
 // plain HTTP.
-func (c *Client) Insecure(registry string) bool { return c.insecure[registry] }
-
-// Transport is the client's HTTP transport, retries included, for other
-// code that talks to the same registries (the containerd pull).
-func (c *Client) Transport() http.RoundTripper { return c.retry }
+func (c *Client) Insecure(registry string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.insecure[registry]
+}
 
 // Credentials returns the username and secret the keychain has for a
 // registry host, or empty strings for anonymous access. Identity tokens are
 // returned as the secret with an empty username, as Docker's config does.
 func (c *Client) Credentials(host string) (string, string, error) {
+	if host == "registry-1.docker.io" || host == "docker.io" {
+		// containerd's name for Docker Hub's API host; the keychain's is
+		// go-containerregistry's.
+		host = name.DefaultRegistry
+	}
 	reg, err := name.NewRegistry(host)
 	if err != nil {
 		return "", "", err
@@ -290,26 +327,30 @@ func (c *Client) Credentials(host string) (string, string, error) {
 	return cfg.Username, cfg.Password, nil
 }
 
-// Manifest fetches the image manifest ref's repository holds at digest (one
-// GET; the body is checked against the digest).
-func (c *Client) Manifest(ctx context.Context, ref, digest string) (*v1.Manifest, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+// Manifest fetches the image manifest a resolution names (its platform
+// manifest, one GET; the body is checked against the digest).
+func (c *Client) Manifest(ctx context.Context, res Resolution) (*v1.Manifest, error) {
+	ctx, cancel := context.WithTimeout(Quiet(ctx), c.timeout)
 	defer cancel()
-	r, err := c.ParseReference(ref)
+	rref, err := remoteRef(res.Ref)
 	if err != nil {
 		return nil, err
 	}
-	p, err := c.remote()
+	d, err := godigest.Parse(NormalizeDigest(res.Digest))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("fetch manifest %s: %w", res.Ref, err)
 	}
-	d, err := p.Get(ctx, r.Context().Digest(digest))
-	if err != nil {
-		return nil, classify(ref, "fetch manifest", err)
+	mt := res.MediaType
+	if !images.IsManifestType(mt) {
+		mt = ocispec.MediaTypeImageManifest
 	}
-	m, err := v1.ParseManifest(strings.NewReader(string(d.Manifest)))
+	body, err := c.fetch(ctx, rref, ocispec.Descriptor{MediaType: mt, Digest: d, Size: res.Size})
 	if err != nil {
-		return nil, classify(ref, "parse manifest", err)
+		return nil, classify(res.Ref, "fetch manifest", err)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(body))
+	if err != nil {
+		return nil, classify(res.Ref, "parse manifest", err)
 	}
 	return m, nil
 }

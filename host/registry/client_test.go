@@ -3,14 +3,18 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/pullwise/pullwise/internal/regtest"
@@ -202,16 +206,142 @@ func TestDistinctErrors(t *testing.T) {
 	}
 }
 
-func TestTLSUnlessInsecure(t *testing.T) {
-	c := New(WithInsecure("localhost:5000"))
-	for ref, scheme := range map[string]string{"localhost:5000/a:1": "http", "registry.example:5000/a:1": "https", "ubuntu:latest": "https"} {
-		r, err := c.ParseReference(ref)
-		if err != nil {
-			t.Fatal(err)
+// staticKeychain hands every registry the same credentials.
+type staticKeychain struct{}
+
+func (staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return &authn.Basic{Username: "device", Password: "s3cret"}, nil
+}
+
+// TestNoPlainHTTPUnlessListed: an unlisted registry is reached over HTTPS
+// only, loopback included; a plain-HTTP registry then sees no request at
+// all (so no credentials), the error says so and how to fix it, and a
+// listed one is reached over plain HTTP only.
+func TestNoPlainHTTPUnlessListed(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var seen []string
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path+" Authorization="+r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("WWW-Authenticate", `Basic realm="fake"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer fake.Close()
+	host := strings.TrimPrefix(fake.URL, "http://")
+	ref := host + "/x/y:latest"
+
+	c := New(WithKeychain(staticKeychain{}), WithHostsDir(""), WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
+	_, err := c.Resolve(ctx, ref, nil)
+	if !errors.Is(err, ErrNotTLS) || !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("unlisted plain-HTTP registry: %v; want ErrNotTLS", err)
+	}
+	if h := Hint(err, "list it in device.insecureRegistries"); !strings.Contains(h, "insecureRegistries") {
+		t.Errorf("hint %q does not name the fix", h)
+	}
+	mu.Lock()
+	if len(seen) != 0 {
+		t.Fatalf("the plain-HTTP registry received %q: nothing may be sent in clear", seen)
+	}
+	mu.Unlock()
+	for _, h := range []string{host, "127.0.0.1:5000", "localhost:5000", "10.1.2.3:5000", "172.16.0.9", "192.168.1.20:443", "registry.example"} {
+		hosts, err := c.Hosts(h)
+		if err != nil || len(hosts) != 1 || hosts[0].Scheme != "https" {
+			t.Errorf("%s: %+v %v; want one https endpoint", h, hosts, err)
 		}
-		if got := r.Context().Scheme(); got != scheme {
-			t.Errorf("%s: scheme %s, want %s", ref, got, scheme)
+	}
+
+	// Listed: plain HTTP, and the credentials with it (the operator's choice).
+	listed := New(WithKeychain(staticKeychain{}), WithHostsDir(""), WithInsecure(host))
+	if _, err := listed.Resolve(ctx, ref, nil); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("listed registry: %v; want its 401", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) == 0 || !strings.HasPrefix(seen[0], "HEAD /v2/x/y/manifests/latest") {
+		t.Fatalf("listed registry saw %q", seen)
+	}
+	// A configuration change reaches a running client.
+	listed.Reconfigure(nil, "")
+	if hosts, _ := listed.Hosts(host); hosts[0].Scheme != "https" {
+		t.Fatalf("after the insecure list was emptied: %s", hosts[0].Scheme)
+	}
+}
+
+// TestHostsDir: containerd's certs.d layout, read while the client runs: a
+// registry with a CA of its own is refused until its ca.crt is in place; a
+// mirror that is down falls back to the upstream; a mirror that is up
+// answers everything.
+func TestHostsDir(t *testing.T) {
+	ctx := context.Background()
+	backend := regtest.NewRegistry(t)
+	tlsProxy, caPEM := regtest.NewTLSProxy(t, backend)
+	dir := t.TempDir()
+	c := New(WithHostsDir(dir), WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+
+	plain := regtest.NewProxy(t, backend)
+	want := regtest.PushImage(t, plain.Host+"/app:latest", regtest.RandomImage(t, 1024, 1))
+
+	ref := tlsProxy.Host + "/app:latest"
+	_, err := c.Resolve(ctx, ref, nil)
+	if !errors.Is(err, ErrUntrusted) || !strings.Contains(Hint(err, ""), "ca.crt") {
+		t.Fatalf("self-signed registry without its CA: %v; want ErrUntrusted and a hint naming ca.crt", err)
+	}
+	hostDir := filepath.Join(dir, strings.Replace(tlsProxy.Host, ":", "_", 1)+"_")
+	writeFile(t, filepath.Join(hostDir, "ca.crt"), string(caPEM))
+	if res, err := c.Resolve(ctx, ref, nil); err != nil || res.Digest != want.String() {
+		t.Fatalf("with ca.crt in %s: %+v %v", hostDir, res, err)
+	}
+
+	// Mirrors in hosts.toml, tried in order, the upstream last.
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := l.Addr().String()
+	l.Close()
+	mirror := regtest.NewProxy(t, backend)
+	upstream := regtest.NewProxy(t, backend)
+	upDir := filepath.Join(dir, strings.Replace(upstream.Host, ":", "_", 1)+"_")
+	hostsToml := func(mirrors ...string) {
+		s := fmt.Sprintf("server = %q\n", "http://"+upstream.Host)
+		for _, m := range mirrors {
+			s += fmt.Sprintf("[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+m)
 		}
+		writeFile(t, filepath.Join(upDir, "hosts.toml"), s)
+	}
+	upRef := upstream.Host + "/app:latest"
+
+	hostsToml(dead)
+	if res, err := c.Resolve(ctx, upRef, nil); err != nil || res.Digest != want.String() {
+		t.Fatalf("mirror down: %+v %v; want the upstream's answer", res, err)
+	}
+	if len(upstream.Requests()) == 0 {
+		t.Fatal("mirror down: the upstream was not asked")
+	}
+
+	// Edited while running: the mirror that is up answers, the upstream
+	// sees nothing.
+	time.Sleep(10 * time.Millisecond) // a distinct modification time
+	hostsToml(mirror.Host)
+	upstream.Reset()
+	res, err := c.Resolve(ctx, upRef, nil)
+	if err != nil || res.Digest != want.String() {
+		t.Fatalf("mirror up: %+v %v", res, err)
+	}
+	if m, err := c.Manifest(ctx, res); err != nil || len(m.Layers) != 1 {
+		t.Fatalf("manifest through the mirror: %v", err)
+	}
+	if len(upstream.Requests()) != 0 || len(mirror.Requests()) != 2 {
+		t.Fatalf("mirror up: upstream %s, mirror %s; want the mirror's HEAD and GET only", upstream, mirror)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

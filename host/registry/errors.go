@@ -2,12 +2,18 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	remoteserrors "github.com/containerd/containerd/v2/core/remotes/errors"
+	"github.com/containerd/errdefs"
 )
 
 // The kinds of registry failure a caller (and a person) must tell apart.
@@ -24,6 +30,13 @@ var (
 	// ErrDigestMismatch: what the registry served is not the sha256 the
 	// configuration requires.
 	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrNotTLS: the registry answered HTTPS with plain HTTP, and it is
+	// not listed as insecure. Nothing was sent in clear, and plain HTTP is
+	// not tried. Also an ErrUnreachable.
+	ErrNotTLS = fmt.Errorf("%w: it speaks plain HTTP and is not listed as insecure", ErrUnreachable)
+	// ErrUntrusted: the registry's TLS certificate is not trusted (unknown
+	// CA, wrong name, expired). Also an ErrUnreachable.
+	ErrUntrusted = fmt.Errorf("%w: its TLS certificate is not trusted", ErrUnreachable)
 )
 
 // Error is a failed registry operation.
@@ -54,40 +67,61 @@ func classify(ref, op string, err error) error {
 	if errors.As(err, &already) {
 		return err
 	}
-	return &Error{Ref: ref, Op: op, Kind: kindOf(err), Err: err}
+	return &Error{Ref: ref, Op: op, Kind: KindOf(err), Err: err}
 }
 
-func kindOf(err error) error {
-	var terr *transport.Error
-	if errors.As(err, &terr) {
-		switch terr.StatusCode {
-		case 401, 403:
-			return ErrUnauthorized
-		case 404:
-			return ErrNotFound
-		}
-		for _, d := range terr.Errors {
-			switch d.Code {
-			case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
-				return ErrUnauthorized
-			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
-				return ErrNotFound
-			}
-		}
-		return nil
-	}
+// KindOf says which of the Err* kinds err is, or nil. It understands
+// containerd's registry client (typed status errors, errdefs), Go's TLS and
+// x509 errors and network errors; messages are not parsed.
+func KindOf(err error) error {
+	var status remoteserrors.ErrUnexpectedStatus
+	var pstatus *remoteserrors.ErrUnexpectedStatus
+	var tlsHeader tls.RecordHeaderError
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalidCert x509.CertificateInvalidError
 	var nerr net.Error
 	var operr *net.OpError
 	var dnserr *net.DNSError
 	var uerr *url.Error
+	var gaveUp *GaveUpError
+	if errors.As(err, &gaveUp) {
+		if gaveUp.Err == nil {
+			return nil // a status the registry kept answering (429, 5xx)
+		}
+		if k := KindOf(gaveUp.Err); k != nil {
+			return k
+		}
+		return ErrUnreachable // connections kept failing (dropped, reset)
+	}
+	code := 0
+	if errors.As(err, &status) {
+		code = status.StatusCode
+	} else if errors.As(err, &pstatus) {
+		code = pstatus.StatusCode
+	}
+	for _, k := range []error{ErrNotTLS, ErrUntrusted, ErrUnauthorized, ErrNotFound, ErrDigestMismatch} {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
 	switch {
+	case code == 401, code == 403, errors.Is(err, docker.ErrInvalidAuthorization):
+		return ErrUnauthorized
+	case code == 404, errdefs.IsNotFound(err):
+		return ErrNotFound
+	case errors.Is(err, http.ErrSchemeMismatch), errors.As(err, &tlsHeader):
+		return ErrNotTLS
+	case errors.As(err, &certErr), errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &invalidCert):
+		return ErrUntrusted
 	case errors.As(err, &dnserr), errors.As(err, &operr):
 		return ErrUnreachable
 	case errors.Is(err, context.DeadlineExceeded):
 		return ErrUnreachable
 	case errors.As(err, &nerr) && nerr.Timeout():
 		return ErrUnreachable
-	case errors.As(err, &uerr):
+	case errors.As(err, &uerr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return ErrUnreachable
 	}
 	return nil
@@ -100,6 +134,10 @@ func Hint(err error, insecureFix string) string {
 	switch {
 	case errors.Is(err, ErrUnauthorized):
 		return "log in with `docker login REGISTRY` (pullwise reads ~/.docker/config.json)"
+	case errors.Is(err, ErrNotTLS):
+		return "if the registry is on a network you trust, " + insecureFix + " (credentials then travel in clear); better, give it TLS"
+	case errors.Is(err, ErrUntrusted):
+		return "give its CA certificate as HOSTS_DIR/HOST[_PORT_]/ca.crt (containerd's certs.d layout; HOSTS_DIR is device.registryHostsDir, default " + DefaultHostsDir + ")"
 	case errors.Is(err, ErrUnreachable):
 		return "check the registry's address and that it is up; for a plain-HTTP registry " + insecureFix
 	case errors.Is(err, ErrNotFound):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -14,8 +15,12 @@ import (
 
 // retrying is an http.RoundTripper that retries 429 and 5xx answers and
 // connection failures with exponential back-off, honouring Retry-After. It
-// sits under go-containerregistry's transport (whose own retries are turned
-// off), so every request, token fetches included, gets the same policy.
+// is the transport of every registry endpoint (Hosts), so every request,
+// token fetches and the containerd pull's included, gets the same policy.
+// When it gives up it returns a *GaveUpError rather than the last answer:
+// containerd's client would otherwise retry a 429 or a dropped connection
+// again on its own, without back-off, multiplying the load on a registry
+// that asked for less.
 type retrying struct {
 	inner      http.RoundTripper
 	maxTries   uint
@@ -50,9 +55,17 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err := r.inner.RoundTrip(attempt)
 		wait, retry := r.decide(resp, err, b)
-		if !retry || tries >= r.maxTries || time.Since(start)+wait > r.maxElapsed ||
-			(req.Body != nil && req.GetBody == nil) {
+		if !retry || (req.Body != nil && req.GetBody == nil) {
 			return resp, err
+		}
+		if tries >= r.maxTries || time.Since(start)+wait > r.maxElapsed {
+			gaveUp := &GaveUpError{Tries: int(tries), Err: err}
+			if resp != nil {
+				gaveUp.Status = resp.Status
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+			}
+			return nil, gaveUp
 		}
 		if resp != nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -114,4 +127,22 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// GaveUpError is a request that kept failing (429, 5xx or no connection)
+// until the retries ran out. It deliberately does not unwrap: containerd's
+// client retries network errors it can see; KindOf looks inside.
+type GaveUpError struct {
+	Tries int
+	// Status is the last answer's status line, or "" when the last try got
+	// no answer (then Err says why).
+	Status string
+	Err    error
+}
+
+func (e *GaveUpError) Error() string {
+	if e.Status != "" {
+		return fmt.Sprintf("%s after %d tries", e.Status, e.Tries)
+	}
+	return fmt.Sprintf("%v (after %d tries)", e.Err, e.Tries)
 }

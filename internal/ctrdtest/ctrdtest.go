@@ -15,7 +15,10 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/pullwise/pullwise/host/network"
 )
 
 // Daemon is a running private containerd.
@@ -205,7 +208,11 @@ func (d *Daemon) removeAll() {
 	if err != nil {
 		return
 	}
+	// App network namespaces are pinned outside the test's directories and
+	// their addresses, NAT and port rules are the host's: release them.
+	cni, _ := network.New(nil)
 	for _, c := range cs {
+		labels, _ := c.Labels(ctx)
 		if t, err := c.Task(ctx, nil); err == nil {
 			t.Kill(ctx, syscall.SIGKILL)
 			if ch, err := t.Wait(ctx); err == nil {
@@ -216,6 +223,7 @@ func (d *Daemon) removeAll() {
 			}
 			t.Delete(ctx, containerd.WithProcessKill)
 		}
+		cni.Release(ctx, c.ID(), labels)
 		c.Delete(ctx, containerd.WithSnapshotCleanup)
 	}
 }

@@ -6,6 +6,7 @@ package regtest
 
 import (
 	"bytes"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -66,17 +67,37 @@ type Proxy struct {
 	rate        int64            // blob bytes per second; 0 for no limit
 }
 
-// NewProxy starts a proxy in front of the registry at host:port.
+// NewProxy starts a plain-HTTP proxy in front of the registry at host:port.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	u, _ := url.Parse("http://" + target)
-	p := &Proxy{target: u, rp: httputil.NewSingleHostReverseProxy(u), cut: map[string]int64{}, corrupt: map[string]bool{}, failBlob: map[string]int{}}
-	p.rp.ModifyResponse = p.modify
-	s := httptest.NewServer(http.HandlerFunc(p.serve))
+	p, s := newProxy(target)
+	s.Start()
 	t.Cleanup(s.Close)
 	p.Host = strings.TrimPrefix(s.URL, "http://")
 	return p
 }
+
+// NewTLSProxy starts a proxy in front of the registry at host:port that
+// speaks HTTPS only, with a certificate for 127.0.0.1 from a CA of its own:
+// caPEM, which nothing trusts unless told to.
+func NewTLSProxy(t testing.TB, target string) (p *Proxy, caPEM []byte) {
+	t.Helper()
+	p, s := newProxy(target)
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	p.Host = strings.TrimPrefix(s.URL, "https://")
+	return p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+}
+
+func newProxy(target string) (*Proxy, *httptest.Server) {
+	u, _ := url.Parse("http://" + target)
+	p := &Proxy{target: u, rp: httputil.NewSingleHostReverseProxy(u), cut: map[string]int64{}, corrupt: map[string]bool{}, failBlob: map[string]int{}}
+	p.rp.ModifyResponse = p.modify
+	return p, httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
+}
+
+// Target is the registry (host:port) the proxy forwards to.
+func (p *Proxy) Target() string { return p.target.Host }
 
 // Reset forgets the counts.
 func (p *Proxy) Reset() {

@@ -3,15 +3,20 @@
 // with the image version it runs), marks its writable layer (/marker, created
 // on the first start of a root filesystem), notes the version of a read-only
 // drive at /opt/ro if there is one (and $MODE, if set), and runs until SIGTERM. With
-// /fail-fast in its image it exits 1 at once, to exercise rollback.
+// /fail-fast in its image it exits 1 at once, to exercise rollback. For the
+// isolation tests: with $PROBE=HOST:PORT it records in /data/probe.log
+// whether it could connect there, and with $LISTEN=ADDR it answers every
+// connection on ADDR with a greeting.
 package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -35,6 +40,29 @@ func main() {
 	if _, err := os.Stat("/fail-fast"); err == nil {
 		fmt.Println("testapp: /fail-fast present, exiting 1")
 		os.Exit(1)
+	}
+	if addr := os.Getenv("PROBE"); addr != "" {
+		result := "reached " + addr
+		if c, err := net.DialTimeout("tcp", addr, 2*time.Second); err != nil {
+			result = "unreachable: " + err.Error()
+		} else {
+			c.Close()
+		}
+		os.WriteFile("/data/probe.log", []byte(result+"\n"), 0o644)
+	}
+	if addr := os.Getenv("LISTEN"); addr != "" {
+		if l, err := net.Listen("tcp", addr); err == nil {
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					fmt.Fprintf(c, "testapp %s\n", v)
+					c.Close()
+				}
+			}()
+		}
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
