@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/pullwise
 COUNT   ?= 5
 
-.PHONY: all build test test-faults test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
+.PHONY: all build test test-clean test-faults test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
 
 all: build
 
@@ -26,6 +26,15 @@ test: check
 	$(GO) test -count=1 -race ./plugins/ ./sdk/... ./host/agent/ ./host/statedb/
 	$(GO) test -count=1 -race -run '^Test(CounterRules|EditsMergedIntoOneAction|OneAppNeverWaitsForAnother|PresenceWithoutTheRegistry|ActionOnOneAppReportsThatApp)$$' ./host/app/
 	@$(MAKE) --no-print-directory test-faults
+	@$(MAKE) --no-print-directory test-clean
+
+# What the app networks of the tests leave on the host once every app is
+# gone: the pullwise0 bridge and host-local's allocation directory (each
+# app's address, NAT and port rules and namespace are released by the tests
+# themselves). Not for a machine whose own agent runs apps.
+test-clean:
+	-@ip link del pullwise0 2>/dev/null || true
+	-@rm -rf /var/lib/cni/networks/pullwise /run/pullwise/netns
 
 # The fault-injection suite, verbose: each case logs what it broke and what
 # it checked afterwards.

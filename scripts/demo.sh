@@ -22,7 +22,16 @@ ns=pullwise-demo
 pids=()
 cleanup() {
   set +e
-  [ -n "${agent_pid:-}" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+  if [ -n "${agent_pid:-}" ] && kill -0 "$agent_pid" 2>/dev/null; then
+    # The agent removes the app itself: its container, and its network
+    # namespace, address and NAT rules on the host.
+    printf 'device:\n  insecureRegistries: ["%s"]\napps: []\n' "${reg:-}" > "$work/config.yaml"
+    for _ in $(seq 1 100); do
+      "$pw" status --state "$work/state" -o json 2>/dev/null | grep -q '"uuid"' || break
+      sleep 0.2
+    done
+    kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+  fi
   if [ -S "$work/ctrd/c.sock" ]; then
     for c in $(ctr -a "$work/ctrd/c.sock" -n $ns containers ls -q 2>/dev/null); do
       ctr -a "$work/ctrd/c.sock" -n $ns task kill -s SIGKILL "$c" >/dev/null 2>&1

@@ -8,6 +8,9 @@
 #               the integration tests start private instances of these on
 #               temporary sockets and loopback ports; no system service is
 #               used or needed
+#   containernetworking-plugins, iptables
+#               app containers get a network namespace of their own on a
+#               CNI bridge (bridge, host-local, portmap, loopback plugins)
 #   strace      make bench counts the agent's fsyncs with it
 #   wabt        wat2wasm builds the hostile and non-Go test modules (WAT)
 set -euo pipefail
@@ -19,6 +22,8 @@ command -v git >/dev/null || need+=(git)
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 command -v docker-registry >/dev/null || need+=(docker-registry)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
 command -v strace >/dev/null || need+=(strace)
 command -v wat2wasm >/dev/null || need+=(wabt)
 if ((${#need[@]})); then

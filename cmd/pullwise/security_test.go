@@ -143,9 +143,9 @@ func TestAppContainersAreHardened(t *testing.T) {
 
 	// Modes: the state directory and what is in it are the agent's alone.
 	for path, want := range map[string]os.FileMode{
-		e.state: 0o700,
-		filepath.Join(e.state, "pullwise.sock"):                                            0o600,
-		filepath.Join(e.state, "logs", "0a7c3b1e-0000-4000-8000-0000000000d3.log"):         0o600,
+		e.state:                                 0o700,
+		filepath.Join(e.state, "pullwise.sock"): 0o600,
+		filepath.Join(e.state, "logs", "0a7c3b1e-0000-4000-8000-0000000000d3.log"):          0o600,
 		filepath.Join(e.state, "volumes", "0a7c3b1e-0000-4000-8000-0000000000d3", "drive1"): 0o700,
 	} {
 		fi, err := os.Stat(path)
