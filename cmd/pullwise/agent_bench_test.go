@@ -29,11 +29,11 @@ func BenchmarkAgent(b *testing.B) {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "device:\n  insecureRegistries: [%q]\napps:\n", e.registry)
 	for i := 0; i < 10; i++ {
-		fmt.Fprintf(&cfg, `  - uuid: app-%02d
+		fmt.Fprintf(&cfg, `  - uuid: 0a7c3b1e-0000-4000-8000-%012d
     displayName: app-%02d
     drives:
       - kind: container
-        image: {uuid: img-%02d, name: "%s/demo/web:latest"}
+        image: {uuid: 6f1e0c1e-0000-4000-8000-%012d, name: "%s/demo/web:latest"}
       - kind: volume
         mountPath: /data
 `, i, i, i, e.registry)

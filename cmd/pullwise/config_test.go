@@ -25,7 +25,7 @@ func TestConfigValidate(t *testing.T) {
     pullPolicy: {name: periodic, settings: {interval: 6h}}
     drives:
       - kind: container
-        image: {uuid: img-1, name: "registry.local/web:latest"}
+        image: {uuid: 6f1e0c1e-0000-4000-8000-00000000b001, name: "registry.local/web:latest"}
 `)
 	out, err := run(t, "", "config", "validate", valid, "--policy-dir", filepath.Join(dir, "none"))
 	if err != nil || !strings.Contains(out, "valid (1 apps)") {
@@ -34,25 +34,25 @@ func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		name, text, want string
 	}{
-		{"unknown field", "apps:\n  - uuid: a\n    nmae: web\n", `:3:5: apps[0].nmae: unknown field "nmae"`},
+		{"unknown field", "apps:\n  - uuid: 0a7c3b1e-0000-4000-8000-00000000000a\n    nmae: web\n", `:3:5: apps[0].nmae: unknown field "nmae"`},
 		{"bad pin", `apps:
-  - uuid: a
+  - uuid: 0a7c3b1e-0000-4000-8000-00000000000a
     displayName: web
     drives:
       - kind: container
         image:
-          uuid: i
+          uuid: 6f1e0c1e-0000-4000-8000-00000000000e
           name: "r/a:1"
           sha256: abc
 `, `:9:11: apps[0].drives[0].image.sha256: "abc" is not a sha256`},
 		{"settings the module rejects", `apps:
-  - uuid: a
+  - uuid: 0a7c3b1e-0000-4000-8000-00000000000a
     displayName: web
     pullPolicy: {name: periodic, settings: {interval: 1s}}
-    drives: [{kind: container, image: {uuid: i, name: "r/a:1"}}]
+    drives: [{kind: container, image: {uuid: 6f1e0c1e-0000-4000-8000-00000000000e, name: "r/a:1"}}]
 `, `:4:5: apps[0].pullPolicy: policy module periodic rejects its settings`},
-		{"json", `{"apps": [{"uuid": "a", "displayName": "", "drives": [{"kind": "container", "image": {"uuid": "i", "name": "r/a:1"}}]}]}`, `:1:25: apps[0].displayName: required`},
-		{"not yaml", "apps: [{uuid: a\n", "did not find expected"},
+		{"json", `{"apps": [{"uuid": "0a7c3b1e-0000-4000-8000-00000000000a", "displayName": "", "drives": [{"kind": "container", "image": {"uuid": "6f1e0c1e-0000-4000-8000-00000000000e", "name": "r/a:1"}}]}]}`, `:1:60: apps[0].displayName: required`},
+		{"not yaml", "apps: [{uuid: 0a7c3b1e-0000-4000-8000-00000000000a\n", "did not find expected"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,7 +64,7 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	// -o json
-	bad := write("bad.yaml", "apps:\n  - uuid: a\n    nmae: web\n")
+	bad := write("bad.yaml", "apps:\n  - uuid: 0a7c3b1e-0000-4000-8000-00000000000a\n    nmae: web\n")
 	out, _ = run(t, "", "config", "validate", bad, "-o", "json", "--policy-dir", filepath.Join(dir, "none"))
 	var problems []problem
 	if err := json.Unmarshal([]byte(out), &problems); err != nil || len(problems) != 1 || problems[0].Line != 3 || problems[0].Field != "apps[0].nmae" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,8 +27,14 @@ import (
 
 const webUUID = "0a7c3b1e-0000-4000-8000-00000000e2e1"
 
-// app is one app entry of a config.
+// app is one app entry of a config. A short imageID ("img-web") stands for
+// a UUID made from it: the configuration accepts UUIDs only.
 func app(uuid, name, imageID, ref, policy string) string {
+	if len(imageID) != 36 {
+		h := fnv.New64a()
+		h.Write([]byte(imageID))
+		imageID = fmt.Sprintf("6f1e0c1e-0000-4000-8000-%012x", h.Sum64()&0xffffffffffff)
+	}
 	s := fmt.Sprintf("  - uuid: %s\n    displayName: %s\n", uuid, name)
 	if policy != "" {
 		s += "    pullPolicy: " + policy + "\n"

@@ -155,23 +155,29 @@ func TestAppContainersAreHardened(t *testing.T) {
 	}
 }
 
-// TestHostileConfigurationStrings: a display name with control characters
-// and a mount path that climbs out are refused, named by field; the other
-// apps run.
+// TestHostileConfigurationStrings: a display name with control characters,
+// a mount path that climbs out and an id that is not a UUID are refused,
+// named by field; the other apps run.
 func TestHostileConfigurationStrings(t *testing.T) {
 	e := newE2E(t)
 	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
 	spoof := app("0a7c3b1e-0000-4000-8000-0000000000e1", "\"evil\\x1b[2K\\nweb RUNNING\"", "6f1e0c1e-0000-4000-8000-00000000e2e1", e.registry+"/demo/web:latest", "")
 	climb := strings.Replace(app("0a7c3b1e-0000-4000-8000-0000000000e2", "climb", "6f1e0c1e-0000-4000-8000-00000000e2e1", e.registry+"/demo/web:latest", ""),
 		"mountPath: /data", "mountPath: /../../etc", 1)
-	e.configure(e.web(), spoof, climb)
+	notUUID := app("db", "db", "6f1e0c1e-0000-4000-8000-0000000000db", e.registry+"/demo/web:latest", "")
+	e.configure(e.web(), spoof, climb, notUUID)
 	out, err := e.cli("config", "validate", e.config)
 	if err == nil || !strings.Contains(out, "apps[1].displayName") || !strings.Contains(out, "control characters") ||
-		!strings.Contains(out, "apps[2].drives[1].mountPath") || strings.Contains(out, "\x1b") {
+		!strings.Contains(out, "apps[2].drives[1].mountPath") || !strings.Contains(out, `apps[3].uuid: "db" is not a UUID`) ||
+		strings.Contains(out, "\x1b") {
 		t.Fatalf("config validate: %v\n%s", err, out)
 	}
 	e.startAgent()
 	e.waitRunning(1)
+	st := e.status("db refused", func(st agent.Status) bool { return strings.Contains(st.Agent.ConfigError, "is not a UUID") })
+	if s, _ := appState(st, "db"); s == "RUNNING" {
+		t.Fatal("an app with uuid db runs")
+	}
 	out, _ = e.cli("status")
 	for _, line := range strings.Split(out, "\n") {
 		if strings.Contains(line, "\x1b") || strings.HasPrefix(line, "web RUNNING") {

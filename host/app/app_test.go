@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -95,6 +96,20 @@ func (w *world) push(repoTag, version string, failFast bool) string {
 	return regtest.PushImage(w.t, w.proxy.Host+"/"+repoTag, regtest.AppImage(w.t, version, failFast)).String()
 }
 
+// appID is id, for where a loop variable named id hides it.
+func appID(name string) string { return id(name) }
+
+// id is the UUID a test's short app or image name stands for (the
+// configuration accepts UUIDs only); a UUID is returned as it is.
+func id(name string) string {
+	if len(name) == 36 && strings.Count(name, "-") == 4 {
+		return name
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return fmt.Sprintf("0a7c3b1e-0000-4000-8000-%012x", h.Sum64()&0xffffffffffff)
+}
+
 type appOpts struct {
 	uuid, imageID, ref, policy string
 	restart, purge, refresh    int64
@@ -113,7 +128,7 @@ func (w *world) config(apps ...appOpts) *config.Config {
     restart: {counter: %d}
     purge: {counter: %d}
     refreshImage: {counter: %d}
-`, a.uuid, a.uuid, a.restart, a.purge, a.refresh)
+`, id(a.uuid), a.uuid, a.restart, a.purge, a.refresh)
 		if a.policy != "" {
 			fmt.Fprintf(&b, "    pullPolicy: %s\n", a.policy)
 		}
@@ -122,7 +137,7 @@ func (w *world) config(apps ...appOpts) *config.Config {
         image: {uuid: %s, name: "%s/%s"}
       - kind: volume
         mountPath: /data
-`, a.imageID, w.proxy.Host, a.ref)
+`, id(a.imageID), w.proxy.Host, a.ref)
 	}
 	c, err := config.Parse([]byte(b.String()))
 	if err != nil {
@@ -138,7 +153,7 @@ func (w *world) apply(c *config.Config) error {
 
 func (w *world) starts(uuid string, n int) []string {
 	w.t.Helper()
-	return regtest.Starts(w.t, w.cm.VolumeDir(uuid, "drive1"), n, w.cm.LogPath(uuid))
+	return regtest.Starts(w.t, w.cm.VolumeDir(id(uuid), "drive1"), n, w.cm.LogPath(id(uuid)))
 }
 
 func (w *world) app(uuid string) (AppInfo, ImageInfo) {
@@ -150,12 +165,12 @@ func (w *world) app(uuid string) (AppInfo, ImageInfo) {
 	var a AppInfo
 	var img ImageInfo
 	for _, x := range info.Apps {
-		if x.UUID == uuid {
+		if x.UUID == id(uuid) {
 			a = x
 		}
 	}
 	for _, x := range info.Images {
-		if x.App == uuid {
+		if x.App == id(uuid) {
 			img = x
 		}
 	}
@@ -190,7 +205,7 @@ func TestRefreshSemantics(t *testing.T) {
 			t.Fatal(err)
 		}
 		settle()
-		if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+		if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 1 {
 			t.Fatalf("restarted without a change: %q", got)
 		}
 		if reqs := w.proxy.Requests(); len(reqs) != 1 || w.proxy.BlobBytes() != 0 {
@@ -225,7 +240,7 @@ func TestRefreshSemantics(t *testing.T) {
 		}
 		got := w.starts("web", 3)
 		settle()
-		if got = regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 3 || got[2] != "start version=v2 freshrootfs=false ro=" {
+		if got = regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 3 || got[2] != "start version=v2 freshrootfs=false ro=" {
 			t.Fatalf("starts %q", got)
 		}
 	})
@@ -237,7 +252,7 @@ func TestRefreshSemantics(t *testing.T) {
 		}
 		w.starts("web", 4)
 		settle()
-		if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 4 {
+		if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 4 {
 			t.Fatalf("starts %q", got)
 		}
 	})
@@ -250,7 +265,7 @@ func TestRefreshSemantics(t *testing.T) {
 		}
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			got := regtest.StartLines(w.cm.VolumeDir("web", "drive1"))
+			got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1"))
 			if len(got) == 1 && got[0] == "start version=v3 freshrootfs=true ro=" {
 				break
 			}
@@ -311,14 +326,14 @@ func TestCreateUnderAlwaysFailsEvenWithOldImage(t *testing.T) {
 
 	second := appOpts{uuid: "second", imageID: "shared", ref: "web:latest"}
 	err := w.apply(w.config(first, second))
-	if err == nil || !strings.Contains(err.Error(), "app second") {
+	if err == nil || !strings.Contains(err.Error(), "app "+id("second")) {
 		t.Fatalf("want app second to fail: %v", err)
 	}
 	info, _ := w.app("second")
 	if info.State != StateError || info.LastError == "" {
 		t.Fatalf("second: %+v", info)
 	}
-	if st, _ := w.cm.Status(w.ctx, "first"); !st.Running {
+	if st, _ := w.cm.Status(w.ctx, id("first")); !st.Running {
 		t.Fatal("the first app was disturbed")
 	}
 
@@ -349,7 +364,7 @@ func TestInvalidConfigRejectedAppsUntouched(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	settle()
-	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+	if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 1 {
 		t.Fatalf("a rejected config restarted the app: %q", got)
 	}
 }
@@ -368,7 +383,7 @@ func TestHostRestartNeitherRepeatsNorLoses(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle()
-	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+	if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 1 {
 		t.Fatalf("restarting the host repeated an action: %q", got)
 	}
 	a.restart = 2 // asked while the host was down: done once on start
@@ -378,7 +393,7 @@ func TestHostRestartNeitherRepeatsNorLoses(t *testing.T) {
 	}
 	w.starts("web", 2)
 	settle()
-	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 2 {
+	if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 2 {
 		t.Fatalf("starts %q", got)
 	}
 }
@@ -402,7 +417,7 @@ func TestRollbackWhenNewImageFailsToStart(t *testing.T) {
 	if got[1] != "start version=broken freshrootfs=true ro=" || got[2] != "start version=v1 freshrootfs=true ro=" {
 		t.Fatalf("starts %q", got)
 	}
-	if st, _ := w.cm.Status(w.ctx, "web"); !st.Running {
+	if st, _ := w.cm.Status(w.ctx, id("web")); !st.Running {
 		t.Fatal("not running after the rollback")
 	}
 }
@@ -419,10 +434,10 @@ func TestRemoveApp(t *testing.T) {
 	if err := w.apply(w.config(web)); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := w.cm.Status(w.ctx, "db"); st.Exists {
+	if st, _ := w.cm.Status(w.ctx, id("db")); st.Exists {
 		t.Fatal("removed app's container still exists")
 	}
-	if _, ok, _ := w.images.Get("img-db"); ok {
+	if _, ok, _ := w.images.Get(id("img-db")); ok {
 		t.Fatal("removed app's ImageObjectID still latched")
 	}
 	imgs, _ := w.d.Client.ImageService().List(w.ctx)
@@ -431,7 +446,7 @@ func TestRemoveApp(t *testing.T) {
 			t.Fatalf("removed app's image still in containerd: %s", i.Name)
 		}
 	}
-	if st, _ := w.cm.Status(w.ctx, "web"); !st.Running {
+	if st, _ := w.cm.Status(w.ctx, id("web")); !st.Running {
 		t.Fatal("the other app was disturbed")
 	}
 }
@@ -445,7 +460,7 @@ func TestPinnedDigestIsVerified(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "sha256:"+strings.Repeat("ab", 32)) || !strings.Contains(err.Error(), v1) {
 		t.Fatalf("a wrong pin: %v; want an error naming both digests", err)
 	}
-	if st, _ := w.cm.Status(w.ctx, "web"); st.Exists {
+	if st, _ := w.cm.Status(w.ctx, id("web")); st.Exists {
 		t.Fatal("an app was created on an image that does not match its pin")
 	}
 	c.Apps[0].Drives[0].Image.SHA256 = strings.ToUpper(strings.TrimPrefix(v1, "sha256:"))
@@ -594,7 +609,7 @@ func TestFailedCreateIsRetriedWhenThePolicySays(t *testing.T) {
 		t.Fatalf("after the failure: %+v %+v", info, img.Decision)
 	}
 	due := *info.NextCheck
-	if err := w.host.Tick(w.ctx); err != nil || regtest.StartLines(w.cm.VolumeDir("web", "drive1")) != nil {
+	if err := w.host.Tick(w.ctx); err != nil || regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")) != nil {
 		t.Fatalf("a tick before the retry time did something: %v", err)
 	}
 	w.proxy.Down(false)
@@ -624,10 +639,10 @@ func TestChangedImageReference(t *testing.T) {
 	if got := w.starts("web", 2); got[1] != "start version=o1 freshrootfs=true ro=" {
 		t.Fatalf("starts %q", got)
 	}
-	if _, img := w.app("web"); img.SHA256 != other || img.ImageObjectID != "img-other" {
+	if _, img := w.app("web"); img.SHA256 != other || img.ImageObjectID != id("img-other") {
 		t.Fatalf("%+v", img)
 	}
-	if _, ok, _ := w.images.Get("img-web"); ok {
+	if _, ok, _ := w.images.Get(id("img-web")); ok {
 		t.Fatal("the ImageObjectID no app uses is still latched")
 	}
 	imgs, _ := w.d.Client.ImageService().List(w.ctx)

@@ -141,7 +141,7 @@ func BenchmarkRefreshRound(b *testing.B) {
 		for _, a := range info.Apps {
 			if a.Restarts > before[a.UUID] {
 				n++
-				if i := appIndex(a.UUID); i%tags > 1 {
+				if i := appIndex(a.DisplayName); i%tags > 1 {
 					b.Fatalf("%s on an unmoved tag was restarted", a.UUID)
 				}
 			}
@@ -157,9 +157,9 @@ func BenchmarkRefreshRound(b *testing.B) {
 	b.ReportMetric(float64(regtest.Median(walls).Milliseconds()), "wall-ms")
 }
 
-func appIndex(uuid string) int {
+func appIndex(name string) int {
 	var i int
-	fmt.Sscanf(uuid, "app-%d", &i)
+	fmt.Sscanf(name, "app-%d", &i)
 	return i
 }
 

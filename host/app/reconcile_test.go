@@ -145,12 +145,12 @@ func TestEditsDuringADownloadAreMerged(t *testing.T) {
 		if info, _ := w.app("web"); info.State != StateDownloading {
 			t.Fatalf("the edit did not arrive during the download: %s", info.State)
 		}
-		if err := tk.Wait(w.ctx, "web"); err != nil {
+		if err := tk.Wait(w.ctx, id("web")); err != nil {
 			t.Fatal(err)
 		}
 		w.proxy.Throttle(0)
 		settle()
-		got := regtest.StartLines(w.cm.VolumeDir("web", "drive1"))
+		got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1"))
 		if len(got) != 2 || got[1] != "start version=v2 freshrootfs=true ro= mode=merged" {
 			t.Fatalf("want one more start, on v2 with the new env: %q", got)
 		}
@@ -169,16 +169,16 @@ func TestEditsDuringADownloadAreMerged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tk.Wait(w.ctx, "web"); err != nil {
+		if err := tk.Wait(w.ctx, id("web")); err != nil {
 			t.Fatal(err)
 		}
 		w.proxy.Throttle(0)
 		settle()
 		// The volume was emptied: one start in it, on v3.
-		if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 || got[0] != "start version=v3 freshrootfs=true ro= mode=merged" {
+		if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 1 || got[0] != "start version=v3 freshrootfs=true ro= mode=merged" {
 			t.Fatalf("after the merged purge: %q", got)
 		}
-		log, _ := os.ReadFile(w.cm.LogPath("web"))
+		log, _ := os.ReadFile(w.cm.LogPath(id("web")))
 		if n := strings.Count(string(log), "testapp v3 started"); n != 1 {
 			t.Fatalf("v3 started %d times, want once:\n%s", n, log)
 		}
@@ -211,7 +211,7 @@ func TestNoAppWaitsForAnother(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tk.Wait(w.ctx, "b"); err != nil {
+	if err := tk.Wait(w.ctx, id("b")); err != nil {
 		t.Fatal(err)
 	}
 	if info, _ := w.app("a"); info.State != StateDownloading {
@@ -220,7 +220,7 @@ func TestNoAppWaitsForAnother(t *testing.T) {
 	// The restarted process writes its line a moment after it starts.
 	w.starts("b", 2)
 	w.proxy.Throttle(0)
-	if err := tk.Wait(w.ctx, "a"); err != nil {
+	if err := tk.Wait(w.ctx, id("a")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -248,7 +248,7 @@ func TestSharedImageObjectIDReportsWhatEachAppRuns(t *testing.T) {
 	if _, img := w.app("b"); img.SHA256 != v1 || img.Latched != v2 {
 		t.Fatalf("b must report what it runs (%s) and the latch (%s): %+v", v1[:19], v2[:19], img)
 	}
-	if st, _ := w.cm.Status(w.ctx, "b"); !strings.Contains(st.Image, v1) {
+	if st, _ := w.cm.Status(w.ctx, id("b")); !strings.Contains(st.Image, v1) {
 		t.Fatalf("b's container runs %s", st.Image)
 	}
 	w.proxy.Reset()
@@ -281,7 +281,7 @@ func TestPinAddedToARunningAppIsVerified(t *testing.T) {
 		t.Fatalf("a wrong pin: %v; want the field and both digests", err)
 	}
 	settle()
-	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+	if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 1 {
 		t.Fatalf("the app was restarted on a rejected pin: %q", got)
 	}
 	info, img := w.app("web")
@@ -349,7 +349,7 @@ func TestExitedAppIsRestartedWithBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.starts("web", 1)
-	c, err := w.d.Client.LoadContainer(w.ctx, "web")
+	c, err := w.d.Client.LoadContainer(w.ctx, id("web"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,14 +390,14 @@ func TestContainerdRestartIsSurvived(t *testing.T) {
 	w.starts("web", 1)
 	w.d.Restart(t)
 	settle()
-	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 1 {
+	if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 1 {
 		t.Fatalf("a containerd restart started the app again: %q", got)
 	}
 	// The exit watch broke with containerd; the worker watches anew. Kill
 	// the process: it must be noticed and started again.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := w.d.Client.LoadContainer(w.ctx, "web")
+		c, err := w.d.Client.LoadContainer(w.ctx, id("web"))
 		if err == nil {
 			if task, err := c.Task(w.ctx, nil); err == nil && task.Kill(w.ctx, syscall.SIGKILL) == nil {
 				break
@@ -418,7 +418,7 @@ func TestContainerdRestartIsSurvived(t *testing.T) {
 	}
 	w.starts("web", 3)
 	settle()
-	if got := regtest.StartLines(w.cm.VolumeDir("web", "drive1")); len(got) != 3 {
+	if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 3 {
 		t.Fatalf("starts %q", got)
 	}
 }

@@ -180,7 +180,17 @@ type fakeContainers struct {
 
 func (f *fakeContainers) note(op string, s containers.Spec) {
 	v := versions[s.Image[strings.LastIndex(s.Image, "@")+1:]]
-	f.log = append(f.log, strings.TrimSpace(strings.Join(append([]string{op, s.ID, v}, s.Env...), " ")))
+	f.log = append(f.log, strings.TrimSpace(strings.Join(append([]string{op, nameOf(s.ID), v}, s.Env...), " ")))
+}
+
+// nameOf is the short name of the rules tests' app whose UUID is uuid.
+func nameOf(uuid string) string {
+	for _, n := range []string{"web", "a", "b", "first", "existing", "never", "pinned", "plain", "good", "bad"} {
+		if id(n) == uuid {
+			return n
+		}
+	}
+	return uuid
 }
 
 func (f *fakeContainers) Status(_ context.Context, id string) (containers.Status, error) {
@@ -214,7 +224,7 @@ func (f *fakeContainers) Restart(_ context.Context, id string) error {
 	defer f.mu.Unlock()
 	f.pid++
 	f.apps[id].running, f.apps[id].pid = true, f.pid
-	f.log = append(f.log, "restart "+id)
+	f.log = append(f.log, "restart "+nameOf(id))
 	return nil
 }
 
@@ -242,7 +252,7 @@ func (f *fakeContainers) Remove(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.apps, id)
-	f.log = append(f.log, "remove "+id)
+	f.log = append(f.log, "remove "+nameOf(id))
 	return nil
 }
 
@@ -315,8 +325,8 @@ func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin 
 }
 
 func fakeApp(uuid, ref string) config.App {
-	return config.App{UUID: uuid, DisplayName: uuid, Drives: []config.Drive{
-		{Kind: config.DriveContainer, Image: &config.Image{UUID: "img-" + uuid, Name: ref}},
+	return config.App{UUID: id(uuid), DisplayName: uuid, Drives: []config.Drive{
+		{Kind: config.DriveContainer, Image: &config.Image{UUID: id("img-" + uuid), Name: ref}},
 		{Kind: config.DriveVolume, MountPath: "/data"},
 	}}
 }
@@ -382,7 +392,7 @@ func TestCounterRules(t *testing.T) {
 			if got := r.reg.count(); got != tc.wantResolves {
 				t.Fatalf("%d registry checks, want %d", got, tc.wantResolves)
 			}
-			info, _ := r.h.App("web")
+			info, _ := r.h.App(id("web"))
 			if info.Counters != (Counters{Restart: a.Restart.Counter, Purge: a.Purge.Counter, RefreshImage: a.RefreshImage.Counter}) {
 				t.Fatalf("counters acted upon: %+v", info.Counters)
 			}
@@ -448,7 +458,7 @@ func TestOneAppNeverWaitsForAnother(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
-	if err := tk.Wait(ctx, "b"); err != nil {
+	if err := tk.Wait(ctx, id("b")); err != nil {
 		t.Fatalf("b waited for a's download: %v", err)
 	}
 	if got := r.ct.actions(); !slices.Equal(got, []string{"restart b"}) {
@@ -477,7 +487,7 @@ func TestPresenceWithoutTheRegistry(t *testing.T) {
 		t.Fatalf("%d registry checks for images on disk", got)
 	}
 	for _, id := range []string{"existing", "never", "pinned"} {
-		if info, _ := r.h.App(id); info.State != StateRunning {
+		if info, _ := r.h.App(appID(id)); info.State != StateRunning {
 			t.Fatalf("%s: %+v", id, info)
 		}
 	}
@@ -489,10 +499,10 @@ func TestActionOnOneAppReportsThatApp(t *testing.T) {
 	r := newRig(t)
 	good, bad := fakeApp("good", fakeRepo+":latest"), fakeApp("bad", "registry.test/missing:latest")
 	tk, _ := r.h.Submit(r.ctx, &config.Config{Apps: []config.App{good, bad}})
-	if err := tk.Wait(r.ctx, "good"); err != nil {
+	if err := tk.Wait(r.ctx, id("good")); err != nil {
 		t.Fatalf("good: %v", err)
 	}
-	if err := tk.Wait(r.ctx, "bad"); err == nil || !strings.Contains(err.Error(), "not found") {
+	if err := tk.Wait(r.ctx, id("bad")); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("bad: %v", err)
 	}
 }
@@ -507,7 +517,7 @@ func TestStateOfTheEarlierAgent(t *testing.T) {
 	asked := a
 	asked.Restart.Counter = 1 // the restart the earlier agent was doing when it died
 	r := newRigWith(t, func(db *bolt.DB, images *imagestore.Store) {
-		if err := images.Latch(imagestore.Record{ID: "img-web", Ref: a.Drives[0].Image.Name, Digest: v1, Reason: imagestore.LatchCreate}); err != nil {
+		if err := images.Latch(imagestore.Record{ID: id("img-web"), Ref: a.Drives[0].Image.Name, Digest: v1, Reason: imagestore.LatchCreate}); err != nil {
 			t.Fatal(err)
 		}
 		st, err := openState(db)
@@ -515,7 +525,7 @@ func TestStateOfTheEarlierAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The earlier agent's JSON: no "running"; "pending" without target or app.
-		legacy := AppInfo{UUID: "web", DisplayName: "web", State: StateRestarting, Policy: "always", Pending: &Pending{Op: opRestart, Generation: 1, Pid: 1}}
+		legacy := AppInfo{UUID: id("web"), DisplayName: "web", State: StateRestarting, Policy: "always", Pending: &Pending{Op: opRestart, Generation: 1, Pid: 1}}
 		if err := st.save(legacy, &a); err != nil {
 			t.Fatal(err)
 		}
@@ -523,7 +533,7 @@ func TestStateOfTheEarlierAgent(t *testing.T) {
 	name, _ := r.pl.Name(fakeRepo+":latest", v1, "")
 	r.pl.images[name] = pull.Result{Name: name, Digest: v1}
 	// The restart had taken effect: another process in the same generation.
-	r.ct.apps["web"] = &fakeContainer{running: true, gen: 1, pid: 2, images: []string{name}}
+	r.ct.apps[id("web")] = &fakeContainer{running: true, gen: 1, pid: 2, images: []string{name}}
 	r.h.Close()
 	var err error
 	if r.h, err = New(r.h.o); err != nil {
@@ -535,8 +545,8 @@ func TestStateOfTheEarlierAgent(t *testing.T) {
 	if got := r.ct.actions(); len(got) != 0 {
 		t.Fatalf("the completed restart was repeated: %q", got)
 	}
-	info, _ := r.h.App("web")
-	if info.Counters.Restart != 1 || info.State != StateRunning || info.Running["img-web"].Digest != v1 {
+	info, _ := r.h.App(id("web"))
+	if info.Counters.Restart != 1 || info.State != StateRunning || info.Running[id("img-web")].Digest != v1 {
 		t.Fatalf("%+v", info)
 	}
 	r.reg.tags[fakeRepo+":latest"] = fakeDigest("v2")
@@ -578,7 +588,7 @@ func TestNextCheckFloor(t *testing.T) {
 	}
 	var waits []time.Duration
 	for i := 0; i < 4; i++ {
-		info, _ := r.h.App("web")
+		info, _ := r.h.App(id("web"))
 		if info.NextCheck == nil {
 			t.Fatalf("no next check: %+v", info)
 		}
@@ -622,12 +632,12 @@ func TestDropInNeverShadowsABuiltinUnpinned(t *testing.T) {
 	if err := r.apply(plain, pinned); err != nil {
 		t.Fatal(err)
 	}
-	p, _ := r.h.App("plain")
-	q, _ := r.h.App("pinned")
-	if p.PolicyModule == nil || p.PolicyModule.Source != "built-in" || p.Decisions["img-plain"].Reason == "wat" {
+	p, _ := r.h.App(id("plain"))
+	q, _ := r.h.App(id("pinned"))
+	if p.PolicyModule == nil || p.PolicyModule.Source != "built-in" || p.Decisions[id("img-plain")].Reason == "wat" {
 		t.Fatalf("the unpinned app used the drop-in: %+v %+v", p.PolicyModule, p.Decisions)
 	}
-	if q.PolicyModule == nil || q.PolicyModule.Source != "drop-in" || q.PolicyModule.SHA256 != info.SHA256 || q.Decisions["img-pinned"].Reason != "wat" {
+	if q.PolicyModule == nil || q.PolicyModule.Source != "drop-in" || q.PolicyModule.SHA256 != info.SHA256 || q.Decisions[id("img-pinned")].Reason != "wat" {
 		t.Fatalf("the pinned app did not use the drop-in: %+v %+v", q.PolicyModule, q.Decisions)
 	}
 }
@@ -667,7 +677,7 @@ func TestRefreshDuringAnotherEventIsNotLost(t *testing.T) {
 	r.reg.gate = nil
 	r.reg.mu.Unlock()
 	close(gate)
-	if err := tk.Wait(r.ctx, "web"); err != nil {
+	if err := tk.Wait(r.ctx, id("web")); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.reg.count(); got != 2 {

@@ -348,7 +348,12 @@ func Load(file string, prev *Config, known func(string) bool) (*Config, error) {
 
 var (
 	sha256RE = regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`)
-	uuidRE   = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$`)
+	// uuidRE is a UUID in its text form, as EVE's controller assigns them.
+	uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	// legacyIDRE is what earlier versions accepted as a "uuid". Such an
+	// id is still accepted where the configuration in force already has it
+	// (an upgraded device keeps its apps), never for a new app or image.
+	legacyIDRE = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$`)
 )
 
 // Validate checks the configuration, every problem named by its field.
@@ -405,9 +410,15 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 		devBad("device.registryHostsDir", "%q is not an absolute path", d)
 	}
 	prevApps := map[string]App{}
+	prevImages := map[string]bool{}
 	if prev != nil {
 		for _, a := range prev.Apps {
 			prevApps[a.UUID] = a
+			for _, d := range a.Drives {
+				if d.Image != nil {
+					prevImages[d.Image.UUID] = true
+				}
+			}
 		}
 	}
 	uuids := map[string]int{}
@@ -418,9 +429,10 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 		var errs []error
 		bad := badIn(&errs)
 		f := fmt.Sprintf("apps[%d]", i)
+		_, known := prevApps[a.UUID]
 		switch {
-		case !uuidRE.MatchString(a.UUID):
-			bad(f+".uuid", "%q is not a valid uuid", a.UUID)
+		case !validID(a.UUID, known):
+			bad(f+".uuid", "%q is not a UUID (8-4-4-4-12 hex digits, such as 0a7c3b1e-0000-4000-8000-000000000002)", a.UUID)
 		case uuids[a.UUID] > 0:
 			bad(f+".uuid", "duplicate uuid %q (also apps[%d])", a.UUID, uuids[a.UUID]-1)
 		default:
@@ -470,7 +482,7 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 					bad(df+".image", "required for a container drive")
 					break
 				}
-				validateImage(df+".image", *d.Image, bad)
+				validateImage(df+".image", *d.Image, prevImages[d.Image.UUID], bad)
 				if d.Image.UUID != "" {
 					if first, ok := images[d.Image.UUID]; ok && imageRefs[d.Image.UUID] != d.Image.Name {
 						bad(df+".image.uuid", "ImageObjectID %q is used by %s for another image (%q)", d.Image.UUID, first, imageRefs[d.Image.UUID])
@@ -578,9 +590,16 @@ func (c *Config) App(uuid string) (App, bool) {
 	return App{}, false
 }
 
-func validateImage(f string, img Image, bad func(string, string, ...any)) {
-	if !uuidRE.MatchString(img.UUID) {
-		bad(f+".uuid", "%q is not a valid uuid", img.UUID)
+// validID reports whether id may name an app or an image: a UUID, or an
+// id of an earlier version's looser form that the configuration in force
+// already uses (known).
+func validID(id string, known bool) bool {
+	return uuidRE.MatchString(id) || (known && legacyIDRE.MatchString(id))
+}
+
+func validateImage(f string, img Image, known bool, bad func(string, string, ...any)) {
+	if !validID(img.UUID, known) {
+		bad(f+".uuid", "%q is not a UUID (8-4-4-4-12 hex digits, such as 6f1e0c1e-0000-4000-8000-000000000001)", img.UUID)
 	}
 	ref, err := name.ParseReference(img.Name)
 	if err != nil {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,17 +29,17 @@ func TestExampleIsValid(t *testing.T) {
 const base = `
 device: {pullPolicy: use-existing}
 apps:
-  - uuid: app-1
+  - uuid: 0a7c3b1e-0000-4000-8000-00000000a001
     displayName: web
     drives:
       - kind: container
-        image: {uuid: img-1, name: "localhost:5000/web:latest"}
+        image: {uuid: 6f1e0c1e-0000-4000-8000-00000000b001, name: "localhost:5000/web:latest"}
       - kind: volume
         mountPath: /data
 `
 
 func TestDefaults(t *testing.T) {
-	c, err := Parse([]byte(`apps: [{uuid: a, displayName: a, drives: [{kind: container, image: {uuid: i, name: "r/a:1"}}]}]`))
+	c, err := Parse([]byte(`apps: [{uuid: 0a7c3b1e-0000-4000-8000-00000000000a, displayName: a, drives: [{kind: container, image: {uuid: 6f1e0c1e-0000-4000-8000-00000000000e, name: "r/a:1"}}]}]`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,10 +64,10 @@ func TestInvalid(t *testing.T) {
 		{"unknown device policy", `pullPolicy: use-existing`, `pullPolicy: sometimes`, `device.pullPolicy.name: unknown policy "sometimes"`},
 		{"unknown app policy", `displayName: web`, "displayName: web\n    pullPolicy: {name: sometimes}", `apps[0].pullPolicy.name: unknown policy "sometimes"`},
 		{"bad policy pin", `pullPolicy: use-existing`, `pullPolicy: {name: always, sha256: xyz}`, "device.pullPolicy.sha256"},
-		{"no root drive", "      - kind: container\n        image: {uuid: img-1, name: \"localhost:5000/web:latest\"}\n", "", "apps[0].drives: needs at least one container drive"},
+		{"no root drive", "      - kind: container\n        image: {uuid: 6f1e0c1e-0000-4000-8000-00000000b001, name: \"localhost:5000/web:latest\"}\n", "", "apps[0].drives: needs at least one container drive"},
 		{"unknown drive kind", `- kind: volume`, `- kind: disk`, `apps[0].drives[1].kind: "disk"`},
 		{"relative mount", `mountPath: /data`, `mountPath: data`, "apps[0].drives[1].mountPath"},
-		{"volume with image", `mountPath: /data`, `mountPath: /data` + "\n        image: {uuid: x, name: r/a:1}", "apps[0].drives[1].image: a volume drive has no image"},
+		{"volume with image", `mountPath: /data`, `mountPath: /data` + "\n        image: {uuid: 6f1e0c1e-0000-4000-8000-00000000000f, name: r/a:1}", "apps[0].drives[1].image: a volume drive has no image"},
 		{"negative counter", `displayName: web`, "displayName: web\n    restart: {counter: -1}", "apps[0].restart.counter: negative"},
 		{"missing display name", `displayName: web`, `displayName: ""`, "apps[0].displayName: required"},
 		{"unknown field", `displayName: web`, "displayName: web\n    colour: blue", `unknown field "colour"`},
@@ -91,18 +92,18 @@ func TestInvalid(t *testing.T) {
 
 func TestDuplicates(t *testing.T) {
 	two := base + `
-  - uuid: app-1
+  - uuid: 0a7c3b1e-0000-4000-8000-00000000a001
     displayName: other
     drives:
       - kind: container
-        image: {uuid: img-1, name: "localhost:5000/other:latest"}
+        image: {uuid: 6f1e0c1e-0000-4000-8000-00000000b001, name: "localhost:5000/other:latest"}
 `
 	c, err := Parse([]byte(two))
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = c.Validate(nil, known)
-	for _, want := range []string{`apps[1].uuid: duplicate uuid "app-1" (also apps[0])`, `apps[1].drives[0].image.uuid: ImageObjectID "img-1" is used by apps[0].drives[0].image for another image`} {
+	for _, want := range []string{`apps[1].uuid: duplicate uuid "0a7c3b1e-0000-4000-8000-00000000a001" (also apps[0])`, `apps[1].drives[0].image.uuid: ImageObjectID "6f1e0c1e-0000-4000-8000-00000000b001" is used by apps[0].drives[0].image for another image`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v; want %q", err, want)
 		}
@@ -135,9 +136,9 @@ func TestDiff(t *testing.T) {
 		next *Config
 		want Delta
 	}{
-		{"refresh+restart counted once each", with("    refreshImage: {counter: 3}\n    restart: {counter: 2}"), Delta{UUID: "app-1", Refresh: true, Restart: true}},
-		{"purge", with("    purge: {counter: 1}"), Delta{UUID: "app-1", Purge: true}},
-		{"other change", with("    env: [A=1]"), Delta{UUID: "app-1", Modified: true}},
+		{"refresh+restart counted once each", with("    refreshImage: {counter: 3}\n    restart: {counter: 2}"), Delta{UUID: "0a7c3b1e-0000-4000-8000-00000000a001", Refresh: true, Restart: true}},
+		{"purge", with("    purge: {counter: 1}"), Delta{UUID: "0a7c3b1e-0000-4000-8000-00000000a001", Purge: true}},
+		{"other change", with("    env: [A=1]"), Delta{UUID: "0a7c3b1e-0000-4000-8000-00000000a001", Modified: true}},
 	}
 	for _, tc := range tests {
 		got := tc.next.Diff(prev)
@@ -169,13 +170,13 @@ func TestDiff(t *testing.T) {
 // TestCheckSortsProblemsByApp: one app's problem is that app's alone; the
 // device part's problems are the device's.
 func TestCheckSortsProblemsByApp(t *testing.T) {
-	c, err := Parse([]byte(base + `  - uuid: app-2
+	c, err := Parse([]byte(base + `  - uuid: 0a7c3b1e-0000-4000-8000-00000000a002
     displayName: web
-    drives: [{kind: container, image: {uuid: img-2, name: "r/b:1"}}]
-  - uuid: app-3
+    drives: [{kind: container, image: {uuid: 6f1e0c1e-0000-4000-8000-00000000b002, name: "r/b:1"}}]
+  - uuid: 0a7c3b1e-0000-4000-8000-00000000a003
     displayName: db
     pullPolicy: sometimes
-    drives: [{kind: container, image: {uuid: img-3, name: "r/c:1"}}]
+    drives: [{kind: container, image: {uuid: 6f1e0c1e-0000-4000-8000-00000000b003, name: "r/c:1"}}]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -184,13 +185,13 @@ func TestCheckSortsProblemsByApp(t *testing.T) {
 	if dev != nil {
 		t.Fatalf("device: %v", dev)
 	}
-	if apps["app-1"] != nil {
-		t.Fatalf("app-1 has no problem: %v", apps["app-1"])
+	if apps["0a7c3b1e-0000-4000-8000-00000000a001"] != nil {
+		t.Fatalf("app-1 has no problem: %v", apps["0a7c3b1e-0000-4000-8000-00000000a001"])
 	}
-	if err := apps["app-2"]; err == nil || !strings.Contains(err.Error(), `apps[1].displayName: duplicate display name "web" (also apps[0])`) {
+	if err := apps["0a7c3b1e-0000-4000-8000-00000000a002"]; err == nil || !strings.Contains(err.Error(), `apps[1].displayName: duplicate display name "web" (also apps[0])`) {
 		t.Fatalf("app-2: %v", err)
 	}
-	if err := apps["app-3"]; err == nil || !strings.Contains(err.Error(), `apps[2].pullPolicy.name: unknown policy "sometimes"`) {
+	if err := apps["0a7c3b1e-0000-4000-8000-00000000a003"]; err == nil || !strings.Contains(err.Error(), `apps[2].pullPolicy.name: unknown policy "sometimes"`) {
 		t.Fatalf("app-3: %v", err)
 	}
 	c.Device.InsecureRegistries = []string{""}
@@ -204,7 +205,7 @@ func TestLoadErrors(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 	bad := filepath.Join(t.TempDir(), "c.yaml")
-	os.WriteFile(bad, []byte("apps: [{uuid: a"), 0o644)
+	os.WriteFile(bad, []byte("apps: [{uuid: 0a7c3b1e-0000-4000-8000-00000000000a"), 0o644)
 	if _, err := Load(bad, nil, nil); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("malformed YAML: %v; want an error naming the file", err)
 	}
@@ -216,7 +217,7 @@ func TestLocate(t *testing.T) {
 	src := []byte(`device:
   insecureRegistries: [a, "b c"]
 apps:
-  - uuid: x
+  - uuid: 6f1e0c1e-0000-4000-8000-00000000000f
     drives:
       - kind: container
       - kind: volume
@@ -238,5 +239,38 @@ apps:
 	}
 	if _, ok := Locate([]byte("apps: [{"), "apps"); ok {
 		t.Error("a file that does not parse was located in")
+	}
+}
+
+// TestIDsAreUUIDs: app and image ids must be UUIDs; an id of the looser
+// form earlier versions accepted passes only where the configuration in
+// force already has it (an upgraded device keeps its apps).
+func TestIDsAreUUIDs(t *testing.T) {
+	cfg := func(app, img string) *Config {
+		c, err := Parse([]byte(fmt.Sprintf("apps:\n  - uuid: %s\n    displayName: db\n    drives: [{kind: container, image: {uuid: %s, name: \"r/db:1\"}}]\n", app, img)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	const app, img = "0a7c3b1e-0000-4000-8000-0000000000db", "6f1e0c1e-0000-4000-8000-0000000000db"
+	if err := cfg(app, img).Validate(nil, nil); err != nil {
+		t.Fatalf("UUIDs: %v", err)
+	}
+	for _, tc := range []struct{ app, img, field string }{
+		{"db", img, "apps[0].uuid"}, {"x", img, "apps[0].uuid"}, {app, "i1", "apps[0].drives[0].image.uuid"},
+		{"0a7c3b1e-0000-4000-8000-0000000000d", img, "apps[0].uuid"}, {"0a7c3b1e00004000800000000000000d", img, "apps[0].uuid"},
+	} {
+		err := cfg(tc.app, tc.img).Validate(nil, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.field+": ") || !strings.Contains(err.Error(), "is not a UUID") {
+			t.Errorf("app %q image %q: %v; want %s refused", tc.app, tc.img, err, tc.field)
+		}
+	}
+	legacy := cfg("db", "img-db")
+	if err := cfg("db", "img-db").Validate(legacy, nil); err != nil {
+		t.Errorf("ids the configuration in force has: %v", err)
+	}
+	if err := cfg("other", "img-db").Validate(legacy, nil); err == nil {
+		t.Error("a new non-UUID app id next to a grandfathered image id was accepted")
 	}
 }
