@@ -10,6 +10,7 @@ package containers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -370,22 +371,25 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	}
 	t, err := c.NewTask(ctx, cio.LogFile(m.LogPath(id)))
 	if err != nil {
-		m.release(ctx, c)
 		return fmt.Errorf("app %s: creating task: %w", id, err)
 	}
 	if err := t.Start(ctx); err != nil {
 		t.Delete(ctx, containerd.WithProcessKill)
-		m.release(ctx, c)
 		return fmt.Errorf("app %s: starting: %w", id, err)
 	}
 	return nil
 }
 
 // attach gives the app a network namespace of its own for the process
-// about to start: a new namespace pinned under the netns directory (so it
-// outlives the process, and its address, NAT and port rules are released
-// only after the app stopped), attached through CNI, and named in the
-// container's spec and labels. Host-network apps have nothing to attach.
+// about to start: a namespace pinned under the netns directory, so it
+// outlives the process, attached through CNI, and named in the container's
+// spec and labels. The namespace belongs to the app, not to one container:
+// a restart finds it alive on the container, and an image change or purge
+// (a new container) finds it in the app's network record
+// (STATE/net/UUID/netns.json) and adopts it with its address and ports, so
+// neither costs a CNI call. After a reboot the namespace is gone; what the
+// labels and the record name is released and a new one pinned.
+// Host-network apps have nothing to attach.
 func (m *Manager) attach(ctx context.Context, c containerd.Container) error {
 	labels, err := c.Labels(ctx)
 	if err != nil {
@@ -398,10 +402,25 @@ func (m *Manager) attach(ctx context.Context, c containerd.Container) error {
 	if m.cni == nil {
 		return fmt.Errorf("app %s: network %s: %w", c.ID(), mode, m.cniErr)
 	}
-	m.release(ctx, c) // whatever an earlier start left (an agent killed, a power cut)
-	path, err := m.cni.Pin(ctx, m.netnsDir, c.ID(), mode, ports)
-	if err != nil {
-		return err
+	if p := labels[network.LabelNetNS]; p != "" && network.Alive(p) {
+		return nil
+	}
+	want := network.Labels(mode, ports)
+	rec := m.netRecord(c.ID())
+	path := rec[network.LabelNetNS]
+	if path == "" || !network.Alive(path) || rec[network.LabelMode] != want[network.LabelMode] || rec[network.LabelPorts] != want[network.LabelPorts] {
+		// Whatever an earlier container or start left (a power cut, a
+		// changed network) is released first.
+		_ = m.cni.Release(ctx, c.ID(), labels)
+		_ = m.cni.Release(ctx, c.ID(), rec)
+		if path, err = m.cni.Pin(ctx, m.netnsDir, c.ID(), mode, ports); err != nil {
+			return err
+		}
+		want[network.LabelNetNS] = path
+		if err := m.saveNetRecord(c.ID(), want); err != nil {
+			_ = m.cni.Release(ctx, c.ID(), want)
+			return err
+		}
 	}
 	spec, err := c.Spec(ctx)
 	if err == nil {
@@ -410,23 +429,51 @@ func (m *Manager) attach(ctx context.Context, c containerd.Container) error {
 	if err == nil {
 		err = c.Update(ctx, containerd.UpdateContainerOpts(containerd.WithSpec(spec)))
 	}
-	labels[network.LabelNetNS] = path
 	if err == nil {
 		_, err = c.SetLabels(ctx, map[string]string{network.LabelNetNS: path})
 	}
 	if err != nil {
-		m.cni.Release(ctx, c.ID(), labels)
 		return fmt.Errorf("app %s: network namespace: %w", c.ID(), err)
 	}
 	return nil
 }
 
-// release releases the app's pinned network namespace, if it has one.
-// Failures are not the caller's to handle (the app stopped either way):
-// the next start of the app tries again.
-func (m *Manager) release(ctx context.Context, c containerd.Container) {
-	if labels, err := c.Labels(ctx); err == nil {
-		_ = m.cni.Release(ctx, c.ID(), labels)
+// netRecord is the app's network record: the labels (mode, ports, pinned
+// namespace) of the namespace the app owns, or nil.
+func (m *Manager) netRecord(id string) map[string]string {
+	b, err := os.ReadFile(filepath.Join(m.dir, "net", id, "netns.json"))
+	if err != nil {
+		return nil
+	}
+	var rec map[string]string
+	if json.Unmarshal(b, &rec) != nil {
+		return nil
+	}
+	return rec
+}
+
+func (m *Manager) saveNetRecord(id string, rec map[string]string) error {
+	dir := filepath.Join(m.dir, "net", id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(rec)
+	tmp := filepath.Join(dir, "netns.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "netns.json"))
+}
+
+// releaseNet releases the app's network namespace (what the container's
+// labels and the app's record name), after its process stopped: the NAT
+// rules are found through the namespace. Failures are not the caller's to
+// handle (the app is going either way); a later attach tries again.
+func (m *Manager) releaseNet(ctx context.Context, id string, labels map[string]string) {
+	_ = m.cni.Release(ctx, id, labels)
+	if rec := m.netRecord(id); rec != nil {
+		_ = m.cni.Release(ctx, id, rec)
+		os.Remove(filepath.Join(m.dir, "net", id, "netns.json"))
 	}
 }
 
@@ -466,7 +513,6 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if _, err := t.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("app %s: removing task: %w", id, err)
 	}
-	m.release(ctx, c)
 	return nil
 }
 
@@ -498,7 +544,8 @@ func (m *Manager) rebuild(ctx context.Context, s Spec, purge bool) error {
 	if err != nil {
 		return err
 	}
-	if err := m.deleteContainer(ctx, s.ID); err != nil {
+	// The app's network namespace stays: the new container adopts it.
+	if err := m.deleteContainer(ctx, s.ID, true); err != nil {
 		return err
 	}
 	faultpoint.Hit("rebuild:stopped")
@@ -516,7 +563,7 @@ func (m *Manager) rebuild(ctx context.Context, s Spec, purge bool) error {
 
 // Remove stops and deletes the app's container, its snapshots and volumes.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	if err := m.deleteContainer(ctx, id); err != nil {
+	if err := m.deleteContainer(ctx, id, false); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(filepath.Join(m.dir, "net", id)); err != nil {
@@ -525,17 +572,25 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	return os.RemoveAll(filepath.Join(m.dir, "volumes", id))
 }
 
-func (m *Manager) deleteContainer(ctx context.Context, id string) error {
+// deleteContainer stops and deletes the app's container; its network
+// namespace too unless keepNet (a rebuild: the next container adopts it).
+func (m *Manager) deleteContainer(ctx context.Context, id string, keepNet bool) error {
 	if err := m.Stop(ctx, id); err != nil {
 		return err
 	}
 	c, err := m.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
+		if !keepNet {
+			m.releaseNet(ctx, id, nil)
+		}
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("app %s: %w", id, err)
 	}
-	m.release(ctx, c) // a container without a task may still hold one
+	if !keepNet {
+		labels, _ := c.Labels(ctx)
+		m.releaseNet(ctx, id, labels)
+	}
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("app %s: deleting container: %w", id, err)
 	}

@@ -2,9 +2,12 @@ package containers
 
 import (
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pullwise/pullwise/host/network"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/internal/ctrdtest"
@@ -58,6 +61,20 @@ func TestLifecycle(t *testing.T) {
 	if err != nil || !st.Running || st.Generation != 1 || st.Image != v1 {
 		t.Fatalf("status %+v %v", st, err)
 	}
+	// The app's network namespace: pinned, named in its labels, and the
+	// same one through restarts and image changes (no CNI call).
+	netns := func() string {
+		c, err := d.Client.LoadContainer(ctx, "app-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, _ := c.Labels(ctx)
+		return l[network.LabelNetNS]
+	}
+	ns := netns()
+	if ns == "" || !network.Alive(ns) {
+		t.Fatalf("bridge app: network namespace %q", ns)
+	}
 
 	// Restart keeps the writable layer (no fresh root filesystem) and volumes.
 	if err := m.Restart(ctx, "app-1"); err != nil {
@@ -65,6 +82,9 @@ func TestLifecycle(t *testing.T) {
 	}
 	if got := starts(t, m, "app-1", 2)[1]; got != "start version=v1 freshrootfs=false ro=a1" {
 		t.Fatalf("after restart: %q", got)
+	}
+	if got := netns(); got != ns {
+		t.Fatalf("restart changed the network namespace: %s -> %s", ns, got)
 	}
 
 	// An image change builds a new root filesystem and keeps the volumes.
@@ -77,6 +97,9 @@ func TestLifecycle(t *testing.T) {
 	}
 	if st, _ := m.Status(ctx, "app-1"); st.Generation != 2 || st.Image != v2 {
 		t.Fatalf("status after replace %+v", st)
+	}
+	if got := netns(); got != ns {
+		t.Fatalf("the new container did not adopt the app's network namespace: %s -> %s", ns, got)
 	}
 
 	// Purge discards the writable layer and the volumes.
@@ -100,6 +123,12 @@ func TestLifecycle(t *testing.T) {
 	}
 	if _, err := os.Stat(m.VolumeDir("app-1", "data")); !os.IsNotExist(err) {
 		t.Fatal("volume still exists after remove")
+	}
+	if network.Alive(ns) {
+		t.Fatal("network namespace still pinned after remove")
+	}
+	if out, _ := exec.Command("iptables", "-t", "nat", "-S").Output(); strings.Contains(string(out), `id: \"app-1\"`) {
+		t.Fatalf("NAT rules of the removed app left:\n%s", out)
 	}
 }
 

@@ -240,6 +240,13 @@ func (c *CNI) Release(ctx context.Context, id string, labels map[string]string) 
 	return errors.Join(errs...)
 }
 
+// Alive reports whether path is a pinned network namespace that still
+// exists (it does not after a reboot).
+func Alive(path string) bool {
+	closed, err := netns.LoadNetNS(path).Closed()
+	return err == nil && !closed
+}
+
 // Pin creates a new network namespace pinned under dir and attaches it for
 // app id. The caller records its path in the container (LabelNetNS) and
 // spec, and releases it with Release.
