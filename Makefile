@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/pullwise
 COUNT   ?= 5
 
-.PHONY: all build test test-clean test-faults test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
+.PHONY: all build install test test-clean test-faults test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
 
 all: build
 
@@ -27,6 +27,21 @@ test: check
 	$(GO) test -count=1 -race -run '^Test(CounterRules|EditsMergedIntoOneAction|OneAppNeverWaitsForAnother|PresenceWithoutTheRegistry|ActionOnOneAppReportsThatApp)$$' ./host/app/
 	@$(MAKE) --no-print-directory test-faults
 	@$(MAKE) --no-print-directory test-clean
+
+# Install on a device (as root): the binary, the systemd unit, a default
+# configuration (an existing one is kept) and the state directory, 0700.
+# DESTDIR stages the tree elsewhere (packaging, the install test).
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 bin/pullwise $(DESTDIR)$(PREFIX)/bin/pullwise
+	install -d -m 0755 $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/pullwise $(DESTDIR)$(PREFIX)/share/doc/pullwise
+	sed 's|/usr/local/bin/pullwise|$(PREFIX)/bin/pullwise|' packaging/systemd/pullwise.service > $(DESTDIR)/etc/systemd/system/pullwise.service
+	chmod 0644 $(DESTDIR)/etc/systemd/system/pullwise.service
+	test -e $(DESTDIR)/etc/pullwise/config.yaml || install -m 0600 packaging/config.yaml $(DESTDIR)/etc/pullwise/config.yaml
+	install -m 0644 examples/config/device.yaml README.md SECURITY.md $(DESTDIR)$(PREFIX)/share/doc/pullwise/
+	install -d -m 0700 $(DESTDIR)/var/lib/pullwise
+	chmod 0700 $(DESTDIR)/var/lib/pullwise
+	@echo "installed; on a device: systemctl daemon-reload && systemctl enable --now pullwise"
 
 # What the app networks of the tests leave on the host once every app is
 # gone: the pullwise0 bridge and host-local's allocation directory (each

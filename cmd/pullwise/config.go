@@ -36,7 +36,8 @@ type problem struct {
 var unknownFieldRE = regexp.MustCompile(`unknown field "([^"]+)"`)
 
 func newConfigValidateCmd(state *string) *cobra.Command {
-	var policyDir, output string
+	var policyDir string
+	var output *output
 	cmd := &cobra.Command{
 		Use:   "validate FILE [--policy-dir DIR] [-o text|json]",
 		Short: "Check a configuration file as the agent would, without an agent",
@@ -52,8 +53,8 @@ against what the agent has acted upon.`,
   pullwise config validate new.yaml --policy-dir ./policies -o json`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "text" && output != "json" {
-				return usagef("-o %q: want text or json", output)
+			if err := output.check(); err != nil {
+				return err
 			}
 			file := args[0]
 			src, err := os.ReadFile(file)
@@ -65,11 +66,11 @@ against what the agent has acted upon.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if output == "json" {
+			if output.structured() {
 				if problems == nil {
 					problems = []problem{}
 				}
-				if err := printJSON(out, problems); err != nil {
+				if err := output.print(out, problems); err != nil {
 					return err
 				}
 			} else {
@@ -95,7 +96,7 @@ against what the agent has acted upon.`,
 		},
 	}
 	cmd.Flags().StringVar(&policyDir, "policy-dir", "", "the drop-in policy module directory (default: the file's device.policyDir, else STATE/policies)")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	output = addOutput(cmd, "text", "json", "yaml")
 	return cmd
 }
 

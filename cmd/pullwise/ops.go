@@ -38,7 +38,7 @@ type opResult struct {
 
 func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 	var noWait, dryRun, all bool
-	var output string
+	var output *output
 	use := op + " APP"
 	if op == "refresh" {
 		use = "refresh (APP | --all)"
@@ -54,9 +54,10 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 			}
 			return usageArgs(cobra.ExactArgs(1))(cmd, args)
 		},
+		ValidArgsFunction: completeApps(state),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "text" && output != "json" {
-				return usagef("-o %q: want text or json", output)
+			if err := output.check(); err != nil {
+				return err
 			}
 			c := agent.NewClient(*state)
 			out := cmd.OutOrStdout()
@@ -72,10 +73,8 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 				}
 				sort.Strings(apps)
 			}
-			// Progress bars for one app on a terminal; several apps' bars
-			// would overwrite each other.
 			var progress func(pull.Progress)
-			if output == "text" && !all {
+			if !output.structured() {
 				progress = progressPrinter(out)
 			}
 			results := make([]opResult, len(apps))
@@ -88,12 +87,12 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 				}()
 			}
 			wg.Wait()
-			if output == "json" {
+			if output.structured() {
 				if all {
-					if err := printJSON(out, results); err != nil {
+					if err := output.print(out, results); err != nil {
 						return err
 					}
-				} else if err := printJSON(out, results[0]); err != nil {
+				} else if err := output.print(out, results[0]); err != nil {
 					return err
 				}
 			} else {
@@ -105,7 +104,7 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the agent has the request, without waiting for the outcome")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	output = addOutput(cmd, "text", "json", "yaml")
 	if op == "refresh" {
 		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only show which images would change; download nothing")
 		cmd.Flags().BoolVar(&all, "all", false, "every app of the configuration (with --dry-run: what a refresh of each would change)")

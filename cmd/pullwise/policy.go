@@ -98,6 +98,7 @@ MODULE is a path to a .wasm file or the name of a built-in policy:
 func newPolicyRunCmd() *cobra.Command {
 	var f moduleFlags
 	var inputPath, settings string
+	var output *output
 	cmd := &cobra.Command{
 		Use:   "run MODULE --input FILE",
 		Short: "Ask a module for one decision and print it as JSON",
@@ -105,11 +106,15 @@ func newPolicyRunCmd() *cobra.Command {
 sdk/ABI.md); "now" defaults to the current time when the file has none.
 --settings, if given, is checked by the module's validate-settings export
 first and then passed in the input.`,
-		Example: `  pullwise policy run always --input examples/inputs/create-present.yaml
+		Example: `  pullwise policy run always --input in.yaml -o yaml
   echo '{"event":"create","image":{"ref":"nginx:latest"}}' | pullwise policy run never --input -
   pullwise policy run ./periodic.wasm --input in.json --settings '{"interval":"6h"}'`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+		Args:              usageArgs(cobra.ExactArgs(1)),
+		ValidArgsFunction: completeModules,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := output.check(); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			// The module first: "no such module" is the more basic error.
 			rt, m, err := f.load(ctx, args[0])
@@ -134,10 +139,11 @@ first and then passed in the input.`,
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd.OutOrStdout(), d)
+			return output.print(cmd.OutOrStdout(), d)
 		},
 	}
 	f.register(cmd)
+	output = addOutput(cmd, "json", "yaml")
 	cmd.Flags().StringVar(&inputPath, "input", "", "input document (JSON or YAML), - for stdin (required)")
 	cmd.Flags().StringVar(&settings, "settings", "", "module settings as JSON")
 	_ = cmd.MarkFlagRequired("input")
@@ -180,6 +186,7 @@ func readInput(path string, stdin io.Reader) (sdk.Input, error) {
 func newPolicyTestCmd() *cobra.Command {
 	var f moduleFlags
 	var cases string
+	var output *output
 	cmd := &cobra.Command{
 		Use:   "test MODULE --cases FILE",
 		Short: "Run a module against table cases; non-zero exit if any fails",
@@ -201,8 +208,12 @@ A case file:
       expectError: "below the minimum"`,
 		Example: `  pullwise policy test always --cases policies/always/testdata/cases.yaml
   pullwise policy test ./maintenance-window.wasm --cases examples/policies/maintenance-window/testdata/cases.yaml`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+		Args:              usageArgs(cobra.ExactArgs(1)),
+		ValidArgsFunction: completeModules,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := output.check(); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			suite, err := policytest.Load(cases)
 			if err != nil {
@@ -215,16 +226,27 @@ A case file:
 			defer rt.Close(ctx)
 			out := cmd.OutOrStdout()
 			var passed, failed int
-			for _, r := range suite.Run(ctx, m.Decide) {
+			results := suite.Run(ctx, m.Decide)
+			for _, r := range results {
 				if r.Pass {
 					passed++
-					fmt.Fprintf(out, "PASS  %s\n", r.Name)
+					if !output.structured() {
+						fmt.Fprintf(out, "PASS  %s\n", r.Name)
+					}
 					continue
 				}
 				failed++
-				fmt.Fprintf(out, "FAIL  %s\n      %s\n      got: %s\n", r.Name, printable.String(r.Problem), printable.String(r.Got))
+				if !output.structured() {
+					fmt.Fprintf(out, "FAIL  %s\n      %s\n      got: %s\n", r.Name, printable.String(r.Problem), printable.String(r.Got))
+				}
 			}
-			fmt.Fprintf(out, "%s: %d passed, %d failed\n", m.Name, passed, failed)
+			if output.structured() {
+				if err := output.print(out, testReport{Module: m.Name, Passed: passed, Failed: failed, Cases: results}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(out, "%s: %d passed, %d failed\n", m.Name, passed, failed)
+			}
 			if failed > 0 {
 				return &exitError{fmt.Sprintf("%d of %d cases failed", failed, passed+failed)}
 			}
@@ -233,18 +255,20 @@ A case file:
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&cases, "cases", "", "case file, YAML or JSON (required)")
+	output = addOutput(cmd, "text", "json", "yaml")
 	_ = cmd.MarkFlagRequired("cases")
 	return cmd
 }
 
 func newPolicyInspectCmd() *cobra.Command {
-	var output string
+	var output *output
 	cmd := &cobra.Command{
 		Use:   "inspect MODULE",
 		Short: "Show a module's metadata, ABI version, sha256 and size without running it",
 		Example: `  pullwise policy inspect always
   pullwise policy inspect ./vendor.wasm -o json`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+		Args:              usageArgs(cobra.ExactArgs(1)),
+		ValidArgsFunction: completeModules,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, wasm, err := readModule(args[0])
 			if err != nil {
@@ -254,11 +278,14 @@ func newPolicyInspectCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("module %s: %w", args[0], err)
 			}
+			if err := output.check(); err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				return printJSON(out, info)
-			case "text", "":
+			switch {
+			case output.structured():
+				return output.print(out, info)
+			default:
 				md := info.Metadata
 				fmt.Fprintf(out, "name:         %s\nversion:      %s\nabi version:  %d\nsha256:       %s\nsize:         %d bytes\ndescription:  %s\n",
 					printable.String(md.Name), printable.String(md.Version), md.ABIVersion, info.SHA256, info.Size, printable.String(md.Description))
@@ -266,12 +293,10 @@ func newPolicyInspectCmd() *cobra.Command {
 					fmt.Fprintf(out, "settings:     %s\n", md.SettingsSchema)
 				}
 				return nil
-			default:
-				return usagef("-o %q: want text or json", output)
 			}
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	output = addOutput(cmd, "text", "json", "yaml")
 	return cmd
 }
 
@@ -310,8 +335,9 @@ func newPolicyAnnotateCmd() *cobra.Command {
 		Long: `Write the metadata from FILE into MODULE's "pullwise.metadata" custom section,
 replacing any earlier one. For modules not built with "pullwise policy build"
 (Rust, C, Zig, AssemblyScript...).`,
-		Example: `  pullwise policy annotate target/wasm32-wasip1/release/policy.wasm --metadata metadata.json -o policy.wasm`,
-		Args:    usageArgs(cobra.ExactArgs(1)),
+		Example:           `  pullwise policy annotate target/wasm32-wasip1/release/policy.wasm --metadata metadata.json -o policy.wasm`,
+		Args:              usageArgs(cobra.ExactArgs(1)),
+		ValidArgsFunction: completeModules,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			md, err := policybuild.ReadMetadataFile(metadata)
 			if err != nil {
@@ -334,31 +360,52 @@ replacing any earlier one. For modules not built with "pullwise policy build"
 }
 
 func newPolicyListCmd() *cobra.Command {
-	return &cobra.Command{
+	var output *output
+	cmd := &cobra.Command{
 		Use:     "list",
 		Short:   "List the built-in policies",
-		Example: "  pullwise policy list",
+		Example: "  pullwise policy list\n  pullwise policy list -o json | jq -r '.[].name'",
 		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := output.check(); err != nil {
+				return err
+			}
+			type entry struct {
+				Name    string       `json:"name"`
+				Default bool         `json:"default"`
+				Module  plugins.Info `json:"module"`
+			}
+			var list []entry
 			for _, name := range policies.Names() {
 				wasm, _ := policies.Module(name)
 				info, err := plugins.Inspect(wasm)
 				if err != nil {
 					return err
 				}
+				list = append(list, entry{Name: name, Default: name == policies.Default, Module: info})
+			}
+			if output.structured() {
+				return output.print(cmd.OutOrStdout(), list)
+			}
+			for _, e := range list {
 				def := ""
-				if name == policies.Default {
+				if e.Default {
 					def = " (default)"
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%-15s %s%s\n", name, printable.String(info.Metadata.Description), def)
+				fmt.Fprintf(cmd.OutOrStdout(), "%-15s %s%s\n", e.Name, printable.String(e.Module.Metadata.Description), def)
 			}
 			return nil
 		},
 	}
+	output = addOutput(cmd, "text", "json", "yaml")
+	return cmd
 }
 
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+// testReport is `policy test -o json`: the module's name, the counts and
+// every case's result.
+type testReport struct {
+	Module string              `json:"module"`
+	Passed int                 `json:"passed"`
+	Failed int                 `json:"failed"`
+	Cases  []policytest.Result `json:"cases"`
 }

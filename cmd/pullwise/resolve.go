@@ -13,7 +13,8 @@ import (
 
 func newResolveCmd() *cobra.Command {
 	var insecure bool
-	var platform, output, hostsDir string
+	var platform, hostsDir string
+	var output *output
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "resolve REF",
@@ -38,6 +39,9 @@ certificates come from --hosts-dir in containerd's certs.d layout
   pullwise resolve --hosts-dir /etc/pullwise/certs.d registry.lan:5000/app:1`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := output.check(); err != nil {
+				return err
+			}
 			var opts []registry.Option
 			if platform != "" {
 				p, err := v1.ParsePlatform(platform)
@@ -60,25 +64,23 @@ certificates come from --hosts-dir in containerd's certs.d layout
 				return fmt.Errorf("%w%s", err, hint(err, insecure))
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				return printJSON(out, res)
-			case "text", "":
+			switch {
+			case output.structured():
+				return output.print(out, res)
+			default:
 				fmt.Fprintf(out, "reference:   %s\ndigest:      %s\n", res.Ref, res.Digest)
 				if res.IndexDigest != "" {
 					fmt.Fprintf(out, "index:       %s\nplatform:    %s\n", res.IndexDigest, res.Platform)
 				}
 				fmt.Fprintf(out, "media type:  %s\n", res.MediaType)
 				return nil
-			default:
-				return usagef("-o %q: want text or json", output)
 			}
 		},
 	}
 	cmd.Flags().BoolVar(&insecure, "insecure", false, "reach the registry over plain HTTP (credentials travel in clear)")
 	cmd.Flags().StringVar(&hostsDir, "hosts-dir", registry.DefaultHostsDir, "registry host configuration (hosts.toml, certificates) in containerd's certs.d layout")
 	cmd.Flags().StringVar(&platform, "platform", "", "platform to pick from a multi-arch index (default linux/<this machine's arch>)")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	output = addOutput(cmd, "text", "json", "yaml")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long, retries included")
 	return cmd
 }

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mattn/go-isatty"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/pullwise/pullwise/host/agent"
@@ -19,54 +22,112 @@ import (
 )
 
 func newStatusCmd(state *string) *cobra.Command {
-	var output string
+	var output *output
+	var watch bool
+	var interval time.Duration
 	cmd := &cobra.Command{
-		Use:   "status [APP] [-o table|json]",
+		Use:   "status [APP] [-o table|json|yaml] [--watch]",
 		Short: "Show the apps, their images and the last policy decisions",
 		Long: `Show what the agent reports: per app its state, image, resolved sha256, last
 registry check and the policy's last decision. With APP (a uuid or display
 name), that app alone. -o json prints the whole info report (documented in
 docs/info.md) with the agent's own status; with APP, {"app": ..., "images":
-[...]} for that app.`,
+[...]} for that app. --watch keeps showing it: redrawn in place on a
+terminal, printed again (one document per change with -o json) otherwise.`,
 		Example: `  pullwise status
   pullwise status web
+  pullwise status --watch
+  pullwise status web -o yaml
   pullwise status -o json | jq '.info.images[].sha256'
   pullwise status web -o json | jq .app.state`,
-		Args: usageArgs(cobra.MaximumNArgs(1)),
+		Args:              usageArgs(cobra.MaximumNArgs(1)),
+		ValidArgsFunction: completeApps(state),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "table" && output != "json" {
-				return usagef("-o %q: want table or json", output)
-			}
-			ctx, cancel := clientContext(cmd)
-			defer cancel()
-			st, err := agent.NewClient(*state).Status(ctx)
-			if err != nil {
+			if err := output.check(); err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if len(args) == 1 {
-				one, ok := onlyApp(st, args[0])
-				if !ok {
-					return fmt.Errorf("no app %q (give its uuid or display name; `pullwise status` lists them)", args[0])
-				}
-				if output == "json" {
-					return printJSON(out, struct {
-						App    hostapp.AppInfo     `json:"app"`
-						Images []hostapp.ImageInfo `json:"images"`
-					}{one.Info.Apps[0], one.Info.Images})
-				}
-				printTable(out, one)
-				return nil
+			if interval < time.Second {
+				return usagef("--interval %s: want at least 1s", interval)
 			}
-			if output == "json" {
-				return printJSON(out, st)
+			render := func(w io.Writer) error {
+				ctx, cancel := clientContext(cmd)
+				defer cancel()
+				st, err := agent.NewClient(*state).Status(ctx)
+				if err != nil {
+					return err
+				}
+				return printStatus(w, output, st, args)
 			}
-			printTable(out, st)
-			return nil
+			if !watch {
+				return render(cmd.OutOrStdout())
+			}
+			return watchStatus(cmd, interval, render)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep showing the status, redrawn (a terminal) or printed again (otherwise) when it changes; Ctrl-C stops")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "with --watch, how often to ask the agent")
+	output = addOutput(cmd, "table", "json", "yaml")
 	return cmd
+}
+
+// printStatus prints the status (or one app's part of it, args[0]) in the
+// chosen format.
+func printStatus(out io.Writer, output *output, st agent.Status, args []string) error {
+	if len(args) == 1 {
+		one, ok := onlyApp(st, args[0])
+		if !ok {
+			return fmt.Errorf("no app %q (give its uuid or display name; `pullwise status` lists them)", args[0])
+		}
+		if output.structured() {
+			return output.print(out, struct {
+				App    hostapp.AppInfo     `json:"app"`
+				Images []hostapp.ImageInfo `json:"images"`
+			}{one.Info.Apps[0], one.Info.Images})
+		}
+		printTable(out, one)
+		return nil
+	}
+	if output.structured() {
+		return output.print(out, st)
+	}
+	printTable(out, st)
+	return nil
+}
+
+// watchStatus renders the status every interval and shows it when it
+// changed: on a terminal the screen is redrawn, otherwise each change is
+// printed after the last. It ends on SIGINT/SIGTERM; an agent that stops
+// answering is shown as an error line and asked again.
+func watchStatus(cmd *cobra.Command, interval time.Duration, render func(io.Writer) error) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	out := cmd.OutOrStdout()
+	tty := false
+	if f, ok := out.(*os.File); ok {
+		tty = isatty.IsTerminal(f.Fd())
+	}
+	var last string
+	for {
+		var buf bytes.Buffer
+		if err := render(&buf); err != nil {
+			buf.Reset()
+			fmt.Fprintf(&buf, "pullwise: %v\n", err)
+		}
+		if now := buf.String(); now != last {
+			if tty {
+				fmt.Fprint(out, "\x1b[H\x1b[2J") // home, clear
+			} else if last != "" {
+				fmt.Fprintln(out)
+			}
+			fmt.Fprint(out, now)
+			last = now
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
 }
 
 // onlyApp narrows a status to one app (by uuid or display name) and its
@@ -159,36 +220,92 @@ func shortDigest(d string) string {
 	return d
 }
 
-// progressPrinter shows downloads as progress bars on a terminal and as
-// plain lines otherwise.
+// progressPrinter shows downloads: on a terminal one line per blob (size,
+// rate, ETA), redrawn in place at most ten times a second; otherwise plain
+// lines at each quarter and at completion. Safe for concurrent use (apps
+// of `refresh --all` report through one printer; a blob two apps share is
+// one line).
 func progressPrinter(out io.Writer) func(pull.Progress) {
 	tty := false
 	if f, ok := out.(*os.File); ok {
 		tty = isatty.IsTerminal(f.Fd())
 	}
-	bars := map[string]*progressbar.ProgressBar{}
-	printed := map[string]bool{}
-	return func(p pull.Progress) {
-		if p.Total <= 0 {
-			return
-		}
-		if tty {
-			b := bars[p.Digest]
-			if b == nil {
-				b = progressbar.DefaultBytes(p.Total, shortDigest(p.Digest))
-				bars[p.Digest] = b
-			}
-			b.Set64(p.Done)
-			return
-		}
-		switch {
-		case p.Complete && !printed[p.Digest]:
-			printed[p.Digest] = true
-			fmt.Fprintf(out, "downloaded %s (%s)\n", shortDigest(p.Digest), bytesText(p.Total))
-		case !p.Complete && p.Done > 0:
-			fmt.Fprintf(out, "downloading %s: %s of %s\n", shortDigest(p.Digest), bytesText(p.Done), bytesText(p.Total))
-		}
+	p := &progressLines{out: out, tty: tty, now: time.Now, blobs: map[string]*blobLine{}}
+	return p.update
+}
+
+// progressLines is progressPrinter's state.
+type progressLines struct {
+	mu    sync.Mutex
+	out   io.Writer
+	tty   bool
+	now   func() time.Time
+	order []string
+	blobs map[string]*blobLine
+	drawn int // lines drawn last time (terminal)
+	last  time.Time
+}
+
+type blobLine struct {
+	done, total int64
+	complete    bool
+	start       time.Time
+	startDone   int64
+	quarter     int64 // plain output: the last quarter printed
+}
+
+func (p *progressLines) update(u pull.Progress) {
+	if u.Total <= 0 {
+		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	b := p.blobs[u.Digest]
+	if b == nil {
+		b = &blobLine{start: now, startDone: u.Done}
+		p.blobs[u.Digest] = b
+		p.order = append(p.order, u.Digest)
+	}
+	if b.complete {
+		return
+	}
+	b.done, b.total, b.complete = u.Done, u.Total, u.Complete
+	if !p.tty {
+		switch q := b.done * 4 / b.total; {
+		case b.complete:
+			fmt.Fprintf(p.out, "downloaded %s (%s)\n", shortDigest(u.Digest), bytesText(b.total))
+		case q > b.quarter:
+			b.quarter = q
+			fmt.Fprintf(p.out, "downloading %s: %s\n", shortDigest(u.Digest), b.text(now))
+		}
+		return
+	}
+	if !u.Complete && now.Sub(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = now
+	if p.drawn > 0 {
+		fmt.Fprintf(p.out, "\x1b[%dA", p.drawn) // back to the first line
+	}
+	for _, d := range p.order {
+		fmt.Fprintf(p.out, "\r%s  %s\x1b[K\n", shortDigest(d), p.blobs[d].text(now))
+	}
+	p.drawn = len(p.order)
+}
+
+// text is a blob's line: bytes, rate and time left, or its size once done.
+func (b *blobLine) text(now time.Time) string {
+	if b.complete {
+		return fmt.Sprintf("%s  done", bytesText(b.total))
+	}
+	s := fmt.Sprintf("%s / %s", bytesText(b.done), bytesText(b.total))
+	if el := now.Sub(b.start).Seconds(); el >= 0.5 && b.done > b.startDone {
+		rate := float64(b.done-b.startDone) / el
+		eta := time.Duration(float64(b.total-b.done) / rate * float64(time.Second)).Round(time.Second)
+		s += fmt.Sprintf("  %s/s  ETA %s", bytesText(int64(rate)), eta)
+	}
+	return s
 }
 
 func bytesText(n int64) string {

@@ -9,7 +9,7 @@ import (
 )
 
 func newVersionCmd() *cobra.Command {
-	var output string
+	var output *output
 	cmd := &cobra.Command{
 		Use:   "version [-o text|json]",
 		Short: "Print pullwise's version, commit and library versions",
@@ -22,11 +22,14 @@ agent's version is in "pullwise status -o json" (agent.version).`,
   pullwise --version`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := output.check(); err != nil {
+				return err
+			}
 			v := version.Get()
-			switch output {
-			case "json":
-				return printJSON(cmd.OutOrStdout(), v)
-			case "text", "":
+			switch {
+			case output.structured():
+				return output.print(cmd.OutOrStdout(), v)
+			default:
 				out := cmd.OutOrStdout()
 				fmt.Fprintf(out, "version:              %s\n", v.Version)
 				if v.Commit != "" {
@@ -42,11 +45,9 @@ agent's version is in "pullwise status -o json" (agent.version).`,
 				fmt.Fprintf(out, "wazero:               %s\n", v.Wazero)
 				fmt.Fprintf(out, "go-containerregistry: %s\n", v.ContainerRegis)
 				return nil
-			default:
-				return usagef("-o %q: want text or json", output)
 			}
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	output = addOutput(cmd, "text", "json", "yaml")
 	return cmd
 }

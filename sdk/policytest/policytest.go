@@ -53,12 +53,12 @@ type Case struct {
 
 // Result is the outcome of one case.
 type Result struct {
-	Name string
-	Pass bool
+	Name string `json:"name"`
+	Pass bool   `json:"pass"`
 	// Problem says why a failing case failed.
-	Problem string
+	Problem string `json:"problem,omitempty"`
 	// Got is the decision as JSON, or the error text.
-	Got string
+	Got string `json:"got,omitempty"`
 }
 
 // DecideFunc is anything that decides: a loaded module's Decide, or Native.

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/pullwise/pullwise/host/pull"
+	"github.com/pullwise/pullwise/internal/regtest"
+)
+
+// TestOutputFormatsCompletionAndWatch drives the operator's CLI against a
+// real agent: -o yaml and -o json wherever a command prints, shell
+// completion of app names, uuids, modules and -o values, and status
+// --watch seeing a restart.
+func TestOutputFormatsCompletionAndWatch(t *testing.T) {
+	e := newE2E(t)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
+	e.startAgent()
+	e.waitRunning(1)
+
+	// Every structured output parses, and YAML says what JSON says.
+	for _, args := range [][]string{
+		{"status"}, {"status", "web"}, {"version"}, {"policy", "list"}, {"policy", "inspect", "always"},
+		{"policy", "test", "always", "--cases", "../../policies/always/testdata/cases.yaml"},
+		{"resolve", "--insecure", e.registry + "/demo/web:latest"},
+		{"refresh", "web", "--dry-run"},
+	} {
+		j, err := e.cli(append(args, "-o", "json")...)
+		if err != nil {
+			t.Fatalf("%v -o json: %v\n%s", args, err, j)
+		}
+		y, err := e.cli(append(args, "-o", "yaml")...)
+		if err != nil {
+			t.Fatalf("%v -o yaml: %v\n%s", args, err, y)
+		}
+		var fromJSON, fromYAML any
+		if err := json.Unmarshal([]byte(j), &fromJSON); err != nil {
+			t.Fatalf("%v -o json is not JSON: %v\n%s", args, err, j)
+		}
+		if err := yaml.Unmarshal([]byte(y), &fromYAML); err != nil {
+			t.Fatalf("%v -o yaml is not YAML: %v\n%s", args, err, y)
+		}
+		if len(y) < 10 || strings.HasPrefix(strings.TrimSpace(y), "{") {
+			t.Fatalf("%v -o yaml printed %q", args, y)
+		}
+	}
+	input := filepath.Join(t.TempDir(), "in.yaml")
+	os.WriteFile(input, []byte("event: create\nimage: {ref: \"registry.local/app:latest\"}\n"), 0o600)
+	out, err := e.cli("policy", "run", "always", "--input", input, "-o", "yaml")
+	if err != nil || !strings.Contains(out, "action:") {
+		t.Fatalf("policy run -o yaml: %v\n%s", err, out)
+	}
+	if out, err := e.cli("status", "-o", "xml"); exitCode(err) != exitUsage || !strings.Contains(out, "want table, json, yaml") {
+		t.Fatalf("-o xml: exit %d\n%s", exitCode(err), out)
+	}
+
+	// Completion: app names and uuids from the agent, modules, -o values.
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"__complete", "status", ""}, []string{"web\tRUNNING", webUUID + "\tweb, RUNNING"}},
+		{[]string{"__complete", "restart", "w"}, []string{"web"}},
+		{[]string{"__complete", "policy", "run", ""}, []string{"always\tbuilt-in policy", "periodic"}},
+		{[]string{"__complete", "status", "-o", ""}, []string{"table", "json", "yaml"}},
+	} {
+		// The word being completed is the last one: --state goes first.
+		b, err := exec.Command(e.bin, append([]string{"__complete", "--state", e.state}, tc.args[1:]...)...).CombinedOutput()
+		out := string(b)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", tc.args, err, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v: %q missing from\n%s", tc.args, w, out)
+			}
+		}
+	}
+
+	// status --watch: a restart shows up without asking again.
+	watch := exec.Command(e.bin, "status", "web", "--watch", "--interval", "1s", "-o", "json", "--state", e.state)
+	stdout, _ := watch.StdoutPipe()
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Process.Kill()
+	docs := make(chan map[string]any)
+	go func() {
+		dec := json.NewDecoder(bufio.NewReader(stdout))
+		for {
+			var d map[string]any
+			if dec.Decode(&d) != nil {
+				close(docs)
+				return
+			}
+			docs <- d
+		}
+	}()
+	restarts := func(d map[string]any) float64 {
+		app, _ := d["app"].(map[string]any)
+		n, _ := app["restarts"].(float64)
+		return n
+	}
+	if d := <-docs; restarts(d) != 0 {
+		t.Fatalf("first document: %v", d)
+	}
+	if out, err := e.cli("restart", "web"); err != nil {
+		t.Fatalf("restart: %v\n%s", err, out)
+	}
+	deadline := time.After(30 * time.Second)
+	for seen := false; !seen; {
+		select {
+		case d, ok := <-docs:
+			if !ok {
+				t.Fatal("status --watch ended")
+			}
+			seen = restarts(d) == 1
+		case <-deadline:
+			t.Fatal("status --watch did not show the restart")
+		}
+	}
+	watch.Process.Signal(syscall.SIGINT)
+	if err := watch.Wait(); err != nil {
+		t.Fatalf("status --watch after SIGINT: %v", err)
+	}
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if err == nil {
+		return 0
+	}
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// TestProgressLines: blobs downloading at once each keep a line of their
+// own on a terminal (redrawn in place, with rate and time left); plain
+// output gets a line per quarter and one at completion.
+func TestProgressLines(t *testing.T) {
+	var buf bytes.Buffer
+	clock := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	p := &progressLines{out: &buf, tty: true, now: func() time.Time { return clock }, blobs: map[string]*blobLine{}}
+	a, b := "sha256:aaaaaaaaaaaa0000", "sha256:bbbbbbbbbbbb0000"
+	p.update(pull.Progress{Digest: a, Total: 4 << 20})
+	p.update(pull.Progress{Digest: b, Total: 8 << 20})
+	clock = clock.Add(2 * time.Second)
+	p.update(pull.Progress{Digest: a, Done: 2 << 20, Total: 4 << 20})
+	clock = clock.Add(time.Second)
+	p.update(pull.Progress{Digest: b, Done: 3 << 20, Total: 8 << 20})
+	out := buf.String()
+	last := out[strings.LastIndex(out, "\x1b[2A"):]
+	for _, want := range []string{"aaaaaaaaaaaa  2.0 MiB / 4.0 MiB  682.7 KiB/s  ETA 3s", "bbbbbbbbbbbb  3.0 MiB / 8.0 MiB  1.0 MiB/s  ETA 5s"} {
+		if !strings.Contains(last, want) {
+			t.Errorf("terminal: %q missing from the last redraw %q", want, last)
+		}
+	}
+	if strings.Count(last, "\n") != 2 {
+		t.Errorf("two blobs, want two lines: %q", last)
+	}
+
+	buf.Reset()
+	plain := &progressLines{out: &buf, now: func() time.Time { return clock }, blobs: map[string]*blobLine{}}
+	for _, done := range []int64{0, 1 << 20, 2 << 20, 2<<20 + 1, 3 << 20} {
+		plain.update(pull.Progress{Digest: a, Done: done, Total: 4 << 20})
+	}
+	plain.update(pull.Progress{Digest: a, Done: 4 << 20, Total: 4 << 20, Complete: true})
+	if got := strings.Count(buf.String(), "\n"); got != 4 || !strings.Contains(buf.String(), "downloaded aaaaaaaaaaaa (4.0 MiB)") {
+		t.Errorf("plain output: %d lines\n%s", got, buf.String())
+	}
+}
+
+// TestMakeInstall stages `make install` and checks what a device gets:
+// the binary, the unit pointing at it, a default configuration that
+// validates, the state directory 0700; an existing configuration is kept.
+func TestMakeInstall(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Fatal("make is needed (scripts/setup.sh installs it)")
+	}
+	dest := t.TempDir()
+	run := func() {
+		cmd := exec.Command("make", "-C", "../..", "install", "DESTDIR="+dest, "PREFIX=/usr")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("make install: %v\n%s", err, out)
+		}
+	}
+	run()
+	bin := filepath.Join(dest, "usr/bin/pullwise")
+	unit, err := os.ReadFile(filepath.Join(dest, "etc/systemd/system/pullwise.service"))
+	if err != nil || !strings.Contains(string(unit), "ExecStart=/usr/bin/pullwise agent --config /etc/pullwise/config.yaml") ||
+		!strings.Contains(string(unit), "KillMode=process") {
+		t.Fatalf("unit: %v\n%s", err, unit)
+	}
+	for path, mode := range map[string]os.FileMode{bin: 0o755, filepath.Join(dest, "etc/pullwise/config.yaml"): 0o600, filepath.Join(dest, "var/lib/pullwise"): 0o700} {
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("%s: %v, want %#o", path, err, mode)
+		}
+	}
+	cfg := filepath.Join(dest, "etc/pullwise/config.yaml")
+	if out, err := exec.Command(bin, "config", "validate", cfg).CombinedOutput(); err != nil {
+		t.Fatalf("the default configuration does not validate: %v\n%s", err, out)
+	}
+	os.WriteFile(cfg, []byte("apps: []\n# mine\n"), 0o600)
+	run()
+	if b, _ := os.ReadFile(cfg); !strings.Contains(string(b), "# mine") {
+		t.Fatal("make install replaced an existing configuration")
+	}
+	if out, err := exec.Command(bin, "--version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "pullwise ") {
+		t.Fatalf("installed binary: %v\n%s", err, out)
+	}
+}
