@@ -20,6 +20,7 @@ policies:
 # Regenerate the SDK's JSON codec. Commit the result.
 generate:
 	cd sdk && $(GO) tool easyjson -all -no_std_marshalers abi.go
+	$(GO) run ./internal/cmd/configschema > docs/config.schema.json
 
 test: check
 	$(GO) test -count=1 -skip '^TestFaults$$' ./...
@@ -76,7 +77,7 @@ check-policies:
 
 # Regenerates in place and fails if that changed anything committed.
 check-generated: generate
-	@git diff --exit-code --stat -- sdk/abi_easyjson.go || { echo "sdk/abi_easyjson.go was stale: commit the regenerated file"; exit 1; }
+	@git diff --exit-code --stat -- sdk/abi_easyjson.go docs/config.schema.json || { echo "a generated file was stale: commit the regenerated file"; exit 1; }
 
 # Every benchmark, side by side with its peer where it has one, then one
 # table of medians (bench-results/report.md) and JSON (results.json).

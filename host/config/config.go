@@ -94,10 +94,10 @@ func (p *PolicyRef) UnmarshalJSON(b []byte) error {
 
 // App is one app instance.
 type App struct {
-	UUID         string      `json:"uuid"`
-	DisplayName  string      `json:"displayName"`
+	UUID         string      `json:"uuid" jsonschema:"required,pattern=^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"`
+	DisplayName  string      `json:"displayName" jsonschema:"required"`
 	PullPolicy   *PolicyRef  `json:"pullPolicy,omitempty"`
-	Drives       []Drive     `json:"drives"`
+	Drives       []Drive     `json:"drives" jsonschema:"required"`
 	Restart      InstanceOps `json:"restart"`
 	Purge        InstanceOps `json:"purge"`
 	RefreshImage InstanceOps `json:"refreshImage"`
@@ -270,7 +270,7 @@ const (
 
 // Drive is one of an app's drives.
 type Drive struct {
-	Kind      DriveKind `json:"kind"`
+	Kind      DriveKind `json:"kind" jsonschema:"required"`
 	Image     *Image    `json:"image,omitempty"`
 	MountPath string    `json:"mountPath,omitempty"`
 }
@@ -278,9 +278,9 @@ type Drive struct {
 // Image is a container drive's image.
 type Image struct {
 	// UUID is the ImageObjectID.
-	UUID string `json:"uuid"`
+	UUID string `json:"uuid" jsonschema:"required,pattern=^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"`
 	// Name is the reference: "registry/repo:tag", "repo@sha256:...", or both.
-	Name string `json:"name"`
+	Name string `json:"name" jsonschema:"required"`
 	// SHA256 optionally pins the manifest (index or platform manifest).
 	SHA256 string `json:"sha256,omitempty"`
 }
