@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -222,4 +224,84 @@ func TestMakeInstall(t *testing.T) {
 	if out, err := exec.Command(bin, "--version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "pullwise ") {
 		t.Fatalf("installed binary: %v\n%s", err, out)
 	}
+}
+
+// TestAppLogsRotatedAndShown: an app's log is capped (device.logs) with
+// rotated copies, readable by root only, and `pullwise logs` prints it
+// (--tail, -f across a restart).
+func TestAppLogsRotatedAndShown(t *testing.T) {
+	e := newE2E(t)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
+	e.writeConfig(fmt.Sprintf("device:\n  insecureRegistries: [%q]\n  logs: {maxSize: 64Ki, maxFiles: 2}\napps:\n%s    env: [SPAM=3000]\n", e.registry, e.web()))
+	e.agentArgs = []string{"--log-check-interval", "200ms"}
+	e.startAgent()
+	e.waitRunning(1)
+	live := filepath.Join(e.state, "logs", webUUID+".log")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		fi, err := os.Stat(live + ".1")
+		if err == nil && fi.Size() > 64<<10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log was not rotated: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, f := range []string{live, live + ".1"} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want 0600", f, fi.Mode().Perm(), err)
+		}
+	}
+	if _, err := os.Stat(live + ".3"); err == nil {
+		t.Error("more rotated copies than maxFiles")
+	}
+	out, err := e.cli("logs", "web", "--tail", "2")
+	if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, "line 3000 of 3000") {
+		t.Fatalf("logs --tail 2: %v\n%q", err, out)
+	}
+
+	follow := exec.Command(e.bin, "logs", "web", "-f", "--tail", "0", "--state", e.state)
+	var buf syncBuffer
+	follow.Stdout = &buf
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer follow.Process.Kill()
+	time.Sleep(500 * time.Millisecond)
+	if out, err := e.cli("restart", "web"); err != nil {
+		t.Fatalf("restart: %v\n%s", err, out)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(buf.String(), "line 3000 of 3000") {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs -f did not show the restarted app's output:\n%s", buf.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Count(buf.String(), "started (fresh root filesystem") != 1 {
+		t.Fatalf("logs -f printed the restart's output %d times (rotations in between must not repeat or lose it)", strings.Count(buf.String(), "started (fresh"))
+	}
+	follow.Process.Signal(syscall.SIGINT)
+	if err := follow.Wait(); err != nil {
+		t.Fatalf("logs -f after SIGINT: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

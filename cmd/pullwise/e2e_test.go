@@ -21,16 +21,17 @@ import (
 // e2e drives the real pullwise binary: an agent on a private containerd and
 // the Debian docker-registry server, and the CLI talking to it.
 type e2e struct {
-	t        testing.TB
-	bin      string
-	state    string
-	config   string
-	d        *ctrdtest.Daemon
-	registry string // the proxy in front of docker-registry
-	proxy    *regtest.Proxy
-	env      []string // extra environment for the agent
-	agent    *exec.Cmd
-	agentLog *bytes.Buffer
+	t         testing.TB
+	bin       string
+	state     string
+	config    string
+	d         *ctrdtest.Daemon
+	registry  string // the proxy in front of docker-registry
+	proxy     *regtest.Proxy
+	env       []string // extra environment for the agent
+	agentArgs []string // extra agent flags
+	agent     *exec.Cmd
+	agentLog  *bytes.Buffer
 }
 
 func newE2E(t testing.TB) *e2e { return newE2EWithRoot(t, 0) }
@@ -105,8 +106,8 @@ func (e *e2e) writeConfig(s string) {
 func (e *e2e) startAgent() {
 	e.t.Helper()
 	e.agentLog = &bytes.Buffer{}
-	e.agent = exec.Command(e.bin, "agent", "--config", e.config, "--state", e.state,
-		"--containerd", e.d.Socket, "--namespace", e.d.Namespace, "--grace-period", "1s", "--log-level", "debug")
+	e.agent = exec.Command(e.bin, append([]string{"agent", "--config", e.config, "--state", e.state,
+		"--containerd", e.d.Socket, "--namespace", e.d.Namespace, "--grace-period", "1s", "--log-level", "debug"}, e.agentArgs...)...)
 	e.agent.Stdout, e.agent.Stderr = e.agentLog, e.agentLog
 	e.agent.Env = append(os.Environ(), e.env...)
 	if err := e.agent.Start(); err != nil {

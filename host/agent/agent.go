@@ -7,6 +7,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,6 +62,9 @@ type Options struct {
 	// MaxModuleSize bounds a policy module file, in bytes. Default
 	// plugins.DefaultMaxModuleSize.
 	MaxModuleSize int64
+	// LogCheck is how often the apps' log sizes are checked against
+	// device.logs. Default 30 s.
+	LogCheck time.Duration
 }
 
 // Status is what the status file and GET /v1/status hold.
@@ -93,6 +97,7 @@ type Agent struct {
 	images *imagestore.Store
 	host   *app.Host
 	reg    *registry.Client
+	cm     *containers.Manager
 	bumps  *bumps
 	ctx    context.Context
 	// reconciling serialises reading the configuration and submitting it,
@@ -189,10 +194,11 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	}
 	// The insecure list and the hosts directory follow the configuration
 	// (reconcile); the hosts directory's files are re-read when they change.
+	a.cm = containers.New(client, o.StateDir)
 	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()))
 	a.host, err = app.New(app.Options{
 		Registry: a.reg, Puller: pull.New(client, a.reg), Images: a.images,
-		Containers: containers.New(client, o.StateDir), Policies: app.NewCatalog(a.rt, a.dir),
+		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir),
 		State: a.db, Logger: a.log.Named("apps"),
 		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
 	})
@@ -204,6 +210,32 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// rotateLogs caps the apps' logs (device.logs) every interval. A log under
+// its cap costs one stat: nothing is written.
+func (a *Agent) rotateLogs(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cfg := a.host.Desired()
+		if cfg == nil {
+			continue
+		}
+		maxBytes, keep := cfg.Device.LogLimits()
+		for _, app := range cfg.Apps {
+			if rotated, err := a.cm.RotateLog(app.UUID, maxBytes, keep); err != nil {
+				a.log.Warn("rotating an app's log", "app", app.UUID, "error", err)
+			} else if rotated {
+				a.log.Debug("app log rotated", "app", app.UUID, "max_bytes", maxBytes, "kept", keep)
+			}
+		}
+	}
 }
 
 // privateDir makes the state directory, or checks the one that exists: it
@@ -292,6 +324,7 @@ func (a *Agent) serve(ctx context.Context) error {
 		go a.watchConfig(ctx, cw)
 	}
 	go a.writeStatusOnChange(ctx)
+	go a.rotateLogs(ctx, cmp.Or(a.o.LogCheck, 30*time.Second))
 	a.log.Info("agent started", "config", a.o.ConfigPath, "state", a.o.StateDir, "socket", sock, "namespace", a.o.Namespace)
 	if t, _ := a.reconcile(); t != nil {
 		go func() {

@@ -52,6 +52,32 @@ type Device struct {
 	// /etc/containerd/certs.d. Read at every request, so edits need no
 	// restart.
 	RegistryHostsDir string `json:"registryHostsDir,omitempty"`
+	// Logs caps each app's log (STATE/logs/UUID.log).
+	Logs *LogSettings `json:"logs,omitempty"`
+}
+
+// LogSettings cap an app's log: past MaxSize it is rotated, and MaxFiles
+// rotated copies are kept.
+type LogSettings struct {
+	// MaxSize of the live log: bytes or with a unit ("10Mi"). Default 10Mi.
+	MaxSize string `json:"maxSize,omitempty"`
+	// MaxFiles is how many rotated copies are kept. Default 3.
+	MaxFiles int `json:"maxFiles,omitempty"`
+}
+
+// LogLimits are the log settings in effect: the live log's maximum size
+// and how many rotated copies are kept.
+func (d Device) LogLimits() (maxBytes int64, keep int) {
+	maxBytes, keep = 10<<20, 3
+	if d.Logs != nil {
+		if n, err := ParseBytes(d.Logs.MaxSize); err == nil && n > 0 {
+			maxBytes = n
+		}
+		if d.Logs.MaxFiles > 0 {
+			keep = d.Logs.MaxFiles
+		}
+	}
+	return maxBytes, keep
 }
 
 // HostsDir is the registry hosts directory in effect.
@@ -408,6 +434,16 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 	}
 	if d := c.Device.RegistryHostsDir; d != "" && !filepath.IsAbs(d) {
 		devBad("device.registryHostsDir", "%q is not an absolute path", d)
+	}
+	if l := c.Device.Logs; l != nil {
+		if n, err := ParseBytes(l.MaxSize); l.MaxSize != "" && err != nil {
+			devBad("device.logs.maxSize", "%v", err)
+		} else if l.MaxSize != "" && n < 64<<10 {
+			devBad("device.logs.maxSize", "%s: want at least 64Ki", l.MaxSize)
+		}
+		if l.MaxFiles < 0 || l.MaxFiles > 100 {
+			devBad("device.logs.maxFiles", "%d: want 1 to 100", l.MaxFiles)
+		}
 	}
 	prevApps := map[string]App{}
 	prevImages := map[string]bool{}

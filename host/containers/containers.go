@@ -11,7 +11,9 @@ package containers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path"
@@ -688,3 +690,61 @@ func (m *Manager) LogPath(id string) string { return filepath.Join(m.dir, "logs"
 
 // VolumeDir is the host directory of an app's volume.
 func (m *Manager) VolumeDir(id, name string) string { return filepath.Join(m.dir, "volumes", id, name) }
+
+// RotateLog caps an app's log: when it is larger than maxBytes its content
+// moves to LOG.1 (older copies shift to LOG.2 ... LOG.keep, the oldest is
+// dropped) and the live file is emptied. The shim keeps the live file open
+// and appends to it (O_APPEND), so it is copied and truncated, as
+// logrotate's copytruncate does: a line the app writes between the copy and
+// the truncation is lost. Nothing is written while the log is small.
+func (m *Manager) RotateLog(id string, maxBytes int64, keep int) (bool, error) {
+	live := m.LogPath(id)
+	fi, err := os.Stat(live)
+	if err != nil || fi.Size() <= maxBytes {
+		return false, nil
+	}
+	keep = max(keep, 1)
+	os.Remove(fmt.Sprintf("%s.%d", live, keep))
+	for i := keep - 1; i >= 1; i-- {
+		if err := os.Rename(fmt.Sprintf("%s.%d", live, i), fmt.Sprintf("%s.%d", live, i+1)); err != nil && !os.IsNotExist(err) {
+			return false, fmt.Errorf("app %s: rotating its log: %w", id, err)
+		}
+	}
+	src, err := os.OpenFile(live, os.O_RDWR, 0)
+	if err != nil {
+		return false, fmt.Errorf("app %s: rotating its log: %w", id, err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(live+".1", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("app %s: rotating its log: %w", id, err)
+	}
+	_, cerr := io.Copy(dst, src)
+	if err := errors.Join(cerr, dst.Close()); err != nil {
+		return false, fmt.Errorf("app %s: rotating its log: %w", id, err)
+	}
+	if err := src.Truncate(0); err != nil {
+		return false, fmt.Errorf("app %s: rotating its log: %w", id, err)
+	}
+	return true, nil
+}
+
+// LogFiles are the app's log files, oldest first: the rotated copies
+// (LOG.keep ... LOG.1) that exist, then the live log.
+func (m *Manager) LogFiles(id string) []string {
+	return LogFiles(m.LogPath(id))
+}
+
+// LogFiles lists the rotated copies of the log at live that exist, oldest
+// first, then live itself.
+func LogFiles(live string) []string {
+	var rotated []string
+	for i := 1; ; i++ {
+		p := fmt.Sprintf("%s.%d", live, i)
+		if _, err := os.Stat(p); err != nil {
+			break
+		}
+		rotated = append([]string{p}, rotated...)
+	}
+	return append(rotated, live)
+}

@@ -6,7 +6,8 @@
 // /fail-fast in its image it exits 1 at once, to exercise rollback. For the
 // isolation tests: with $PROBE=HOST:PORT it records in /data/probe.log
 // whether it could connect there, and with $LISTEN=ADDR it answers every
-// connection on ADDR with a greeting.
+// connection on ADDR with a greeting. With $SPAM=N it prints N lines at
+// start (the log rotation test).
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +39,11 @@ func main() {
 		f.Close()
 	}
 	fmt.Printf("testapp %s started (fresh root filesystem: %v)\n", v, fresh)
+	if n, _ := strconv.Atoi(os.Getenv("SPAM")); n > 0 {
+		for i := 1; i <= n; i++ {
+			fmt.Printf("testapp %s line %d of %d: the quick brown fox jumps over the lazy dog\n", v, i, n)
+		}
+	}
 	if _, err := os.Stat("/fail-fast"); err == nil {
 		fmt.Println("testapp: /fail-fast present, exiting 1")
 		os.Exit(1)

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/host/containers"
+)
+
+func newLogsCmd(state *string) *cobra.Command {
+	var follow bool
+	var tail int
+	cmd := &cobra.Command{
+		Use:   "logs APP [-f] [--tail N]",
+		Short: "Print an app's output (stdout and stderr)",
+		Long: `Print what an app wrote to stdout and stderr, oldest first: its rotated log
+copies, then the live log (STATE/logs/UUID.log, readable by root only). The
+agent caps each log at device.logs.maxSize (default 10Mi) and keeps
+device.logs.maxFiles rotated copies (default 3). -f keeps printing what the
+app writes, across rotations, until Ctrl-C.
+
+Lines carry no timestamps of their own: containerd's shim writes the app's
+output as it comes, so what the app prints is what is kept (there is no
+--since; most apps time-stamp their own lines).`,
+		Example: `  pullwise logs web
+  pullwise logs web --tail 50
+  pullwise logs web -f`,
+		Args:              usageArgs(cobra.ExactArgs(1)),
+		ValidArgsFunction: completeApps(state),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if tail < -1 {
+				return usagef("--tail %d: want a number of lines (-1: all)", tail)
+			}
+			ctx, cancel := clientContext(cmd)
+			st, err := agent.NewClient(*state).Status(ctx)
+			cancel()
+			if err != nil {
+				return err
+			}
+			one, ok := onlyApp(st, args[0])
+			if !ok {
+				return fmt.Errorf("no app %q (give its uuid or display name; `pullwise status` lists them)", args[0])
+			}
+			live := filepath.Join(*state, "logs", one.Info.Apps[0].UUID+".log")
+			out := cmd.OutOrStdout()
+			offset, err := printLogs(out, containers.LogFiles(live), tail)
+			if err != nil {
+				return err
+			}
+			if !follow {
+				return nil
+			}
+			fctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return followLog(fctx, out, live, offset, 250*time.Millisecond)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until Ctrl-C")
+	cmd.Flags().IntVar(&tail, "tail", -1, "print only the last N lines (-1: all)")
+	return cmd
+}
+
+// printLogs prints the files' content in order (the last tail lines of it
+// when tail >= 0) and returns the size of the last file read, where -f
+// continues.
+func printLogs(out io.Writer, files []string, tail int) (int64, error) {
+	var all []byte
+	var offset int64
+	for i, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue
+			}
+			return 0, err
+		}
+		all = append(all, b...)
+		if i == len(files)-1 {
+			offset = int64(len(b))
+		}
+	}
+	if tail >= 0 {
+		all = lastLines(all, tail)
+	}
+	_, err := out.Write(all)
+	return offset, err
+}
+
+// lastLines is the last n lines of b (a final line without a newline
+// counts).
+func lastLines(b []byte, n int) []byte {
+	if n == 0 {
+		return nil
+	}
+	end := len(b)
+	if end > 0 && b[end-1] == '\n' {
+		end--
+	}
+	for i := 0; i < n; i++ {
+		j := bytes.LastIndexByte(b[:end], '\n')
+		if j < 0 {
+			return b
+		}
+		end = j
+	}
+	return b[end+1:]
+}
+
+// followLog prints what is appended to the live log from offset on. When
+// the log shrinks, it was rotated: the rest of what was read so far is in
+// LOG.1 (the copy), then the live log starts again at 0.
+func followLog(ctx context.Context, out io.Writer, live string, offset int64, every time.Duration) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+		fi, err := os.Stat(live)
+		if err != nil {
+			continue // the app is being rebuilt; its log comes back
+		}
+		if fi.Size() < offset {
+			if err := copyFrom(out, live+".1", offset, -1); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+			offset = 0
+		}
+		if fi.Size() > offset {
+			if err := copyFrom(out, live, offset, fi.Size()-offset); err != nil {
+				return err
+			}
+			offset = fi.Size()
+		}
+	}
+}
+
+// copyFrom copies n bytes (all, when n < 0) of the file at path from
+// offset.
+func copyFrom(out io.Writer, path string, offset, n int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return err
+	}
+	var r io.Reader = bufio.NewReader(f)
+	if n >= 0 {
+		r = io.LimitReader(r, n)
+	}
+	_, err = io.Copy(out, r)
+	return err
+}
