@@ -135,4 +135,10 @@ if [ "$first" = "$second" ] || [ "$restarts" != 1 ]; then echo "demo: FAILED: ex
 step "A refresh with nothing new: one manifest request, no restart"
 "$pw" refresh demo --state "$work/state"
 
+step "What the app printed (pullwise logs; capped and rotated by the agent)"
+"$pw" logs demo --tail 4 --state "$work/state"
+
+step "One app's report as YAML (-o json and -o yaml on every command that prints)"
+"$pw" status demo -o yaml --state "$work/state" | sed -n '1,12p'
+
 step "Demo done; cleaning up"
