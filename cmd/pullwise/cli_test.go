@@ -286,6 +286,17 @@ func TestAppLogsRotatedAndShown(t *testing.T) {
 	if err := follow.Wait(); err != nil {
 		t.Fatalf("logs -f after SIGINT: %v", err)
 	}
+	// --since: the app has been quiet for a while, so the last second
+	// holds nothing; an hour reaches back before the agent's first mark,
+	// so all that is kept is printed, and it says so.
+	time.Sleep(1500 * time.Millisecond)
+	if out, err := e.cli("logs", "web", "--since", "1s"); err != nil || strings.Contains(out, "line") {
+		t.Fatalf("logs --since 1s of a quiet app: %v\n%s", err, out)
+	}
+	out, err = e.cli("logs", "web", "--since", "1h")
+	if err != nil || !strings.Contains(out, "no log mark 1h0m0s old") || !strings.Contains(out, "line 3000 of 3000") {
+		t.Fatalf("logs --since 1h: %v\n%s", err, out)
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader at once.

@@ -21,8 +21,9 @@ import (
 func newLogsCmd(state *string) *cobra.Command {
 	var follow bool
 	var tail int
+	var since time.Duration
 	cmd := &cobra.Command{
-		Use:   "logs APP [-f] [--tail N]",
+		Use:   "logs APP [-f] [--tail N] [--since D]",
 		Short: "Print an app's output (stdout and stderr)",
 		Long: `Print what an app wrote to stdout and stderr, oldest first: its rotated log
 copies, then the live log (STATE/logs/UUID.log, readable by root only). The
@@ -31,10 +32,15 @@ device.logs.maxFiles rotated copies (default 3). -f keeps printing what the
 app writes, across rotations, until Ctrl-C.
 
 Lines carry no timestamps of their own: containerd's shim writes the app's
-output as it comes, so what the app prints is what is kept (there is no
---since; most apps time-stamp their own lines).`,
+output to the file as it comes (no logging process per app, and an app
+never blocks on its output). --since D therefore starts at the agent's last
+log check at or before D ago (every 30 s by default): it prints everything
+written since then, and at most one check interval more. The agent keeps
+these marks in memory; for output older than the agent, --since prints all
+that is kept and says so.`,
 		Example: `  pullwise logs web
   pullwise logs web --tail 50
+  pullwise logs web --since 10m
   pullwise logs web -f`,
 		Args:              usageArgs(cobra.ExactArgs(1)),
 		ValidArgsFunction: completeApps(state),
@@ -54,7 +60,21 @@ output as it comes, so what the app prints is what is kept (there is no
 			}
 			live := filepath.Join(*state, "logs", one.Info.Apps[0].UUID+".log")
 			out := cmd.OutOrStdout()
-			offset, err := printLogs(out, containers.LogFiles(live), tail)
+			files, start := containers.LogFiles(live), int64(0)
+			if since > 0 {
+				ctx, cancel := clientContext(cmd)
+				pos, err := agent.NewClient(*state).LogSince(ctx, one.Info.Apps[0].UUID, time.Now().Add(-since))
+				cancel()
+				if err != nil {
+					return err
+				}
+				if !pos.Found {
+					fmt.Fprintf(cmd.ErrOrStderr(), "pullwise: the agent has no log mark %s old (it marks from its start); printing all that is kept\n", since)
+				} else if i := len(files) - 1 - pos.File; i >= 0 {
+					files, start = files[i:], pos.Offset
+				}
+			}
+			offset, err := printLogs(out, files, start, tail)
 			if err != nil {
 				return err
 			}
@@ -68,13 +88,14 @@ output as it comes, so what the app prints is what is kept (there is no
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until Ctrl-C")
 	cmd.Flags().IntVar(&tail, "tail", -1, "print only the last N lines (-1: all)")
+	cmd.Flags().DurationVar(&since, "since", 0, "only output written in the last D (to the agent's log check interval)")
 	return cmd
 }
 
-// printLogs prints the files' content in order (the last tail lines of it
-// when tail >= 0) and returns the size of the last file read, where -f
-// continues.
-func printLogs(out io.Writer, files []string, tail int) (int64, error) {
+// printLogs prints the files' content in order, the first from start (the
+// last tail lines of it all when tail >= 0), and returns the size of the
+// last file read, where -f continues.
+func printLogs(out io.Writer, files []string, start int64, tail int) (int64, error) {
 	var all []byte
 	var offset int64
 	for i, f := range files {
@@ -85,10 +106,13 @@ func printLogs(out io.Writer, files []string, tail int) (int64, error) {
 			}
 			return 0, err
 		}
-		all = append(all, b...)
 		if i == len(files)-1 {
 			offset = int64(len(b))
 		}
+		if i == 0 {
+			b = b[min(start, int64(len(b))):]
+		}
+		all = append(all, b...)
 	}
 	if tail >= 0 {
 		all = lastLines(all, tail)

@@ -98,6 +98,7 @@ type Agent struct {
 	host   *app.Host
 	reg    *registry.Client
 	cm     *containers.Manager
+	marks  logMarks
 	bumps  *bumps
 	ctx    context.Context
 	// reconciling serialises reading the configuration and submitting it,
@@ -212,28 +213,31 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	return a, nil
 }
 
-// rotateLogs caps the apps' logs (device.logs) every interval. A log under
-// its cap costs one stat: nothing is written.
+// rotateLogs caps the apps' logs (device.logs) every interval, and marks
+// where each stood (logMarks). A log under its cap costs one stat: nothing
+// is written.
 func (a *Agent) rotateLogs(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		if cfg := a.host.Desired(); cfg != nil {
+			maxBytes, keep := cfg.Device.LogLimits()
+			for _, app := range cfg.Apps {
+				rotated, err := a.cm.RotateLog(app.UUID, maxBytes, keep)
+				if err != nil {
+					a.log.Warn("rotating an app's log", "app", app.UUID, "error", err)
+				} else if rotated {
+					a.log.Debug("app log rotated", "app", app.UUID, "max_bytes", maxBytes, "kept", keep)
+				}
+				if fi, err := os.Stat(a.cm.LogPath(app.UUID)); err == nil {
+					a.marks.record(app.UUID, time.Now(), rotated, fi.Size())
+				}
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		cfg := a.host.Desired()
-		if cfg == nil {
-			continue
-		}
-		maxBytes, keep := cfg.Device.LogLimits()
-		for _, app := range cfg.Apps {
-			if rotated, err := a.cm.RotateLog(app.UUID, maxBytes, keep); err != nil {
-				a.log.Warn("rotating an app's log", "app", app.UUID, "error", err)
-			} else if rotated {
-				a.log.Debug("app log rotated", "app", app.UUID, "max_bytes", maxBytes, "kept", keep)
-			}
 		}
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/config"
 )
 
 // The local API, on a unix socket (mode 0600) in the state directory:
@@ -18,6 +20,8 @@ import (
 //	                                or {"error": "..."}.
 //	GET  /v1/apps/{app}             AppInfo: one app's report
 //	GET  /v1/apps/{app}/dry-run     []ImageCheck: what a refresh would change
+//	GET  /v1/apps/{app}/logs/since?t=RFC3339
+//	                                LogPosition: where its output since t starts
 //
 // {app} is an app's uuid or display name.
 func (a *Agent) routes() http.Handler {
@@ -43,6 +47,24 @@ func (a *Agent) routes() http.Handler {
 			return
 		}
 		writeJSON(w, st)
+	})
+	mux.HandleFunc("GET /v1/apps/{app}/logs/since", func(w http.ResponseWriter, r *http.Request) {
+		uuid, err := a.findApp(r.PathValue("app"))
+		if err != nil {
+			httpError(w, http.StatusNotFound, err)
+			return
+		}
+		t, err := time.Parse(time.RFC3339Nano, r.URL.Query().Get("t"))
+		if err != nil {
+			httpError(w, http.StatusBadRequest, fmt.Errorf("t: %w", err))
+			return
+		}
+		var dev config.Device
+		if d := a.host.Desired(); d != nil {
+			dev = d.Device
+		}
+		_, keep := dev.LogLimits()
+		writeJSON(w, a.marks.since(uuid, t, keep))
 	})
 	mux.HandleFunc("GET /v1/apps/{app}/dry-run", func(w http.ResponseWriter, r *http.Request) {
 		uuid, err := a.findApp(r.PathValue("app"))

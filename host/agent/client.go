@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/pull"
@@ -82,6 +83,17 @@ func (c *Client) App(ctx context.Context, appName string) (app.AppInfo, error) {
 	}
 	defer resp.Body.Close()
 	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// LogSince is where the app's output since t starts in its log files.
+func (c *Client) LogSince(ctx context.Context, appName string, t time.Time) (LogPosition, error) {
+	var pos LogPosition
+	resp, err := c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(appName)+"/logs/since?t="+url.QueryEscape(t.UTC().Format(time.RFC3339Nano)))
+	if err != nil {
+		return pos, err
+	}
+	defer resp.Body.Close()
+	return pos, json.NewDecoder(resp.Body).Decode(&pos)
 }
 
 // DryRun reports what a refresh of the app would change.
