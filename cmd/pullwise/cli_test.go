@@ -262,8 +262,8 @@ func TestAppLogsRotatedAndShown(t *testing.T) {
 	}
 
 	follow := exec.Command(e.bin, "logs", "web", "-f", "--tail", "0", "--state", e.state)
-	var buf syncBuffer
-	follow.Stdout = &buf
+	var buf, errs syncBuffer
+	follow.Stdout, follow.Stderr = &buf, &errs
 	if err := follow.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestAppLogsRotatedAndShown(t *testing.T) {
 	deadline = time.Now().Add(30 * time.Second)
 	for !strings.Contains(buf.String(), "line 3000 of 3000") {
 		if time.Now().After(deadline) {
-			t.Fatalf("logs -f did not show the restarted app's output:\n%s", buf.String())
+			t.Fatalf("logs -f did not show the restarted app's output:\n%s\nstderr: %s\nlog files: %v", buf.String(), errs.String(), logSizes(live))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -315,4 +315,14 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+func logSizes(live string) []string {
+	var out []string
+	for _, f := range []string{live, live + ".1", live + ".2"} {
+		if fi, err := os.Stat(f); err == nil {
+			out = append(out, fmt.Sprintf("%s: %d", filepath.Base(f), fi.Size()))
+		}
+	}
+	return out
 }

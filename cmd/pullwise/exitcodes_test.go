@@ -27,7 +27,7 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{"version", []string{"version"}, exitOK, "go-containerregistry:"},
 		{"--version", []string{"--version"}, exitOK, "pullwise "},
-		{"version -o yaml", []string{"version", "-o", "yaml"}, exitUsage, "Usage:"},
+		{"version -o xml", []string{"version", "-o", "xml"}, exitUsage, "Usage:"},
 		{"unknown command", []string{"frobnicate"}, exitUsage, "Usage:"},
 		{"unknown flag", []string{"status", "--frob"}, exitUsage, "Usage:"},
 		{"missing argument", []string{"refresh"}, exitUsage, "refresh (APP | --all)"},
