@@ -37,7 +37,10 @@ const DefaultConcurrency = 3
 
 // Puller downloads images into one containerd namespace.
 type Puller struct {
-	client      *containerd.Client
+	client *containerd.Client
+	// streaming is client for pulls: downloads reach containerd as they
+	// arrive (stream.go).
+	streaming   *containerd.Client
 	reg         *registry.Client
 	concurrency int
 	snapshotter string
@@ -57,7 +60,8 @@ func WithSnapshotter(name string) Option { return func(p *Puller) { p.snapshotte
 // New returns a Puller that uses client (whose default namespace it pulls
 // into) and reg's credentials, insecure registries and retries.
 func New(client *containerd.Client, reg *registry.Client, opts ...Option) *Puller {
-	p := &Puller{client: client, reg: reg, concurrency: DefaultConcurrency, interval: 100 * time.Millisecond}
+	p := &Puller{client: client, reg: reg, concurrency: DefaultConcurrency, interval: 100 * time.Millisecond,
+		streaming: streamingClient(client)}
 	for _, o := range opts {
 		o(p)
 	}
@@ -131,7 +135,7 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	if handler != nil {
 		opts = append(opts, containerd.WithImageHandler(handler))
 	}
-	img, err := p.client.Pull(ctx, imgName, opts...)
+	img, err := p.streaming.Pull(ctx, imgName, opts...)
 	stop(err == nil)
 	if err == nil {
 		// The image record now protects the content.
