@@ -92,6 +92,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'CreateVsCtr' -benchtime 5x -count 1 ./host/app/ | tee bench-results/create.txt
 	$(GO) test -run '^$$' -bench 'RefreshRound' -benchtime 3x -count 1 -timeout 30m ./host/app/ | tee bench-results/round.txt
 	$(GO) test -run '^$$' -bench 'PeriodicShared' -benchtime 5x -count 1 ./host/app/ | tee bench-results/periodic.txt
+	$(GO) test -run '^$$' -bench 'FleetSplay' -benchtime 1x -count 1 ./policies/periodic/ | tee bench-results/splay.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkAgent$$' -benchtime 5x -count 1 ./cmd/pullwise/ | tee bench-results/agent.txt
 	$(GO) test -run '^$$' -bench 'AgentAction|Isolation' -benchtime 5x -count 1 -timeout 30m ./cmd/pullwise/ | tee bench-results/actions.txt
 	$(GO) run ./internal/cmd/benchreport -json bench-results/results.json bench-results/decide.txt bench-results/load.txt \

@@ -179,6 +179,11 @@ type Device struct {
 	Link Link `json:"link"`
 	// FreeDiskBytes is the free space where images are stored.
 	FreeDiskBytes int64 `json:"freeDiskBytes"`
+	// Splay is a stable fraction in (0, 1) derived from the device's
+	// identity: policies that check on a period use it as the phase of
+	// their checks (NextPhase), so a fleet's checks spread over the
+	// interval instead of arriving in waves. 0 when the host gives none.
+	Splay float64 `json:"splay,omitempty"`
 }
 
 // Link is the device's uplink.

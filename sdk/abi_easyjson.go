@@ -595,6 +595,12 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk5(in *jlexer.Lexer, out *
 			} else {
 				out.FreeDiskBytes = int64(in.Int64())
 			}
+		case "splay":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.Splay = float64(in.Float64())
+			}
 		default:
 			in.SkipRecursive()
 		}
@@ -618,6 +624,11 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk5(out *jwriter.Writer, in
 		const prefix string = ",\"freeDiskBytes\":"
 		out.RawString(prefix)
 		out.Int64(int64(in.FreeDiskBytes))
+	}
+	if in.Splay != 0 {
+		const prefix string = ",\"splay\":"
+		out.RawString(prefix)
+		out.Float64(float64(in.Splay))
 	}
 	out.RawByte('}')
 }

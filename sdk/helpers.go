@@ -89,3 +89,20 @@ func DecodeSettings(raw json.RawMessage, v any) error {
 	}
 	return nil
 }
+
+// NextPhase is the first time at or after t whose offset within interval
+// (counted from the Unix epoch) is splay × interval: the device's phase.
+// With the same interval and different splays, a fleet's checks fall
+// evenly over the interval. splay 0 (no device identity) leaves t as it
+// is.
+func NextPhase(t time.Time, interval time.Duration, splay float64) time.Time {
+	if splay <= 0 || splay >= 1 || interval <= 0 {
+		return t
+	}
+	phase := time.Duration(splay * float64(interval))
+	start := t.Truncate(interval).Add(phase) // Truncate counts from the zero time; fine for a phase
+	for start.Before(t) {
+		start = start.Add(interval)
+	}
+	return start
+}

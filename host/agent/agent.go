@@ -98,9 +98,12 @@ type Agent struct {
 	host   *app.Host
 	reg    *registry.Client
 	cm     *containers.Manager
-	marks  logMarks
-	bumps  *bumps
-	ctx    context.Context
+	// machineID identifies the device when the configuration does not
+	// (device.id): /etc/machine-id, else the host name.
+	machineID string
+	marks     logMarks
+	bumps     *bumps
+	ctx       context.Context
 	// reconciling serialises reading the configuration and submitting it,
 	// so submissions reach the host in the order the file was read. It is
 	// never held while an app acts.
@@ -196,6 +199,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	// The insecure list and the hosts directory follow the configuration
 	// (reconcile); the hosts directory's files are re-read when they change.
 	a.cm = containers.New(client, o.StateDir)
+	a.machineID = machineID()
 	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()))
 	a.host, err = app.New(app.Options{
 		Registry: a.reg, Puller: pull.New(client, a.reg), Images: a.images,
@@ -242,6 +246,16 @@ func (a *Agent) rotateLogs(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// machineID is the device's identity for splaying periodic checks when the
+// configuration gives none.
+func machineID() string {
+	if b, err := os.ReadFile("/etc/machine-id"); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return string(bytes.TrimSpace(b))
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
 // privateDir makes the state directory, or checks the one that exists: it
 // holds the apps' data and logs and the API socket, so it must be the
 // agent's own (owner) and closed to everyone else (0700). A looser mode is
@@ -271,6 +285,13 @@ func privateDir(dir string, log hclog.Logger) error {
 // reported online and unmetered, with unknown bandwidth.
 func (a *Agent) device() sdk.Device {
 	d := sdk.Device{Link: sdk.Link{Online: true}}
+	var dev config.Device
+	if a.host != nil {
+		if cfg := a.host.Desired(); cfg != nil {
+			dev = cfg.Device
+		}
+	}
+	d.Splay = dev.Splay(a.machineID)
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(a.o.StateDir, &st); err == nil {
 		d.FreeDiskBytes = int64(st.Bavail) * int64(st.Bsize)

@@ -8,6 +8,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,6 +56,26 @@ type Device struct {
 	RegistryHostsDir string `json:"registryHostsDir,omitempty"`
 	// Logs caps each app's log (STATE/logs/UUID.log).
 	Logs *LogSettings `json:"logs,omitempty"`
+	// ID identifies the device in its fleet (EVE's device UUID, say). It
+	// seeds the device's phase for periodic checks (sdk Device.Splay), so a
+	// fleet's devices check at different points of an interval. Default:
+	// /etc/machine-id, else the host name.
+	ID string `json:"id,omitempty"`
+}
+
+// Splay is the device's phase for periodic checks: a stable fraction in
+// (0, 1) from its identity (ID, else machineID), the same at every start.
+func (d Device) Splay(machineID string) float64 {
+	id := d.ID
+	if id == "" {
+		id = machineID
+	}
+	if id == "" {
+		return 0
+	}
+	sum := sha256.Sum256([]byte("pullwise splay\x00" + id))
+	// 53 bits: every value exactly representable; +1 keeps 0 out.
+	return (float64(binary.BigEndian.Uint64(sum[:8])>>11) + 1) / (1<<53 + 1)
 }
 
 // LogSettings cap an app's log: past MaxSize it is rotated, and MaxFiles

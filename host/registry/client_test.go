@@ -29,10 +29,17 @@ func setup(t *testing.T, opts ...Option) (*regtest.Proxy, *Client, *[]time.Durat
 	c := New(append([]Option{WithInsecure(p.Host)}, opts...)...)
 	var mu sync.Mutex
 	waits := &[]time.Duration{}
+	virtual := time.Now()
+	c.retry.paused.now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return virtual
+	}
 	c.retry.sleep = func(_ context.Context, d time.Duration) error {
 		mu.Lock()
 		defer mu.Unlock()
 		*waits = append(*waits, d)
+		virtual = virtual.Add(d)
 		return nil
 	}
 	return p, c, waits
@@ -356,5 +363,32 @@ func TestRetryAfterParsing(t *testing.T) {
 	}
 	if _, ok := retryAfter("soon"); ok {
 		t.Error("garbage accepted")
+	}
+}
+
+// TestTooManyRequestsPausesTheRegistry: a 429 with Retry-After on one
+// repository's request pauses every request to that registry, other
+// repositories' included, until the time the registry asked for.
+func TestTooManyRequestsPausesTheRegistry(t *testing.T) {
+	ctx := context.Background()
+	p, c, waits := setup(t, WithRetry(1, time.Minute, 100*time.Millisecond, 10*time.Second))
+	regtest.PushImage(t, p.Host+"/a:latest", regtest.RandomImage(t, 1024, 1))
+	regtest.PushImage(t, p.Host+"/b:latest", regtest.RandomImage(t, 1024, 1))
+	p.Reset()
+	p.Fail(regtest.Fault{Status: 429, RetryAfter: "4"})
+	if _, err := c.Resolve(ctx, p.Host+"/a:latest", nil); err == nil || !strings.Contains(err.Error(), "429") {
+		t.Fatalf("a: %v; want its 429 (one try)", err)
+	}
+	if len(*waits) != 0 {
+		t.Fatalf("waits before b: %v", *waits)
+	}
+	if _, err := c.Resolve(ctx, p.Host+"/b:latest", nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(*waits) != 1 || (*waits)[0] < 3*time.Second || (*waits)[0] > 4*time.Second {
+		t.Fatalf("b waited %v; want the rest of a's 4 s Retry-After before its request", *waits)
+	}
+	if got := p.Requests(); len(got) != 2 || got[1] != "HEAD /v2/b/manifests/latest" {
+		t.Fatalf("requests %q", got)
 	}
 }

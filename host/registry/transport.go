@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -29,6 +30,49 @@ type retrying struct {
 	maxWait    time.Duration
 	// sleep is time.Sleep-like; tests replace it to keep time virtual.
 	sleep func(context.Context, time.Duration) error
+	// paused is shared by every endpoint of a Client: a registry that
+	// answered 429 is left alone by every request until its Retry-After.
+	paused *pauses
+}
+
+// pauses are the registries (host:port) that asked for less, and until
+// when.
+type pauses struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+	// now is time.Now; tests whose sleeps are virtual make it virtual too.
+	now func() time.Time
+}
+
+func (p *pauses) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
+}
+
+// left is how long requests to host must still wait.
+func (p *pauses) left(host string) time.Duration {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.until[host].Sub(p.clock())
+}
+
+func (p *pauses) pause(host string, d time.Duration) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.until == nil {
+		p.until = map[string]time.Time{}
+	}
+	if t := p.clock().Add(d); t.After(p.until[host]) {
+		p.until[host] = t
+	}
 }
 
 func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -44,6 +88,12 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	for {
 		tries++
+		// A registry that answered 429 to any request is paused for all.
+		if d := r.paused.left(req.URL.Host); d > 0 {
+			if err := r.sleep(ctx, min(d, r.maxWait)); err != nil {
+				return nil, err
+			}
+		}
 		attempt := req
 		if tries > 1 && req.Body != nil && req.GetBody != nil {
 			body, err := req.GetBody()
@@ -55,6 +105,9 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err := r.inner.RoundTrip(attempt)
 		wait, retry := r.decide(resp, err, b)
+		if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+			r.paused.pause(req.URL.Host, wait)
+		}
 		if !retry || (req.Body != nil && req.GetBody == nil) {
 			return resp, err
 		}

@@ -66,7 +66,7 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 		return sdk.Decision{Action: sdk.ActionRollback, Reason: "app failed to start on the new image; rolling back to the previous one"}, nil
 	case sdk.EventStart, sdk.EventBoot, sdk.EventTick:
 		if img.Satisfied() && img.RemoteDigest == "" && img.LastCheck != nil {
-			due := img.LastCheck.Add(interval)
+			due := nextCheck(*img.LastCheck, interval, in.Device.Splay)
 			if in.Now.Before(due) {
 				d := sdk.UseLocal(fmt.Sprintf("periodic: next check due at %s", due.UTC().Format(time.RFC3339)))
 				d.NextCheck = &due
@@ -76,8 +76,20 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 	}
 	d := sdk.Converge(img, sdk.KeepExisting)
 	if d.Action == sdk.ActionUseLocal || d.Action == sdk.ActionPull {
-		next := in.Now.Add(interval)
+		next := nextCheck(in.Now, interval, in.Device.Splay)
 		d.NextCheck = &next
 	}
 	return d, nil
+}
+
+// nextCheck is when the check after one at from is due: one interval
+// later, moved to the device's phase when the host gives one (device.splay),
+// so a fleet on the same interval spreads its checks over it. Once on its
+// phase a device checks exactly every interval; the first gap is between
+// half an interval and one and a half.
+func nextCheck(from time.Time, interval time.Duration, splay float64) time.Time {
+	if splay <= 0 {
+		return from.Add(interval)
+	}
+	return sdk.NextPhase(from.Add(interval/2), interval, splay)
 }
