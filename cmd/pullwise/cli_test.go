@@ -17,6 +17,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/internal/regtest"
 )
@@ -325,4 +327,23 @@ func logSizes(live string) []string {
 		}
 	}
 	return out
+}
+
+// TestPeriodicChecksOnTheDevicePhase: the agent gives policies the
+// device's phase from device.id, and periodic schedules its next check at
+// that point of the interval.
+func TestPeriodicChecksOnTheDevicePhase(t *testing.T) {
+	e := newE2E(t)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
+	const id = "5d0767ee-0000-4000-8000-00000000f1ee"
+	e.writeConfig(fmt.Sprintf("device:\n  id: %s\n  insecureRegistries: [%q]\n  pullPolicy: {name: periodic, settings: {interval: 1h}}\napps:\n%s", id, e.registry, e.web()))
+	e.startAgent()
+	st := e.status("web running with a next check", func(st agent.Status) bool {
+		return running(st) && st.Info.Apps[0].NextCheck != nil
+	})
+	next := *st.Info.Apps[0].NextCheck
+	phase := time.Duration(config.Device{ID: id}.Splay("") * float64(time.Hour))
+	if got := next.Sub(next.Truncate(time.Hour)); got < phase-time.Second || got > phase+time.Second {
+		t.Fatalf("next check %s is %s into its hour; the device's phase is %s", next, got, phase)
+	}
 }
