@@ -141,25 +141,35 @@ func lastLines(b []byte, n int) []byte {
 	return b[end+1:]
 }
 
-// followLog prints what is appended to the live log from offset on. When
-// the log shrinks, it was rotated: the rest of what was read so far is in
-// LOG.1 (the copy), then the live log starts again at 0.
+// followLog prints what is appended to the live log from offset on. A
+// rotation (a new LOG.1: the live content copied, then the live log
+// emptied) is told by LOG.1's inode changing, not by the size, which may be
+// back where it was: the rest of what was being read is then in LOG.1,
+// from offset, and the live log starts again at 0. (Two rotations between
+// polls lose the older copy's rest: with the default 30 s checks and
+// 250 ms polls that takes an app writing two caps' worth in a quarter
+// second.)
 func followLog(ctx context.Context, out io.Writer, live string, offset int64, every time.Duration) error {
+	rotated := inode(live + ".1")
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(every):
 		}
+		if id := inode(live + ".1"); id != rotated {
+			rotated = id
+			if err := copyFrom(out, live+".1", offset, -1); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+			offset = 0
+		}
 		fi, err := os.Stat(live)
 		if err != nil {
 			continue // the app is being rebuilt; its log comes back
 		}
 		if fi.Size() < offset {
-			if err := copyFrom(out, live+".1", offset, -1); err != nil && !os.IsNotExist(err) {
-				return err
-			}
-			offset = 0
+			offset = 0 // emptied by other means (the app purged)
 		}
 		if fi.Size() > offset {
 			if err := copyFrom(out, live, offset, fi.Size()-offset); err != nil {
@@ -168,6 +178,18 @@ func followLog(ctx context.Context, out io.Writer, live string, offset int64, ev
 			offset = fi.Size()
 		}
 	}
+}
+
+// inode identifies the file at path (0: none).
+func inode(path string) uint64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }
 
 // copyFrom copies n bytes (all, when n < 0) of the file at path from
