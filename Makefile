@@ -89,6 +89,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'Load|InstanceMemory' -benchtime 3x -count $(COUNT) ./plugins/ | tee bench-results/load.txt
 	$(GO) test -run '^$$' -bench 'NoChangeCheck' -benchtime 3x -count 1 ./host/pull/ | tee bench-results/check.txt
 	$(GO) test -run '^$$' -bench 'PullVsCtr' -benchtime 5x -count 1 ./host/pull/ | tee bench-results/pull.txt
+	$(GO) test -run '^$$' -bench 'PullRateCap' -benchtime 3x -count 1 ./host/pull/ | tee bench-results/ratecap.txt
 	$(GO) test -run '^$$' -bench 'CreateVsCtr' -benchtime 5x -count 1 ./host/app/ | tee bench-results/create.txt
 	$(GO) test -run '^$$' -bench 'RefreshRound' -benchtime 3x -count 1 -timeout 30m ./host/app/ | tee bench-results/round.txt
 	$(GO) test -run '^$$' -bench 'PeriodicShared' -benchtime 5x -count 1 ./host/app/ | tee bench-results/periodic.txt

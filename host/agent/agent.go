@@ -200,7 +200,8 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	// (reconcile); the hosts directory's files are re-read when they change.
 	a.cm = containers.New(client, o.StateDir)
 	a.machineID = machineID()
-	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()))
+	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()),
+		registry.WithDownloads(downloads(first.Device)))
 	a.host, err = app.New(app.Options{
 		Registry: a.reg, Puller: pull.New(client, a.reg), Images: a.images,
 		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir),
@@ -244,6 +245,13 @@ func (a *Agent) rotateLogs(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// downloads are the registry client's download limits from the device
+// settings.
+func downloads(d config.Device) registry.Downloads {
+	r, below, window := d.DownloadLimits()
+	return registry.Downloads{RateLimit: r, StallBelow: below, StallWindow: window}
 }
 
 // machineID is the device's identity for splaying periodic checks when the
@@ -386,6 +394,7 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		}
 		a.bumps.apply(c)
 		a.reg.Reconfigure(c.Device.InsecureRegistries, c.Device.HostsDir())
+		a.reg.SetDownloads(downloads(c.Device))
 		t, err = a.host.Submit(a.ctx, c)
 	}
 	a.mu.Lock()

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -56,6 +57,8 @@ type Device struct {
 	RegistryHostsDir string `json:"registryHostsDir,omitempty"`
 	// Logs caps each app's log (STATE/logs/UUID.log).
 	Logs *LogSettings `json:"logs,omitempty"`
+	// Download limits every image download: a rate cap and a stall floor.
+	Download *DownloadSettings `json:"download,omitempty"`
 	// ID identifies the device in its fleet (EVE's device UUID, say). It
 	// seeds the device's phase for periodic checks (sdk Device.Splay), so a
 	// fleet's devices check at different points of an interval. Default:
@@ -85,6 +88,37 @@ type LogSettings struct {
 	MaxSize string `json:"maxSize,omitempty"`
 	// MaxFiles is how many rotated copies are kept. Default 3.
 	MaxFiles int `json:"maxFiles,omitempty"`
+}
+
+// DownloadSettings limit image downloads.
+type DownloadSettings struct {
+	// RateLimit caps all downloads together, in bytes per second ("4Mi",
+	// "500k"). Omitted: no cap.
+	RateLimit string `json:"rateLimit,omitempty"`
+	// StallBelow and StallWindow: a download slower than StallBelow bytes
+	// per second over a whole StallWindow is aborted and resumed (a Range
+	// from what arrived) at the policy's next attempt. Defaults: 1Ki, 60s;
+	// StallBelow "0" turns it off.
+	StallBelow  string `json:"stallBelow,omitempty"`
+	StallWindow string `json:"stallWindow,omitempty"`
+}
+
+// DownloadLimits are the download settings in effect: the rate cap (0:
+// none), and the stall floor and its window (floor 0: off).
+func (d Device) DownloadLimits() (rateLimit, stallBelow int64, stallWindow time.Duration) {
+	stallBelow, stallWindow = 1<<10, time.Minute
+	if s := d.Download; s != nil {
+		if n, err := ParseBytes(s.RateLimit); err == nil {
+			rateLimit = n
+		}
+		if n, err := ParseBytes(s.StallBelow); s.StallBelow != "" && err == nil {
+			stallBelow = n
+		}
+		if w, err := time.ParseDuration(s.StallWindow); err == nil && w > 0 {
+			stallWindow = w
+		}
+	}
+	return rateLimit, stallBelow, stallWindow
 }
 
 // LogLimits are the log settings in effect: the live log's maximum size
@@ -456,6 +490,19 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 	}
 	if d := c.Device.RegistryHostsDir; d != "" && !filepath.IsAbs(d) {
 		devBad("device.registryHostsDir", "%q is not an absolute path", d)
+	}
+	if s := c.Device.Download; s != nil {
+		if _, err := ParseBytes(s.RateLimit); s.RateLimit != "" && err != nil {
+			devBad("device.download.rateLimit", "%v", err)
+		} else if n, _ := ParseBytes(s.RateLimit); s.RateLimit != "" && n < 1<<10 {
+			devBad("device.download.rateLimit", "%s: want at least 1Ki (bytes per second)", s.RateLimit)
+		}
+		if _, err := ParseBytes(s.StallBelow); s.StallBelow != "" && err != nil {
+			devBad("device.download.stallBelow", "%v", err)
+		}
+		if w, err := time.ParseDuration(s.StallWindow); s.StallWindow != "" && (err != nil || w < time.Second) {
+			devBad("device.download.stallWindow", "%q: want a duration of at least 1s", s.StallWindow)
+		}
 	}
 	if l := c.Device.Logs; l != nil {
 		if n, err := ParseBytes(l.MaxSize); l.MaxSize != "" && err != nil {

@@ -349,3 +349,40 @@ func TestPullTLSDecisionIsResolves(t *testing.T) {
 		t.Fatal("not unpacked")
 	}
 }
+
+// TestPullStallIsAbortedAndResumed: a registry that goes quiet mid-blob
+// without closing the connection fails the pull once the rate stays under
+// the floor for a window (it does not hang); the next pull resumes from
+// what arrived.
+func TestPullStallIsAbortedAndResumed(t *testing.T) {
+	e := setupWith(t, regtest.NewDistribution(t))
+	e.reg = registry.New(registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond),
+		registry.WithDownloads(registry.Downloads{StallBelow: 1 << 10, StallWindow: time.Second}))
+	e.puller = New(e.d.Client, e.reg)
+	const size = 4 << 20
+	img := regtest.RandomImage(t, size, 1)
+	regtest.PushImage(t, e.proxy.Host+"/big:v1", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	res, err := e.reg.Resolve(e.ctx, e.proxy.Host+"/big:v1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy.Reset()
+	e.proxy.StallBlob(ld.String(), 1<<20)
+	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	_, err = e.puller.Pull(ctx, res, "", nil)
+	if !errors.Is(err, registry.ErrStalled) {
+		t.Fatalf("a stalled download: %v; want ErrStalled", err)
+	}
+	first := e.proxy.BlobBytes()
+	waitIngest(t, e, ld.String())
+	e.proxy.Reset()
+	if _, err := e.puller.Pull(e.ctx, res, "", nil); err != nil {
+		t.Fatalf("after the stall: %v", err)
+	}
+	if second := e.proxy.BlobBytes(); second > size-first+256<<10+16<<10 {
+		t.Fatalf("the stalled attempt got %d bytes; the next fetched %d of %d: not resumed", first, second, size)
+	}
+}

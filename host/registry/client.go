@@ -66,6 +66,14 @@ func WithInsecure(registries ...string) Option {
 // Default: DefaultHostsDir; "" turns it off.
 func WithHostsDir(dir string) Option { return func(c *Client) { c.hostsDir = dir } }
 
+// WithDownloads sets the limits every download is read under: a rate cap
+// shared by all downloads, and a stall floor. Default: none.
+func WithDownloads(d Downloads) Option { return func(c *Client) { c.retry.limits.set(d) } }
+
+// SetDownloads replaces the download limits of a running client; downloads
+// in progress follow the new rate at once.
+func (c *Client) SetDownloads(d Downloads) { c.retry.limits.set(d) }
+
 // WithKeychain sets where credentials come from. Default: the standard
 // Docker config (~/.docker/config.json, DOCKER_CONFIG) and its credential
 // helpers. Credentials are never logged.
@@ -97,7 +105,7 @@ func New(opts ...Option) *Client {
 		platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
 		timeout:  2 * time.Minute,
 		retry: &retrying{maxTries: 5, maxElapsed: 30 * time.Second, initial: 500 * time.Millisecond,
-			maxWait: 10 * time.Second, sleep: sleepCtx, paused: &pauses{}},
+			maxWait: 10 * time.Second, sleep: sleepCtx, paused: &pauses{}, limits: &limits{}},
 	}
 	for _, o := range opts {
 		o(c)

@@ -392,3 +392,23 @@ func TestTooManyRequestsPausesTheRegistry(t *testing.T) {
 		t.Fatalf("requests %q", got)
 	}
 }
+
+// TestDownloadLimitsFollowTheConfiguration: the rate cap is one token
+// bucket for every download of the client, changed in place (downloads in
+// progress follow the new rate), and removed when the cap is.
+func TestDownloadLimitsFollowTheConfiguration(t *testing.T) {
+	c := New(WithDownloads(Downloads{RateLimit: 4 << 20}))
+	_, lim := c.retry.limits.get()
+	if lim == nil || lim.Limit() != 4<<20 || lim.Burst() != burst {
+		t.Fatalf("limiter %+v", lim)
+	}
+	c.SetDownloads(Downloads{RateLimit: 1 << 20, StallBelow: 1024, StallWindow: time.Minute})
+	d, lim2 := c.retry.limits.get()
+	if lim2 != lim || lim.Limit() != 1<<20 || d.StallBelow != 1024 {
+		t.Fatalf("after the change: %+v %+v (same bucket: %v)", d, lim2, lim2 == lim)
+	}
+	c.SetDownloads(Downloads{})
+	if _, lim := c.retry.limits.get(); lim != nil {
+		t.Fatal("the cap was removed but a limiter remains")
+	}
+}

@@ -101,7 +101,7 @@ func KindOf(err error) error {
 	} else if errors.As(err, &pstatus) {
 		code = pstatus.StatusCode
 	}
-	for _, k := range []error{ErrNotTLS, ErrUntrusted, ErrUnauthorized, ErrNotFound, ErrDigestMismatch} {
+	for _, k := range []error{ErrNotTLS, ErrUntrusted, ErrStalled, ErrUnauthorized, ErrNotFound, ErrDigestMismatch} {
 		if errors.Is(err, k) {
 			return k
 		}
@@ -136,6 +136,8 @@ func Hint(err error, insecureFix string) string {
 		return "log in with `docker login REGISTRY` (pullwise reads ~/.docker/config.json)"
 	case errors.Is(err, ErrNotTLS):
 		return "if the registry is on a network you trust, " + insecureFix + " (credentials then travel in clear); better, give it TLS"
+	case errors.Is(err, ErrStalled):
+		return "the link is too slow or went quiet; the next attempt resumes from what arrived (device.download.stallBelow and stallWindow set the floor)"
 	case errors.Is(err, ErrUntrusted):
 		return "give its CA certificate as HOSTS_DIR/HOST[_PORT_]/ca.crt (containerd's certs.d layout; HOSTS_DIR is device.registryHostsDir, default " + DefaultHostsDir + ")"
 	case errors.Is(err, ErrUnreachable):

@@ -33,6 +33,9 @@ type retrying struct {
 	// paused is shared by every endpoint of a Client: a registry that
 	// answered 429 is left alone by every request until its Retry-After.
 	paused *pauses
+	// limits are the download rate cap and stall floor every response
+	// body is read under (shared by every endpoint of a Client).
+	limits *limits
 }
 
 // pauses are the registries (host:port) that asked for less, and until
@@ -109,6 +112,9 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 			r.paused.pause(req.URL.Host, wait)
 		}
 		if !retry || (req.Body != nil && req.GetBody == nil) {
+			if err == nil && req.Method == http.MethodGet {
+				r.limits.wrap(ctx, resp)
+			}
 			return resp, err
 		}
 		if tries >= r.maxTries || time.Since(start)+wait > r.maxElapsed {

@@ -6,6 +6,7 @@ package regtest
 
 import (
 	"bytes"
+	"context"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -63,6 +64,7 @@ type Proxy struct {
 	cut         map[string]int64 // blob digest -> bytes to send before cutting
 	corrupt     map[string]bool  // digest -> flip a byte of its body
 	failBlob    map[string]int   // blob digest -> GETs still to answer 503
+	stall       map[string]int64 // blob digest -> bytes to send before going silent
 	down        bool             // drop every connection
 	rate        int64            // blob bytes per second; 0 for no limit
 }
@@ -91,7 +93,8 @@ func NewTLSProxy(t testing.TB, target string) (p *Proxy, caPEM []byte) {
 
 func newProxy(target string) (*Proxy, *httptest.Server) {
 	u, _ := url.Parse("http://" + target)
-	p := &Proxy{target: u, rp: httputil.NewSingleHostReverseProxy(u), cut: map[string]int64{}, corrupt: map[string]bool{}, failBlob: map[string]int{}}
+	p := &Proxy{target: u, rp: httputil.NewSingleHostReverseProxy(u), cut: map[string]int64{}, corrupt: map[string]bool{}, failBlob: map[string]int{},
+		stall: map[string]int64{}}
 	p.rp.ModifyResponse = p.modify
 	return p, httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
 }
@@ -140,6 +143,10 @@ func (p *Proxy) Down(on bool) { p.mu.Lock(); p.down = on; p.mu.Unlock() }
 
 // Throttle limits blob downloads to about bytesPerSec (0: no limit).
 func (p *Proxy) Throttle(bytesPerSec int64) { p.mu.Lock(); p.rate = bytesPerSec; p.mu.Unlock() }
+
+// StallBlob makes the next download of blob digest send n bytes, then
+// nothing, without closing the connection (a link that went quiet).
+func (p *Proxy) StallBlob(digest string, n int64) { p.mu.Lock(); p.stall[digest] = n; p.mu.Unlock() }
 
 // FailBlob answers the GETs of blob digest after the next one (which may be
 // cut) with 503, n times.
@@ -214,27 +221,44 @@ func (p *Proxy) modify(resp *http.Response) error {
 			limit = n
 			delete(p.cut, digest)
 		}
-		resp.Body = &countingBody{ReadCloser: body, p: p, limit: limit}
+		stallAt, stall := p.stall[digest]
+		delete(p.stall, digest)
+		if !stall {
+			stallAt = -1
+		}
+		resp.Body = &countingBody{ReadCloser: body, p: p, limit: limit, stallAt: stallAt, ctx: r.Context()}
 	}
 	return nil
 }
 
 type countingBody struct {
 	io.ReadCloser
-	p     *Proxy
-	limit int64 // bytes still allowed before cutting; -1 for no cut
+	p       *Proxy
+	limit   int64 // bytes still allowed before cutting; -1 for no cut
+	stallAt int64 // bytes still sent before going silent; -1 for never
+	ctx     context.Context
 }
 
 func (b *countingBody) Read(buf []byte) (int, error) {
 	if b.limit == 0 {
 		panic(http.ErrAbortHandler) // drop the connection mid-body
 	}
+	if b.stallAt == 0 {
+		<-b.ctx.Done() // silent, connection open, until the client gives up
+		return 0, b.ctx.Err()
+	}
 	if b.limit > 0 && int64(len(buf)) > b.limit {
 		buf = buf[:b.limit]
+	}
+	if b.stallAt > 0 && int64(len(buf)) > b.stallAt {
+		buf = buf[:b.stallAt]
 	}
 	n, err := b.ReadCloser.Read(buf)
 	if b.limit > 0 {
 		b.limit -= int64(n)
+	}
+	if b.stallAt > 0 {
+		b.stallAt -= int64(n)
 	}
 	b.p.mu.Lock()
 	b.p.blobBytes += int64(n)
