@@ -229,7 +229,7 @@ func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry
 	return h.checks.estimate(res.Digest, h.o.Now(), func() int64 {
 		r := res
 		r.Ref = img.Name
-		m, err := h.o.Registry.Manifest(ctx, r)
+		m, err := h.o.Puller.Manifest(ctx, r)
 		if err != nil {
 			h.log.Debug("estimating the download", "image", img.Name, "error", err)
 			return 0

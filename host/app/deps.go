@@ -21,7 +21,6 @@ import (
 // Registry answers what references name.
 type Registry interface {
 	Resolve(ctx context.Context, ref string, prev *registry.Resolution) (registry.Resolution, error)
-	Manifest(ctx context.Context, res registry.Resolution) (*v1.Manifest, error)
 	ParseReference(ref string) (name.Reference, error)
 }
 
@@ -39,6 +38,9 @@ type Puller interface {
 	TagName(ref string) string
 	Alias(ctx context.Context, from, to string) error
 	Has(ctx context.Context, digest string) bool
+	// Manifest fetches the platform manifest a resolution names (for the
+	// download estimate) and keeps it for the pull that may follow.
+	Manifest(ctx context.Context, res registry.Resolution) (*v1.Manifest, error)
 	Size(ctx context.Context, imageName string) (int64, error)
 	Collect(ctx context.Context, store *imagestore.Store) ([]string, error)
 }

@@ -79,7 +79,7 @@ func (f *fakeRegistry) Resolve(_ context.Context, ref string, _ *registry.Resolu
 	return registry.Resolution{Ref: ref, Digest: d, ResolvedAt: time.Now()}, nil
 }
 
-func (f *fakeRegistry) Manifest(context.Context, registry.Resolution) (*v1.Manifest, error) {
+func (f *fakePuller) Manifest(context.Context, registry.Resolution) (*v1.Manifest, error) {
 	return &v1.Manifest{}, nil
 }
 

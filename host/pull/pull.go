@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/errdefs"
@@ -114,7 +115,11 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	if err != nil {
 		return Result{}, fmt.Errorf("platform %s: %w", p.reg.Platform(), err)
 	}
-	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: p.reg.Hosts})
+	var resolver remotes.Resolver = docker.NewResolver(docker.ResolverOptions{Hosts: p.reg.Hosts})
+	desc, indexBody, known := topDescriptor(res)
+	if known {
+		resolver = knownResolver{Resolver: resolver, name: imgName, desc: desc}
+	}
 	opts := []containerd.RemoteOpt{
 		containerd.WithResolver(resolver),
 		containerd.WithPlatformMatcher(platforms.Only(platform)),
@@ -130,6 +135,11 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	ctx, release, err := p.lease(registry.Quiet(ctx), top)
 	if err != nil {
 		return Result{}, err
+	}
+	if indexBody != nil {
+		if err := p.keep(ctx, desc, indexBody); err != nil {
+			return Result{}, err
+		}
 	}
 	stop, handler := p.watch(ctx, progress)
 	if handler != nil {

@@ -386,3 +386,48 @@ func TestPullStallIsAbortedAndResumed(t *testing.T) {
 		t.Fatalf("the stalled attempt got %d bytes; the next fetched %d of %d: not resumed", first, second, size)
 	}
 }
+
+// TestChangedTagCostsTwoManifestRequests: the check's HEAD, the estimate's
+// GET of the platform manifest (and the check's GET of the index, for a
+// multi-arch tag), and nothing more: the pull starts from what was read.
+func TestChangedTagCostsTwoManifestRequests(t *testing.T) {
+	e := setup(t)
+	manifestRequests := func() []string {
+		var out []string
+		for _, r := range e.proxy.Requests() {
+			if strings.Contains(r, "/manifests/") {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		push  func(ref string)
+		wantN int
+	}{
+		{"single-platform", func(ref string) { regtest.PushImage(t, ref, regtest.RandomImage(t, 64<<10, 2)) }, 2},
+		{"multi-arch", func(ref string) { regtest.PushIndex(t, ref, "linux/amd64", "linux/arm64", "linux/"+e.reg.Platform().Architecture) }, 3},
+	} {
+		ref := e.proxy.Host + "/" + strings.ReplaceAll(tc.name, "-", "") + ":latest"
+		tc.push(ref)
+		e.proxy.Reset()
+		res, err := e.reg.Resolve(e.ctx, ref, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.puller.Manifest(e.ctx, res); err != nil {
+			t.Fatalf("%s: estimate: %v", tc.name, err)
+		}
+		r, err := e.puller.Pull(e.ctx, res, "", nil)
+		if err != nil {
+			t.Fatalf("%s: pull: %v", tc.name, err)
+		}
+		if got := manifestRequests(); len(got) != tc.wantN {
+			t.Errorf("%s: manifest requests %q; want %d", tc.name, got, tc.wantN)
+		}
+		if r.Digest != res.Digest || !e.unpacked(t, r.Name) {
+			t.Errorf("%s: pulled %+v", tc.name, r)
+		}
+	}
+}

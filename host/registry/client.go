@@ -176,6 +176,12 @@ type Resolution struct {
 	Size int64 `json:"size,omitempty"`
 	// ResolvedAt is when the registry was asked.
 	ResolvedAt time.Time `json:"resolvedAt"`
+
+	// index and indexBody are the index this resolution read (a changed
+	// multi-arch tag), handed to the pull so it is not asked for again.
+	// In memory only.
+	index     ocispec.Descriptor
+	indexBody []byte
 }
 
 // Matches reports whether a digest (as configured, any case) names this
@@ -232,6 +238,7 @@ func (c *Client) Resolve(ctx context.Context, ref string, prev *Resolution) (Res
 	if err != nil {
 		return Resolution{}, classify(ref, "fetch index", err)
 	}
+	res.index, res.indexBody = top, body
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(body))
 	if err != nil {
 		return Resolution{}, classify(ref, "parse index", err)
@@ -335,30 +342,50 @@ func (c *Client) Credentials(host string) (string, string, error) {
 	return cfg.Username, cfg.Password, nil
 }
 
+// Index is the index this resolution read from the registry, with its
+// body, when it read one (a multi-arch tag that changed): the pull writes
+// it to containerd's content store instead of asking again.
+func (r Resolution) Index() (ocispec.Descriptor, []byte, bool) {
+	return r.index, r.indexBody, r.indexBody != nil
+}
+
 // Manifest fetches the image manifest a resolution names (its platform
 // manifest, one GET; the body is checked against the digest).
 func (c *Client) Manifest(ctx context.Context, res Resolution) (*v1.Manifest, error) {
-	ctx, cancel := context.WithTimeout(Quiet(ctx), c.timeout)
-	defer cancel()
-	rref, err := remoteRef(res.Ref)
+	_, body, err := c.FetchManifest(ctx, res)
 	if err != nil {
 		return nil, err
-	}
-	d, err := godigest.Parse(NormalizeDigest(res.Digest))
-	if err != nil {
-		return nil, fmt.Errorf("fetch manifest %s: %w", res.Ref, err)
-	}
-	mt := res.MediaType
-	if !images.IsManifestType(mt) {
-		mt = ocispec.MediaTypeImageManifest
-	}
-	body, err := c.fetch(ctx, rref, ocispec.Descriptor{MediaType: mt, Digest: d, Size: res.Size})
-	if err != nil {
-		return nil, classify(res.Ref, "fetch manifest", err)
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(body))
 	if err != nil {
 		return nil, classify(res.Ref, "parse manifest", err)
 	}
 	return m, nil
+}
+
+// FetchManifest GETs the platform manifest a resolution names and returns
+// its descriptor and body (checked against the digest): what containerd's
+// content store can take as is.
+func (c *Client) FetchManifest(ctx context.Context, res Resolution) (ocispec.Descriptor, []byte, error) {
+	ctx, cancel := context.WithTimeout(Quiet(ctx), c.timeout)
+	defer cancel()
+	rref, err := remoteRef(res.Ref)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	d, err := godigest.Parse(NormalizeDigest(res.Digest))
+	if err != nil {
+		return ocispec.Descriptor{}, nil, fmt.Errorf("fetch manifest %s: %w", res.Ref, err)
+	}
+	mt := res.MediaType
+	if !images.IsManifestType(mt) {
+		mt = ocispec.MediaTypeImageManifest
+	}
+	desc := ocispec.Descriptor{MediaType: mt, Digest: d, Size: res.Size}
+	body, err := c.fetch(ctx, rref, desc)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, classify(res.Ref, "fetch manifest", err)
+	}
+	desc.Size = int64(len(body))
+	return desc, body, nil
 }
