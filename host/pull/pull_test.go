@@ -407,7 +407,9 @@ func TestChangedTagCostsTwoManifestRequests(t *testing.T) {
 		wantN int
 	}{
 		{"single-platform", func(ref string) { regtest.PushImage(t, ref, regtest.RandomImage(t, 64<<10, 2)) }, 2},
-		{"multi-arch", func(ref string) { regtest.PushIndex(t, ref, "linux/amd64", "linux/arm64", "linux/"+e.reg.Platform().Architecture) }, 3},
+		{"multi-arch", func(ref string) {
+			regtest.PushIndex(t, ref, "linux/amd64", "linux/arm64", "linux/"+e.reg.Platform().Architecture)
+		}, 3},
 	} {
 		ref := e.proxy.Host + "/" + strings.ReplaceAll(tc.name, "-", "") + ":latest"
 		tc.push(ref)
