@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/internal/ctrdtest"
@@ -125,14 +126,15 @@ func TestPullResumesInterruptedBlob(t *testing.T) {
 	}
 }
 
-// TestPullResumesAcrossAttempts cuts a blob halfway and keeps the registry
-// failing until the pull gives up; the next pull must fetch only the rest,
-// from the partial ingest containerd kept.
-func TestPullResumesAcrossAttempts(t *testing.T) {
+// oneBigLayer pushes an image of one layer of size bytes to the Debian
+// docker-registry (whose Range support resume needs) behind the counting
+// proxy, and resolves it with a client that tries each request once (plus
+// opts); the proxy's counts start after the resolution.
+func oneBigLayer(t *testing.T, size int64, opts ...registry.Option) (*env, registry.Resolution, v1.Hash) {
+	t.Helper()
 	e := setupWith(t, regtest.NewDistribution(t))
-	e.reg = registry.New(registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+	e.reg = registry.New(append([]registry.Option{registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond)}, opts...)...)
 	e.puller = New(e.d.Client, e.reg)
-	const size = 8 << 20
 	img := regtest.RandomImage(t, size, 1)
 	regtest.PushImage(t, e.proxy.Host+"/big:v1", img)
 	layers, _ := img.Layers()
@@ -142,6 +144,15 @@ func TestPullResumesAcrossAttempts(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.proxy.Reset()
+	return e, res, ld
+}
+
+// TestPullResumesAcrossAttempts cuts a blob halfway and keeps the registry
+// failing until the pull gives up; the next pull must fetch only the rest,
+// from the partial ingest containerd kept.
+func TestPullResumesAcrossAttempts(t *testing.T) {
+	const size = 8 << 20
+	e, res, ld := oneBigLayer(t, size)
 	e.proxy.CutBlob(ld.String(), size/2)
 	e.proxy.FailBlob(ld.String(), 10) // every reconnection within this pull fails
 	if _, err := e.puller.Pull(e.ctx, res, "", nil); err == nil {
@@ -355,24 +366,12 @@ func TestPullTLSDecisionIsResolves(t *testing.T) {
 // the floor for a window (it does not hang); the next pull resumes from
 // what arrived.
 func TestPullStallIsAbortedAndResumed(t *testing.T) {
-	e := setupWith(t, regtest.NewDistribution(t))
-	e.reg = registry.New(registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond),
-		registry.WithDownloads(registry.Downloads{StallBelow: 1 << 10, StallWindow: time.Second}))
-	e.puller = New(e.d.Client, e.reg)
 	const size = 4 << 20
-	img := regtest.RandomImage(t, size, 1)
-	regtest.PushImage(t, e.proxy.Host+"/big:v1", img)
-	layers, _ := img.Layers()
-	ld, _ := layers[0].Digest()
-	res, err := e.reg.Resolve(e.ctx, e.proxy.Host+"/big:v1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.proxy.Reset()
+	e, res, ld := oneBigLayer(t, size, registry.WithDownloads(registry.Downloads{StallBelow: 1 << 10, StallWindow: time.Second}))
 	e.proxy.StallBlob(ld.String(), 1<<20)
 	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
 	defer cancel()
-	_, err = e.puller.Pull(ctx, res, "", nil)
+	_, err := e.puller.Pull(ctx, res, "", nil)
 	if !errors.Is(err, registry.ErrStalled) {
 		t.Fatalf("a stalled download: %v; want ErrStalled", err)
 	}

@@ -13,11 +13,11 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/config/schema"
 )
 
 func main() {
-	s, err := config.Schema("./host/config")
+	s, err := schema.Generate("./host/config")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "configschema:", err)
 		os.Exit(1)

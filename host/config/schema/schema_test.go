@@ -1,4 +1,4 @@
-package config
+package schema
 
 import (
 	"bytes"
@@ -9,17 +9,19 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"sigs.k8s.io/yaml"
+
+	"github.com/pullwise/pullwise/host/config"
 )
 
 // TestSchemaIsCurrent: the published schema is what the Go types say now
 // (regenerate with `make generate`).
 func TestSchemaIsCurrent(t *testing.T) {
-	committed, err := os.ReadFile("../../docs/config.schema.json")
+	committed, err := os.ReadFile("../../../docs/config.schema.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Chdir("../..")
-	s, err := Schema("./host/config")
+	t.Chdir("../../..")
+	s, err := Generate("./host/config")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,14 +41,14 @@ func TestSchemaIsCurrent(t *testing.T) {
 // do not.
 func TestSchemaAgreesWithTheExample(t *testing.T) {
 	sch := compileSchema(t)
-	example, err := os.ReadFile("../../examples/config/device.yaml")
+	example, err := os.ReadFile("../../../examples/config/device.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := sch.Validate(yamlDoc(t, string(example))); err != nil {
 		t.Fatalf("examples/config/device.yaml against the schema: %v", err)
 	}
-	if _, err := Parse(example); err != nil {
+	if _, err := config.Parse(example); err != nil {
 		t.Fatalf("and against the Go types: %v", err)
 	}
 	app := "apps:\n  - uuid: 0a7c3b1e-0000-4000-8000-000000000002\n    displayName: web\n    drives: [{kind: container, image: {uuid: 6f1e0c1e-0000-4000-8000-000000000001, name: r/web:1}}]\n"
@@ -69,7 +71,7 @@ func TestSchemaAgreesWithTheExample(t *testing.T) {
 func compileSchema(t *testing.T) *jsonschema.Schema {
 	t.Helper()
 	c := jsonschema.NewCompiler()
-	sch, err := c.Compile("../../docs/config.schema.json")
+	sch, err := c.Compile("../../../docs/config.schema.json")
 	if err != nil {
 		t.Fatal(err)
 	}
