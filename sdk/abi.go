@@ -190,6 +190,9 @@ type Device struct {
 type Link struct {
 	Online  bool `json:"online"`
 	Metered bool `json:"metered"`
+	// Cost is the uplink's cost as EVE counts it: 0 is free, 255 the
+	// dearest (EVE's network.download.max.cost compares against it).
+	Cost int `json:"cost,omitempty"`
 	// BandwidthBps is the estimated download bandwidth in bytes per second;
 	// 0 when unknown.
 	BandwidthBps int64 `json:"bandwidthBps,omitempty"`

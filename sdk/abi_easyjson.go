@@ -203,6 +203,12 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk2(in *jlexer.Lexer, out *
 			} else {
 				out.Metered = bool(in.Bool())
 			}
+		case "cost":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.Cost = int(in.Int())
+			}
 		case "bandwidthBps":
 			if in.IsNull() {
 				in.Skip()
@@ -232,6 +238,11 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk2(out *jwriter.Writer, in
 		const prefix string = ",\"metered\":"
 		out.RawString(prefix)
 		out.Bool(bool(in.Metered))
+	}
+	if in.Cost != 0 {
+		const prefix string = ",\"cost\":"
+		out.RawString(prefix)
+		out.Int(int(in.Cost))
 	}
 	if in.BandwidthBps != 0 {
 		const prefix string = ",\"bandwidthBps\":"

@@ -347,3 +347,22 @@ func TestPeriodicChecksOnTheDevicePhase(t *testing.T) {
 		t.Fatalf("next check %s is %s into its hour; the device's phase is %s", next, got, phase)
 	}
 }
+
+// TestPoliciesSeeTheRealLink: the agent tells policies (and the API) the
+// link as configured (metered, cost) and as measured (online, bandwidth
+// from the app's own download).
+func TestPoliciesSeeTheRealLink(t *testing.T) {
+	e := newE2E(t)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
+	e.writeConfig(fmt.Sprintf("device:\n  insecureRegistries: [%q]\n  link: {metered: true, cost: 10}\napps:\n%s", e.registry, e.web()))
+	e.startAgent()
+	e.waitRunning(1)
+	st := e.status("the device as policies see it", func(st agent.Status) bool { return st.Agent.Device != nil })
+	l := st.Agent.Device.Link
+	if !l.Online || !l.Metered || l.Cost != 10 || l.BandwidthBps <= 0 || st.Agent.Device.Splay <= 0 {
+		t.Fatalf("device %+v: want online, metered, cost 10, a measured bandwidth and a phase", *st.Agent.Device)
+	}
+	if b, err := os.ReadFile(filepath.Join(e.state, "status.json")); err != nil || strings.Contains(string(b), "bandwidthBps") {
+		t.Fatalf("the status file carries the ever-changing device part (flash): %v", err)
+	}
+}

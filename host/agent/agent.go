@@ -80,8 +80,13 @@ type AgentStatus struct {
 	ConfigPath string       `json:"configPath"`
 	// ConfigError is why the current configuration file was rejected; the
 	// apps run as the last accepted one said.
-	ConfigError string    `json:"configError,omitempty"`
-	AppliedAt   time.Time `json:"appliedAt,omitzero"`
+	ConfigError string `json:"configError,omitempty"`
+	// Device is what policies are told about the device now (the API
+	// only: its free space and bandwidth change all the time, and the
+	// status file is written only when something a reader cares about
+	// changed).
+	Device    *sdk.Device `json:"device,omitempty"`
+	AppliedAt time.Time   `json:"appliedAt,omitzero"`
 	// Policies are the drop-in modules and any that failed to load.
 	Policies []plugins.ModuleStatus `json:"policies,omitempty"`
 }
@@ -289,10 +294,15 @@ func privateDir(dir string, log hclog.Logger) error {
 }
 
 // device is what policies are told about the device: free disk where
-// images are stored, and the link. Nothing measures the link yet: it is
-// reported online and unmetered, with unknown bandwidth.
+// images are stored (the state directory's file system: containerd's root
+// is the daemon's), its phase, and the link: online and bandwidth as the
+// device's own registry traffic measures them, metered and cost as
+// device.link says (NetworkManager is not asked yet).
 func (a *Agent) device() sdk.Device {
-	d := sdk.Device{Link: sdk.Link{Online: true}}
+	d := sdk.Device{}
+	// The link as this device's own registry traffic sees it: online
+	// unless the last contact failed, and the measured bandwidth.
+	d.Link.Online, d.Link.BandwidthBps = a.reg.Link()
 	var dev config.Device
 	if a.host != nil {
 		if cfg := a.host.Desired(); cfg != nil {
@@ -300,6 +310,14 @@ func (a *Agent) device() sdk.Device {
 		}
 	}
 	d.Splay = dev.Splay(a.machineID)
+	if l := dev.Link; l != nil {
+		if l.Metered != nil {
+			d.Link.Metered = *l.Metered
+		}
+		if l.Cost != nil {
+			d.Link.Cost = *l.Cost
+		}
+	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(a.o.StateDir, &st); err == nil {
 		d.FreeDiskBytes = int64(st.Bavail) * int64(st.Bsize)

@@ -32,6 +32,8 @@ func (a *Agent) routes() http.Handler {
 			httpError(w, http.StatusInternalServerError, err)
 			return
 		}
+		d := a.device()
+		st.Agent.Device = &d
 		writeJSON(w, st)
 	})
 	mux.HandleFunc("POST /v1/apps/{app}/{op}", a.handleOp)

@@ -57,6 +57,9 @@ type Device struct {
 	RegistryHostsDir string `json:"registryHostsDir,omitempty"`
 	// Logs caps each app's log (STATE/logs/UUID.log).
 	Logs *LogSettings `json:"logs,omitempty"`
+	// Link says what the device's uplink costs, for policies. Omitted:
+	// NetworkManager's Metered property when it runs, else unmetered, cost 0.
+	Link *LinkSettings `json:"link,omitempty"`
 	// Download limits every image download: a rate cap and a stall floor.
 	Download *DownloadSettings `json:"download,omitempty"`
 	// ID identifies the device in its fleet (EVE's device UUID, say). It
@@ -88,6 +91,14 @@ type LogSettings struct {
 	MaxSize string `json:"maxSize,omitempty"`
 	// MaxFiles is how many rotated copies are kept. Default 3.
 	MaxFiles int `json:"maxFiles,omitempty"`
+}
+
+// LinkSettings describe the device's uplink to policies.
+type LinkSettings struct {
+	// Metered says the link is paid by the byte (LTE, satellite).
+	Metered *bool `json:"metered,omitempty"`
+	// Cost is EVE's uplink cost: 0 (free) to 255.
+	Cost *int `json:"cost,omitempty"`
 }
 
 // DownloadSettings limit image downloads.
@@ -490,6 +501,9 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 	}
 	if d := c.Device.RegistryHostsDir; d != "" && !filepath.IsAbs(d) {
 		devBad("device.registryHostsDir", "%q is not an absolute path", d)
+	}
+	if l := c.Device.Link; l != nil && l.Cost != nil && (*l.Cost < 0 || *l.Cost > 255) {
+		devBad("device.link.cost", "%d: want 0 (free) to 255", *l.Cost)
 	}
 	if s := c.Device.Download; s != nil {
 		if _, err := ParseBytes(s.RateLimit); s.RateLimit != "" && err != nil {

@@ -432,3 +432,37 @@ func TestChangedTagCostsTwoManifestRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkIsMeasured: the registry client learns the uplink from its own
+// traffic: a bandwidth estimate once a download of 64 KiB or more ended,
+// offline while the registry cannot be reached, online again after.
+func TestLinkIsMeasured(t *testing.T) {
+	e := setup(t)
+	e.reg = registry.New(registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+	e.puller = New(e.d.Client, e.reg)
+	if online, bw := e.reg.Link(); !online || bw != 0 {
+		t.Fatalf("before any contact: online %v, bandwidth %d", online, bw)
+	}
+	ref := e.proxy.Host + "/app:v1"
+	regtest.PushImage(t, ref, regtest.RandomImage(t, 512<<10, 1))
+	if _, err := e.pull(t, ref, ""); err != nil {
+		t.Fatal(err)
+	}
+	if online, bw := e.reg.Link(); !online || bw <= 0 {
+		t.Fatalf("after a 512 KiB download: online %v, bandwidth %d", online, bw)
+	}
+	e.proxy.Down(true)
+	if _, err := e.reg.Resolve(e.ctx, ref, nil); err == nil {
+		t.Fatal("resolve with the registry down succeeded")
+	}
+	if online, _ := e.reg.Link(); online {
+		t.Fatal("online while the registry drops every connection")
+	}
+	e.proxy.Down(false)
+	if _, err := e.reg.Resolve(e.ctx, ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	if online, _ := e.reg.Link(); !online {
+		t.Fatal("still offline after the registry answered")
+	}
+}

@@ -69,13 +69,14 @@ func (l *limits) get() (Downloads, *rate.Limiter) {
 	return l.d, l.limiter
 }
 
-// wrap puts a response's body under the limits.
-func (l *limits) wrap(ctx context.Context, resp *http.Response) {
+// wrap puts a response's body under the limits, and has it measured for
+// the link's bandwidth estimate.
+func (l *limits) wrap(ctx context.Context, resp *http.Response, link *linkStats) {
 	d, lim := l.get()
-	if resp == nil || resp.Body == nil || (lim == nil && (d.StallBelow <= 0 || d.StallWindow <= 0)) {
+	if resp == nil || resp.Body == nil {
 		return
 	}
-	b := &limitedBody{rc: resp.Body, ctx: ctx, lim: lim}
+	b := &limitedBody{rc: resp.Body, ctx: ctx, lim: lim, link: link, start: time.Now()}
 	if d.StallBelow > 0 && d.StallWindow > 0 {
 		b.floor = d.StallBelow * int64(d.StallWindow/time.Second)
 		b.window = d.StallWindow
@@ -92,6 +93,11 @@ type limitedBody struct {
 	rc  io.ReadCloser
 	ctx context.Context
 	lim *rate.Limiter
+	// link gets the body's size and time when it ends (EOF), for the
+	// bandwidth estimate.
+	link  *linkStats
+	start time.Time
+	total int64
 
 	mu      sync.Mutex
 	floor   int64 // bytes a window must bring
@@ -110,6 +116,11 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	b.read += int64(n)
 	stalled := b.stalled
 	b.mu.Unlock()
+	b.total += int64(n)
+	if err == io.EOF && b.link != nil {
+		b.link.sample(b.total, time.Since(b.start))
+		b.link = nil
+	}
 	if stalled {
 		return n, fmt.Errorf("%w: fewer than %d bytes in %s", ErrStalled, b.floor, b.window)
 	}

@@ -36,6 +36,8 @@ type retrying struct {
 	// limits are the download rate cap and stall floor every response
 	// body is read under (shared by every endpoint of a Client).
 	limits *limits
+	// link learns the uplink's state from every request and body.
+	link *linkStats
 }
 
 // pauses are the registries (host:port) that asked for less, and until
@@ -107,13 +109,14 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 			attempt.Body = body
 		}
 		resp, err := r.inner.RoundTrip(attempt)
+		r.link.contact(err)
 		wait, retry := r.decide(resp, err, b)
 		if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
 			r.paused.pause(req.URL.Host, wait)
 		}
 		if !retry || (req.Body != nil && req.GetBody == nil) {
 			if err == nil && req.Method == http.MethodGet {
-				r.limits.wrap(ctx, resp)
+				r.limits.wrap(ctx, resp, r.link)
 			}
 			return resp, err
 		}
