@@ -252,10 +252,14 @@ func TestFaults(t *testing.T) {
 			e.proxy.Throttle(0)
 			if crash.agent {
 				e.startAgent()
-			} else if out, err := e.cli("refresh", "web", "--no-wait"); err != nil {
-				// The failed pull is retried at the policy's back-off; an
-				// operator asking again is the quick way.
-				t.Fatalf("%v\n%s", err, out)
+			} else {
+				// The interrupted pull fails (its refresh is over; a refresh
+				// asked before that would merge into it), then an operator
+				// asks again: the quick way to the retry.
+				e.status("the interrupted pull reported", func(st agent.Status) bool { _, why := appState(st, "web"); return why != "" })
+				if out, err := e.cli("refresh", "web", "--no-wait"); err != nil {
+					t.Fatalf("%v\n%s", err, out)
+				}
 			}
 			st := e.status("v2", func(st agent.Status) bool { return imageOf(st, webUUID) == v2 && running(st) })
 			regtest.Starts(t, e.volume(), 2, "")
