@@ -282,6 +282,19 @@ type Port struct {
 	Protocol      string
 }
 
+// String is the port in the form ParsePort reads.
+func (p Port) String() string {
+	s := fmt.Sprintf("%d:%d/%s", p.HostPort, p.ContainerPort, p.Protocol)
+	if p.HostIP != "" {
+		host := p.HostIP
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]" // IPv6
+		}
+		s = host + ":" + s
+	}
+	return s
+}
+
 // ParsePort reads "[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]".
 func ParsePort(s string) (Port, error) {
 	p := Port{Protocol: "tcp"}

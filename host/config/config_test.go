@@ -274,3 +274,18 @@ func TestIDsAreUUIDs(t *testing.T) {
 		t.Error("a new non-UUID app id next to a grandfathered image id was accepted")
 	}
 }
+
+// TestPortTextRoundTrips: a published port's text form (kept in container
+// labels) reads back as the same port, IPv6 host addresses included.
+func TestPortTextRoundTrips(t *testing.T) {
+	for _, s := range []string{"8080:80", "127.0.0.1:9100:9100/tcp", "[::1]:53:53/udp", "5353:53/udp"} {
+		p, err := ParsePort(s)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		q, err := ParsePort(p.String())
+		if err != nil || q != p {
+			t.Errorf("%s: %+v -> %q -> %+v %v", s, p, p.String(), q, err)
+		}
+	}
+}

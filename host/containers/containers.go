@@ -729,12 +729,6 @@ func (m *Manager) RotateLog(id string, maxBytes int64, keep int) (bool, error) {
 	return true, nil
 }
 
-// LogFiles are the app's log files, oldest first: the rotated copies
-// (LOG.keep ... LOG.1) that exist, then the live log.
-func (m *Manager) LogFiles(id string) []string {
-	return LogFiles(m.LogPath(id))
-}
-
 // LogFiles lists the rotated copies of the log at live that exist, oldest
 // first, then live itself.
 func LogFiles(live string) []string {

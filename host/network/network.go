@@ -110,27 +110,17 @@ func found(dirs []string, plugin string) bool {
 	return false
 }
 
-// Attach sets up the namespace at netns (a path such as /proc/PID/ns/net)
-// for app id: loopback, and for a bridge app its interface, address and
-// published ports. It returns the app's address ("" for none).
-func (c *CNI) Attach(ctx context.Context, id string, mode Mode, netns string, ports []config.Port) (string, error) {
+// Attach sets up the namespace at netns for app id: loopback, and for a
+// bridge app its interface, address and published ports.
+func (c *CNI) Attach(ctx context.Context, id string, mode Mode, netns string, ports []config.Port) error {
 	n, opts := c.network(mode, ports)
-	// Whatever an earlier task of this app left (an address, NAT and port
-	// rules) is released first.
+	// Whatever an earlier namespace of this app left (an address, NAT and
+	// port rules) is released first.
 	_ = n.Remove(ctx, id, netns, opts...)
-	res, err := n.Setup(ctx, id, netns, opts...)
-	if err != nil {
-		return "", fmt.Errorf("app %s: network %s: %w", id, mode, err)
+	if _, err := n.Setup(ctx, id, netns, opts...); err != nil {
+		return fmt.Errorf("app %s: network %s: %w", id, mode, err)
 	}
-	for name, iface := range res.Interfaces {
-		if name == "lo" {
-			continue
-		}
-		for _, ipc := range iface.IPConfigs {
-			return ipc.IP.String(), nil
-		}
-	}
-	return "", nil
+	return nil
 }
 
 // Detach releases what Attach set up (address, NAT and port rules). The
@@ -191,7 +181,7 @@ func ResolvConf(path string) string {
 func Labels(mode Mode, ports []config.Port) map[string]string {
 	var ps []string
 	for _, p := range ports {
-		ps = append(ps, fmt.Sprintf("%s:%d:%d/%s", p.HostIP, p.HostPort, p.ContainerPort, p.Protocol))
+		ps = append(ps, p.String())
 	}
 	return map[string]string{LabelMode: string(mode), LabelPorts: strings.Join(ps, ",")}
 }
@@ -209,7 +199,7 @@ func FromLabels(labels map[string]string) (Mode, []config.Port, error) {
 		if ps == "" {
 			continue
 		}
-		p, err := config.ParsePort(strings.TrimPrefix(ps, ":"))
+		p, err := config.ParsePort(ps)
 		if err != nil {
 			return mode, nil, err
 		}
@@ -258,7 +248,7 @@ func (c *CNI) Pin(ctx context.Context, dir, id string, mode Mode, ports []config
 	if err != nil {
 		return "", fmt.Errorf("app %s: network namespace: %w", id, err)
 	}
-	if _, err := c.Attach(ctx, id, mode, ns.GetPath(), ports); err != nil {
+	if err := c.Attach(ctx, id, mode, ns.GetPath(), ports); err != nil {
 		ns.Remove()
 		return "", err
 	}

@@ -132,7 +132,7 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	// Our own lease, kept when a pull fails: containerd's per-pull lease
 	// would be dropped with the failure, and garbage collection would then
 	// delete the partial downloads a retry should resume from.
-	ctx, release, err := p.lease(registry.Quiet(ctx), top)
+	ctx, release, err := p.lease(p.reg.Quiet(ctx), top)
 	if err != nil {
 		return Result{}, err
 	}

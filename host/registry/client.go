@@ -28,6 +28,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sirupsen/logrus"
 )
 
 // Client talks to registries. It keeps each registry's endpoints (their
@@ -41,6 +42,7 @@ type Client struct {
 	// retry is the template of every endpoint's retrying transport.
 	retry    *retrying
 	resolver remotes.Resolver
+	silent   *logrus.Entry
 
 	mu       sync.Mutex
 	insecure map[string]bool
@@ -102,6 +104,7 @@ func New(opts ...Option) *Client {
 		hostsDir: DefaultHostsDir,
 		hosts:    map[string]hostsEntry{},
 		keychain: authn.DefaultKeychain,
+		silent:   silentLogger(),
 		platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
 		timeout:  2 * time.Minute,
 		retry: &retrying{maxTries: 5, maxElapsed: 30 * time.Second, initial: 500 * time.Millisecond,
@@ -125,13 +128,6 @@ func (c *Client) Reconfigure(insecure []string, hostsDir string) {
 		c.insecure[r] = true
 	}
 	c.hostsDir = hostsDir
-}
-
-// HostsDir is the directory host configuration is read from ("" for none).
-func (c *Client) HostsDir() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.hostsDir
 }
 
 // Platform is the platform the client selects from indexes.
@@ -211,7 +207,7 @@ func NormalizeDigest(d string) string {
 // registry's digest equals prev's, prev is returned with a new ResolvedAt:
 // a check that finds no change costs exactly one request.
 func (c *Client) Resolve(ctx context.Context, ref string, prev *Resolution) (Resolution, error) {
-	ctx, cancel := context.WithTimeout(Quiet(ctx), c.timeout)
+	ctx, cancel := context.WithTimeout(c.Quiet(ctx), c.timeout)
 	defer cancel()
 	rref, err := remoteRef(ref)
 	if err != nil {
@@ -367,7 +363,7 @@ func (c *Client) Manifest(ctx context.Context, res Resolution) (*v1.Manifest, er
 // its descriptor and body (checked against the digest): what containerd's
 // content store can take as is.
 func (c *Client) FetchManifest(ctx context.Context, res Resolution) (ocispec.Descriptor, []byte, error) {
-	ctx, cancel := context.WithTimeout(Quiet(ctx), c.timeout)
+	ctx, cancel := context.WithTimeout(c.Quiet(ctx), c.timeout)
 	defer cancel()
 	rref, err := remoteRef(res.Ref)
 	if err != nil {

@@ -110,9 +110,14 @@ func hostDirStamp(dir, host string) string {
 // Quiet returns ctx with containerd's logger silenced: its registry client
 // logs every mirror fallback and retry at info level to stderr, while every
 // failure that matters comes back to pullwise as an error, which the agent
-// logs once with its context.
-func Quiet(ctx context.Context) context.Context {
+// logs once with its context. One silent logger per client, made in New:
+// this is on every check's path.
+func (c *Client) Quiet(ctx context.Context) context.Context {
+	return log.WithLogger(ctx, c.silent)
+}
+
+func silentLogger() *logrus.Entry {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
-	return log.WithLogger(ctx, logrus.NewEntry(l))
+	return logrus.NewEntry(l)
 }
