@@ -146,6 +146,10 @@ type Image struct {
 	// DownloadBytes is, after a check, the bytes a pull would fetch (blobs not
 	// yet on disk); 0 when unknown.
 	DownloadBytes int64 `json:"downloadBytes,omitempty"`
+	// DiskBytes is, after a check, what a pull would need on disk: the
+	// blobs still to fetch and their unpacked size (estimated). 0 when
+	// unknown. Compare with Device.FreeDiskBytes.
+	DiskBytes int64 `json:"diskBytes,omitempty"`
 }
 
 // Present reports whether the image is on disk.
@@ -177,8 +181,12 @@ type Counters struct {
 // Device is the state of the device the decision is for.
 type Device struct {
 	Link Link `json:"link"`
-	// FreeDiskBytes is the free space where images are stored.
+	// FreeDiskBytes is the free space where containerd stores images (its
+	// content store's file system), less what downloads under way have
+	// reserved; 0 when unknown.
 	FreeDiskBytes int64 `json:"freeDiskBytes"`
+	// Budget is the device's data budget; nil when it has none.
+	Budget *Budget `json:"budget,omitempty"`
 	// Splay is a stable fraction in (0, 1) derived from the device's
 	// identity: policies that check on a period use it as the phase of
 	// their checks (NextPhase), so a fleet's checks spread over the
@@ -186,10 +194,31 @@ type Device struct {
 	Splay float64 `json:"splay,omitempty"`
 }
 
+// Budget is a data budget: what image downloads may fetch in a period
+// (a UTC calendar day, week or month) and what they fetched so far.
+type Budget struct {
+	// LimitBytes is the budget of the period.
+	LimitBytes int64 `json:"limitBytes"`
+	// SpentBytes is what every registry response of the period brought.
+	SpentBytes int64 `json:"spentBytes"`
+	// RemainingBytes is LimitBytes less SpentBytes, never below 0.
+	RemainingBytes int64 `json:"remainingBytes"`
+	// Resets is when the next period starts and SpentBytes returns to 0.
+	Resets time.Time `json:"resets"`
+}
+
 // Link is the device's uplink.
 type Link struct {
-	Online  bool `json:"online"`
+	// Online is false when the last contact with a registry failed.
+	Online bool `json:"online"`
+	// Metered says the link is paid by the byte: the configuration's
+	// device.link (or its uplink's entry), else NetworkManager's Metered
+	// property of the primary connection ("yes" or "guess-yes").
 	Metered bool `json:"metered"`
+	// Interface is the network interface of the uplink in use: the
+	// primary connection's (NetworkManager), else the default route's;
+	// empty when unknown.
+	Interface string `json:"interface,omitempty"`
 	// Cost is the uplink's cost as EVE counts it: 0 is free, 255 the
 	// dearest (EVE's network.download.max.cost compares against it).
 	Cost int `json:"cost,omitempty"`

@@ -4,7 +4,6 @@ package sdk
 
 import (
 	json "encoding/json"
-	easyjson "github.com/mailru/easyjson"
 	jlexer "github.com/mailru/easyjson/jlexer"
 	jwriter "github.com/mailru/easyjson/jwriter"
 	time "time"
@@ -15,7 +14,6 @@ var (
 	_ *json.RawMessage
 	_ *jlexer.Lexer
 	_ *jwriter.Writer
-	_ easyjson.Marshaler
 )
 
 func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk(in *jlexer.Lexer, out *SettingsResult) {
@@ -203,6 +201,12 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk2(in *jlexer.Lexer, out *
 			} else {
 				out.Metered = bool(in.Bool())
 			}
+		case "interface":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.Interface = string(in.String())
+			}
 		case "cost":
 			if in.IsNull() {
 				in.Skip()
@@ -238,6 +242,11 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk2(out *jwriter.Writer, in
 		const prefix string = ",\"metered\":"
 		out.RawString(prefix)
 		out.Bool(bool(in.Metered))
+	}
+	if in.Interface != "" {
+		const prefix string = ",\"interface\":"
+		out.RawString(prefix)
+		out.String(string(in.Interface))
 	}
 	if in.Cost != 0 {
 		const prefix string = ",\"cost\":"
@@ -498,6 +507,12 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk4(in *jlexer.Lexer, out *
 			} else {
 				out.DownloadBytes = int64(in.Int64())
 			}
+		case "diskBytes":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.DiskBytes = int64(in.Int64())
+			}
 		default:
 			in.SkipRecursive()
 		}
@@ -568,6 +583,11 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk4(out *jwriter.Writer, in
 		out.RawString(prefix)
 		out.Int64(int64(in.DownloadBytes))
 	}
+	if in.DiskBytes != 0 {
+		const prefix string = ",\"diskBytes\":"
+		out.RawString(prefix)
+		out.Int64(int64(in.DiskBytes))
+	}
 	out.RawByte('}')
 }
 
@@ -606,6 +626,20 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk5(in *jlexer.Lexer, out *
 			} else {
 				out.FreeDiskBytes = int64(in.Int64())
 			}
+		case "budget":
+			if in.IsNull() {
+				in.Skip()
+				out.Budget = nil
+			} else {
+				if out.Budget == nil {
+					out.Budget = new(Budget)
+				}
+				if in.IsNull() {
+					in.Skip()
+				} else {
+					(*out.Budget).UnmarshalEasyJSON(in)
+				}
+			}
 		case "splay":
 			if in.IsNull() {
 				in.Skip()
@@ -635,6 +669,11 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk5(out *jwriter.Writer, in
 		const prefix string = ",\"freeDiskBytes\":"
 		out.RawString(prefix)
 		out.Int64(int64(in.FreeDiskBytes))
+	}
+	if in.Budget != nil {
+		const prefix string = ",\"budget\":"
+		out.RawString(prefix)
+		(*in.Budget).MarshalEasyJSON(out)
 	}
 	if in.Splay != 0 {
 		const prefix string = ",\"splay\":"
@@ -831,7 +870,93 @@ func (v Counters) MarshalEasyJSON(w *jwriter.Writer) {
 func (v *Counters) UnmarshalEasyJSON(l *jlexer.Lexer) {
 	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk7(l, v)
 }
-func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(in *jlexer.Lexer, out *App) {
+func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(in *jlexer.Lexer, out *Budget) {
+	isTopLevel := in.IsStart()
+	if in.IsNull() {
+		if isTopLevel {
+			in.Consumed()
+		}
+		in.Skip()
+		return
+	}
+	in.Delim('{')
+	for !in.IsDelim('}') {
+		key := in.UnsafeFieldName(false)
+		in.WantColon()
+		switch key {
+		case "limitBytes":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.LimitBytes = int64(in.Int64())
+			}
+		case "spentBytes":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.SpentBytes = int64(in.Int64())
+			}
+		case "remainingBytes":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.RemainingBytes = int64(in.Int64())
+			}
+		case "resets":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				if data := in.Raw(); in.Ok() {
+					in.AddError((out.Resets).UnmarshalJSON(data))
+				}
+			}
+		default:
+			in.SkipRecursive()
+		}
+		in.WantComma()
+	}
+	in.Delim('}')
+	if isTopLevel {
+		in.Consumed()
+	}
+}
+func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(out *jwriter.Writer, in Budget) {
+	out.RawByte('{')
+	first := true
+	_ = first
+	{
+		const prefix string = ",\"limitBytes\":"
+		out.RawString(prefix[1:])
+		out.Int64(int64(in.LimitBytes))
+	}
+	{
+		const prefix string = ",\"spentBytes\":"
+		out.RawString(prefix)
+		out.Int64(int64(in.SpentBytes))
+	}
+	{
+		const prefix string = ",\"remainingBytes\":"
+		out.RawString(prefix)
+		out.Int64(int64(in.RemainingBytes))
+	}
+	{
+		const prefix string = ",\"resets\":"
+		out.RawString(prefix)
+		out.Raw((in.Resets).MarshalJSON())
+	}
+	out.RawByte('}')
+}
+
+// MarshalEasyJSON supports easyjson.Marshaler interface
+func (v Budget) MarshalEasyJSON(w *jwriter.Writer) {
+	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(w, v)
+}
+
+// UnmarshalEasyJSON supports easyjson.Unmarshaler interface
+func (v *Budget) UnmarshalEasyJSON(l *jlexer.Lexer) {
+	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(l, v)
+}
+func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk9(in *jlexer.Lexer, out *App) {
 	isTopLevel := in.IsStart()
 	if in.IsNull() {
 		if isTopLevel {
@@ -873,7 +998,7 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(in *jlexer.Lexer, out *
 		in.Consumed()
 	}
 }
-func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(out *jwriter.Writer, in App) {
+func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk9(out *jwriter.Writer, in App) {
 	out.RawByte('{')
 	first := true
 	_ = first
@@ -897,10 +1022,10 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(out *jwriter.Writer, in
 
 // MarshalEasyJSON supports easyjson.Marshaler interface
 func (v App) MarshalEasyJSON(w *jwriter.Writer) {
-	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(w, v)
+	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk9(w, v)
 }
 
 // UnmarshalEasyJSON supports easyjson.Unmarshaler interface
 func (v *App) UnmarshalEasyJSON(l *jlexer.Lexer) {
-	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(l, v)
+	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk9(l, v)
 }

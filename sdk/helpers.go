@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -105,4 +106,58 @@ func NextPhase(t time.Time, interval time.Duration, splay float64) time.Time {
 		start = start.Add(interval)
 	}
 	return start
+}
+
+// Budgeted wraps a policy's decide function so that its pulls keep to the
+// device's data budget (WithinBudget). The built-in policies use it.
+func Budgeted(decide DecideFunc) DecideFunc {
+	return func(in Input) (Decision, error) {
+		d, err := decide(in)
+		if err != nil {
+			return d, err
+		}
+		return WithinBudget(in, d), nil
+	}
+}
+
+// WithinBudget keeps a decision inside the device's data budget
+// (Device.Budget; without one, d is returned as it is):
+//   - a pull whose size is not known yet (no check in this round) is
+//     checked first: the host's check estimates DownloadBytes;
+//   - a pull that would fetch more than what is left is deferred until the
+//     budget resets, naming both sizes;
+//   - a pull of unknown size after a check goes ahead while anything is
+//     left.
+//
+// Other decisions are returned as they are.
+func WithinBudget(in Input, d Decision) Decision {
+	b, img := in.Device.Budget, in.Image
+	if b == nil || d.Action != ActionPull {
+		return d
+	}
+	if img.DownloadBytes == 0 && img.RemoteDigest == "" {
+		return Decision{Action: ActionCheckRemote, RestartOnChange: d.RestartOnChange, OnPullFailure: d.OnPullFailure,
+			Reason: "data budget: checking what a pull of " + img.Ref + " would download"}
+	}
+	if img.DownloadBytes > b.RemainingBytes || b.RemainingBytes <= 0 {
+		return Defer(b.Resets, "data budget: a pull of "+img.Ref+" needs "+FormatBytes(img.DownloadBytes)+
+			" and "+FormatBytes(b.RemainingBytes)+" of "+FormatBytes(b.LimitBytes)+" are left; waiting for the budget to reset at "+
+			b.Resets.UTC().Format(time.RFC3339))
+	}
+	return d
+}
+
+// FormatBytes writes a byte count for people: "512 B", "3.4 MiB".
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	tenths := (n*10 + div/2) / div
+	return strconv.FormatInt(tenths/10, 10) + "." + strconv.FormatInt(tenths%10, 10) + " " + string("KMGTPE"[exp]) + "iB"
 }

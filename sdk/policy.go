@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/mailru/easyjson"
+	"github.com/mailru/easyjson/jlexer"
 	"github.com/mailru/easyjson/jwriter"
 )
 
@@ -48,7 +48,9 @@ func Register(p Policy) {
 // double scan tripled the decision latency (see docs/RATIONALE.md). Policy tests may call it to exercise the JSON layer too.
 func (p Policy) Evaluate(in []byte) []byte {
 	var input Input
-	if err := easyjson.Unmarshal(in, &input); err != nil {
+	l := jlexer.Lexer{Data: in}
+	input.UnmarshalEasyJSON(&l)
+	if err := l.Error(); err != nil {
 		return errorJSON(fmt.Errorf("decoding input: %w", err))
 	}
 	d, err := p.Decide(input)
@@ -58,11 +60,7 @@ func (p Policy) Evaluate(in []byte) []byte {
 	if err != nil {
 		return errorJSON(err)
 	}
-	out, err := easyjson.Marshal(d)
-	if err != nil {
-		return errorJSON(err)
-	}
-	return out
+	return marshal(d)
 }
 
 // CheckSettings runs p's settings check, returning the JSON answer.
@@ -77,7 +75,20 @@ func (p Policy) CheckSettings(settings []byte) []byte {
 }
 
 func (r SettingsResult) json() []byte {
-	out, _ := easyjson.Marshal(r) // a struct of a bool and a string always marshals
+	return marshal(r)
+}
+
+// marshal encodes v with its generated codec. jwriter directly, not
+// easyjson.Marshal: easyjson's root package imports net/http, which would
+// be linked into every module (5.0 → 3.2 MB for always.wasm; see
+// docs/RATIONALE.md).
+func marshal(v interface{ MarshalEasyJSON(*jwriter.Writer) }) []byte {
+	var w jwriter.Writer
+	v.MarshalEasyJSON(&w)
+	out, err := w.BuildBytes()
+	if err != nil {
+		return errorJSON(err)
+	}
 	return out
 }
 

@@ -19,6 +19,7 @@ import (
 	hostapp "github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/internal/printable"
+	"github.com/pullwise/pullwise/sdk"
 )
 
 func newStatusCmd(state *string) *cobra.Command {
@@ -195,6 +196,11 @@ func printTable(out io.Writer, st agent.Status) {
 			fmt.Fprintf(out, "\n%s: its configuration is rejected (it runs as before): %s\n", printable.String(a.DisplayName), printable.String(a.ConfigError))
 		}
 	}
+	if d := st.Agent.Device; d != nil && d.Budget != nil {
+		b := d.Budget
+		fmt.Fprintf(out, "\ndata budget: %s of %s spent, %s left; resets %s\n", sdk.FormatBytes(b.SpentBytes),
+			sdk.FormatBytes(b.LimitBytes), sdk.FormatBytes(b.RemainingBytes), b.Resets.Local().Format(time.DateTime))
+	}
 	if st.Agent.ConfigError != "" {
 		fmt.Fprintf(out, "\nconfiguration %s has problems; what they concern runs as the last accepted configuration said:\n", st.Agent.ConfigPath)
 		for _, line := range strings.Split(st.Agent.ConfigError, "\n") {
@@ -274,7 +280,7 @@ func (p *progressLines) update(u pull.Progress) {
 	if !p.tty {
 		switch q := b.done * 4 / b.total; {
 		case b.complete:
-			fmt.Fprintf(p.out, "downloaded %s (%s)\n", shortDigest(u.Digest), bytesText(b.total))
+			fmt.Fprintf(p.out, "downloaded %s (%s)\n", shortDigest(u.Digest), sdk.FormatBytes(b.total))
 		case q > b.quarter:
 			b.quarter = q
 			fmt.Fprintf(p.out, "downloading %s: %s\n", shortDigest(u.Digest), b.text(now))
@@ -297,23 +303,14 @@ func (p *progressLines) update(u pull.Progress) {
 // text is a blob's line: bytes, rate and time left, or its size once done.
 func (b *blobLine) text(now time.Time) string {
 	if b.complete {
-		return fmt.Sprintf("%s  done", bytesText(b.total))
+		return fmt.Sprintf("%s  done", sdk.FormatBytes(b.total))
 	}
-	s := fmt.Sprintf("%s / %s", bytesText(b.done), bytesText(b.total))
+	s := fmt.Sprintf("%s / %s", sdk.FormatBytes(b.done), sdk.FormatBytes(b.total))
 	if el := now.Sub(b.start).Seconds(); el >= 0.5 && b.done > b.startDone {
 		rate := float64(b.done-b.startDone) / el
 		eta := time.Duration(float64(b.total-b.done) / rate * float64(time.Second)).Round(time.Second)
-		s += fmt.Sprintf("  %s/s  ETA %s", bytesText(int64(rate)), eta)
+		s += fmt.Sprintf("  %s/s  ETA %s", sdk.FormatBytes(int64(rate)), eta)
 	}
 	return s
 }
 
-func bytesText(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}

@@ -29,6 +29,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/budget"
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/imagestore"
@@ -103,6 +104,7 @@ type Agent struct {
 	host   *app.Host
 	reg    *registry.Client
 	cm     *containers.Manager
+	meter  *budget.Meter // what downloads spent of device.download.budget
 	// machineID identifies the device when the configuration does not
 	// (device.id): /etc/machine-id, else the host name.
 	machineID string
@@ -207,6 +209,9 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	a.machineID = machineID()
 	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()),
 		registry.WithDownloads(downloads(first.Device)))
+	if a.meter, err = budget.Open(a.db, a.reg.Received); err != nil {
+		return nil, err
+	}
 	a.host, err = app.New(app.Options{
 		Registry: a.reg, Puller: pull.New(client, a.reg), Images: a.images,
 		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir),
@@ -257,6 +262,39 @@ func (a *Agent) rotateLogs(ctx context.Context, interval time.Duration) {
 func downloads(d config.Device) registry.Downloads {
 	r, below, window := d.DownloadLimits()
 	return registry.Downloads{RateLimit: r, StallBelow: below, StallWindow: window}
+}
+
+// budgetPlan is device.download.budget as the meter takes it; nil when
+// the device has none.
+func budgetPlan(d config.Device) *budget.Plan {
+	if d.Download == nil || d.Download.Budget == nil {
+		return nil
+	}
+	b := d.Download.Budget
+	n, err := config.ParseBytes(b.Bytes)
+	if err != nil {
+		return nil // refused by validation; never in force
+	}
+	return &budget.Plan{Limit: n, Period: budget.Period(cmp.Or(b.Period, string(budget.Month))), ResetDay: b.ResetDay}
+}
+
+// keepBudget folds the traffic into the data budget every interval and
+// saves it (at most once a minute, only when it changed: an idle device
+// writes nothing), and once more at stop.
+func (a *Agent) keepBudget(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.device() // folds the traffic in
+		if err := a.meter.Save(time.Now(), false); err != nil {
+			a.log.Warn("saving the data budget", "error", err)
+		}
+	}
 }
 
 // machineID is the device's identity for splaying periodic checks when the
@@ -310,6 +348,7 @@ func (a *Agent) device() sdk.Device {
 		}
 	}
 	d.Splay = dev.Splay(a.machineID)
+	d.Budget = a.meter.Observe(time.Now(), budgetPlan(dev))
 	if l := dev.Link; l != nil {
 		if l.Metered != nil {
 			d.Link.Metered = *l.Metered
@@ -376,6 +415,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	}
 	go a.writeStatusOnChange(ctx)
 	go a.rotateLogs(ctx, cmp.Or(a.o.LogCheck, 30*time.Second))
+	go a.keepBudget(ctx, 10*time.Second)
 	a.log.Info("agent started", "config", a.o.ConfigPath, "state", a.o.StateDir, "socket", sock, "namespace", a.o.Namespace)
 	if t, _ := a.reconcile(); t != nil {
 		go func() {
@@ -581,6 +621,10 @@ func (a *Agent) publish(appID string, p pull.Progress) {
 
 func (a *Agent) close() {
 	a.host.Close()
+	a.device() // the last traffic
+	if err := a.meter.Save(time.Now(), true); err != nil {
+		a.log.Warn("saving the data budget", "error", err)
+	}
 	a.images.Close()
 	a.db.Close()
 	a.dir.Close(context.Background())

@@ -44,7 +44,9 @@ type choice struct {
 	// changed: run differs from what the app runs now.
 	changed         bool
 	restartOnChange bool
-	deferred        bool // the policy asked to wait, with nothing on disk
+	// deferred: the policy asked to wait (and be asked again at its
+	// NextCheck) instead of checking or downloading.
+	deferred bool
 }
 
 // maxSteps bounds a decision round: decide, (check, decide again), act.
@@ -167,7 +169,9 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 		case sdk.ActionDefer:
 			w.schedule(d.NextCheck)
 			if present {
-				return unchanged(), nil
+				c := unchanged()
+				c.deferred = true
+				return c, nil
 			}
 			return choice{deferred: true}, fmt.Errorf("policy %s deferred: %s", m.Name, d.Reason)
 		default:

@@ -64,6 +64,11 @@ type AppInfo struct {
 	Restarts int `json:"restarts"`
 	// NextCheck is when a policy asked to be consulted again, if it did.
 	NextCheck *time.Time `json:"nextCheck,omitempty"`
+	// RefreshDeferred: a refresh's check or download was deferred, paused
+	// or failed, and its policy asked to be consulted again at NextCheck;
+	// it is then asked about a refresh again, not a tick (asked as a tick,
+	// a policy that checks only on refresh would drop it).
+	RefreshDeferred bool `json:"refreshDeferred,omitempty"`
 	// Decisions are the policy's last decision per ImageObjectID.
 	Decisions map[string]DecisionInfo `json:"decisions,omitempty"`
 	// Attempts counts consecutive failed checks or pulls per ImageObjectID:

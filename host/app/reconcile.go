@@ -95,6 +95,8 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 			return false, gen, w.observe(ctx, cfg, app)
 		}
 		ev = sdk.EventBoot
+	case due && w.rec.RefreshDeferred:
+		ev = sdk.EventRefresh
 	case due:
 		ev = sdk.EventTick
 	case w.takeExitSeen() || !w.restartAt.IsZero() || !w.lookAgainAt.IsZero():
@@ -125,7 +127,7 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, gen uint64, d config.Delta, ev sdk.Event, since time.Time) (uint64, error) {
 	h := w.h
 	targets := map[string]choice{}
-	changed, restartOnChange := false, false
+	changed, restartOnChange, deferred := false, false, false
 	var refreshErr error
 	if ev != "" {
 		if ev == sdk.EventRefresh {
@@ -142,10 +144,15 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 				continue
 			}
 			targets[img.UUID] = c
+			deferred = deferred || c.deferred
 			changed = changed || c.changed
 			restartOnChange = restartOnChange || (c.changed && c.restartOnChange)
 		}
-		if refreshErr = errors.Join(errs...); refreshErr != nil {
+		refreshErr = errors.Join(errs...)
+		if ev == sdk.EventRefresh {
+			w.rec.RefreshDeferred = w.rec.NextCheck != nil && (refreshErr != nil || deferred)
+		}
+		if refreshErr != nil {
 			w.fail(refreshErr)
 			h.log.Warn("checking images failed; the app stays on its images", "app", w.uuid, "error", refreshErr)
 		}

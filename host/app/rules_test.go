@@ -25,6 +25,7 @@ import (
 	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/internal/wattest"
 	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/sdk"
 )
 
 // The counter and deferral rules, against fakes of the registry, the
@@ -275,6 +276,21 @@ type rig struct {
 	reg   *fakeRegistry
 	pl    *fakePuller
 	ct    *fakeContainers
+
+	devMu sync.Mutex
+	dev   sdk.Device // what policies are told about the device
+}
+
+func (r *rig) device() sdk.Device {
+	r.devMu.Lock()
+	defer r.devMu.Unlock()
+	return r.dev
+}
+
+func (r *rig) setDevice(d sdk.Device) {
+	r.devMu.Lock()
+	defer r.devMu.Unlock()
+	r.dev = d
 }
 
 const fakeRepo = "registry.test/web"
@@ -307,7 +323,7 @@ func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin 
 	r = &rig{t: t, ctx: context.Background(),
 		reg: &fakeRegistry{tags: map[string]string{fakeRepo + ":latest": fakeDigest("v1")}},
 		pl:  &fakePuller{images: map[string]pull.Result{}, pulling: make(chan struct{}, 8)},
-		ct:  &fakeContainers{apps: map[string]*fakeContainer{}}}
+		ct:  &fakeContainers{apps: map[string]*fakeContainer{}}, dev: sdk.Device{Link: sdk.Link{Online: true}}}
 	if prepare != nil {
 		prepare(db, images)
 	}
@@ -316,7 +332,7 @@ func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin 
 		dir = dropin(rt)
 	}
 	r.h, err = New(Options{Registry: r.reg, Puller: r.pl, Images: images, Containers: r.ct,
-		Policies: NewCatalog(rt, dir), State: db, GracePeriod: time.Millisecond, Now: r.clock.now})
+		Policies: NewCatalog(rt, dir), State: db, GracePeriod: time.Millisecond, Now: r.clock.now, Device: r.device})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -685,5 +701,49 @@ func TestRefreshDuringAnotherEventIsNotLost(t *testing.T) {
 	}
 	if got := r.ct.actions(); !slices.Equal(got, []string{"create web v1", "replace web v2"}) {
 		t.Fatalf("actions %q", got)
+	}
+}
+
+// TestDeferredRefreshIsStillARefresh: a refresh whose download the data
+// budget defers until the reset is asked about as a refresh when its time
+// comes, not as a tick (which `always` answers from the disk): the new
+// image arrives then, without another refreshImage increase.
+func TestDeferredRefreshIsStillARefresh(t *testing.T) {
+	r := newRig(t)
+	a := fakeApp("web", fakeRepo+":latest")
+	if err := r.apply(a); err != nil {
+		t.Fatal(err)
+	}
+	r.ct.log = nil
+	resets := r.clock.now().Add(time.Hour).UTC()
+	r.setDevice(sdk.Device{Link: sdk.Link{Online: true},
+		Budget: &sdk.Budget{LimitBytes: 1 << 20, SpentBytes: 1 << 20, RemainingBytes: 0, Resets: resets}})
+	r.reg.tags[fakeRepo+":latest"] = fakeDigest("v2")
+	a.RefreshImage.Counter++
+	if err := r.apply(a); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := r.h.App(id("web"))
+	if got := r.ct.actions(); len(got) != 0 || r.pl.pulls != 1 {
+		t.Fatalf("the exhausted budget let the refresh through: actions %q, %d pulls", got, r.pl.pulls)
+	}
+	if info.NextCheck == nil || !info.NextCheck.Equal(resets) || !info.RefreshDeferred {
+		t.Fatalf("deferred refresh: next check %v, refreshDeferred %v; want %s, true", info.NextCheck, info.RefreshDeferred, resets)
+	}
+	if d := info.Decisions[id("img-web")]; d.Action != "defer" || !strings.Contains(d.Reason, "data budget") {
+		t.Fatalf("last decision %+v", d)
+	}
+	// The budget resets; the policy's time comes.
+	r.setDevice(sdk.Device{Link: sdk.Link{Online: true},
+		Budget: &sdk.Budget{LimitBytes: 1 << 20, RemainingBytes: 1 << 20, Resets: resets.Add(24 * time.Hour)}})
+	r.clock.set(time.Until(resets) + time.Second)
+	if err := r.h.Tick(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ct.actions(); !slices.Equal(got, []string{"replace web v2"}) {
+		t.Fatalf("after the reset: actions %q, want the refresh's replace on v2", got)
+	}
+	if info, _ := r.h.App(id("web")); info.RefreshDeferred {
+		t.Fatal("still marked deferred after the refresh went through")
 	}
 }

@@ -112,6 +112,23 @@ type DownloadSettings struct {
 	// StallBelow "0" turns it off.
 	StallBelow  string `json:"stallBelow,omitempty"`
 	StallWindow string `json:"stallWindow,omitempty"`
+	// Budget is a data budget: what registry traffic may bring in a
+	// period. Policies see what is left (the built-ins keep to it; a pull
+	// that would exceed it waits for the reset). Omitted: none.
+	Budget *BudgetSettings `json:"budget,omitempty"`
+}
+
+// BudgetSettings are a data budget: Bytes per Period, periods starting at
+// 00:00 UTC on ResetDay.
+type BudgetSettings struct {
+	// Bytes a period may bring ("2Gi", "500M").
+	Bytes string `json:"bytes"`
+	// Period is day, week or month. Default month.
+	Period string `json:"period,omitempty"`
+	// ResetDay is the day a period starts: for month the day of the month
+	// (1 to 28, default 1), for week the weekday (0 Sunday to 6 Saturday,
+	// default 0).
+	ResetDay int `json:"resetDay,omitempty"`
 }
 
 // DownloadLimits are the download settings in effect: the rate cap (0:
@@ -529,6 +546,29 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 		}
 		if w, err := time.ParseDuration(s.StallWindow); s.StallWindow != "" && (err != nil || w < time.Second) {
 			devBad("device.download.stallWindow", "%q: want a duration of at least 1s", s.StallWindow)
+		}
+		if b := s.Budget; b != nil {
+			if n, err := ParseBytes(b.Bytes); err != nil {
+				devBad("device.download.budget.bytes", "%v", err)
+			} else if n < 1<<20 {
+				devBad("device.download.budget.bytes", "%s: want at least 1Mi", b.Bytes)
+			}
+			switch b.Period {
+			case "", "month":
+				if b.ResetDay < 0 || b.ResetDay > 28 {
+					devBad("device.download.budget.resetDay", "%d: for a month, want a day of the month from 1 to 28", b.ResetDay)
+				}
+			case "week":
+				if b.ResetDay < 0 || b.ResetDay > 6 {
+					devBad("device.download.budget.resetDay", "%d: for a week, want a weekday from 0 (Sunday) to 6 (Saturday)", b.ResetDay)
+				}
+			case "day":
+				if b.ResetDay != 0 {
+					devBad("device.download.budget.resetDay", "%d: a day's budget resets at 00:00 UTC; leave resetDay out", b.ResetDay)
+				}
+			default:
+				devBad("device.download.budget.period", "%q: want day, week or month", b.Period)
+			}
 		}
 	}
 	if l := c.Device.Logs; l != nil {

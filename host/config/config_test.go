@@ -71,6 +71,11 @@ func TestInvalid(t *testing.T) {
 		{"negative counter", `displayName: web`, "displayName: web\n    restart: {counter: -1}", "apps[0].restart.counter: negative"},
 		{"missing display name", `displayName: web`, `displayName: ""`, "apps[0].displayName: required"},
 		{"unknown field", `displayName: web`, "displayName: web\n    colour: blue", `unknown field "colour"`},
+		{"budget without bytes", `device: {pullPolicy: use-existing}`, `device: {download: {budget: {period: month}}}`, "device.download.budget.bytes"},
+		{"budget too small", `device: {pullPolicy: use-existing}`, `device: {download: {budget: {bytes: 100k}}}`, "device.download.budget.bytes: 100k: want at least 1Mi"},
+		{"budget period", `device: {pullPolicy: use-existing}`, `device: {download: {budget: {bytes: 2Gi, period: year}}}`, `device.download.budget.period: "year"`},
+		{"budget reset day of a month", `device: {pullPolicy: use-existing}`, `device: {download: {budget: {bytes: 2Gi, resetDay: 31}}}`, "device.download.budget.resetDay: 31"},
+		{"budget reset day of a week", `device: {pullPolicy: use-existing}`, `device: {download: {budget: {bytes: 2Gi, period: week, resetDay: 7}}}`, "device.download.budget.resetDay: 7"},
 		{"bad insecure registry", `device: {pullPolicy: use-existing}`, `device: {insecureRegistries: ["http://x/y"]}`, "device.insecureRegistries[0]"},
 	}
 	for _, tc := range tests {

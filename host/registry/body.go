@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -76,7 +77,7 @@ func (l *limits) wrap(ctx context.Context, resp *http.Response, link *linkStats)
 	if resp == nil || resp.Body == nil {
 		return
 	}
-	b := &limitedBody{rc: resp.Body, ctx: ctx, lim: lim, link: link, start: time.Now()}
+	b := &limitedBody{rc: resp.Body, ctx: ctx, lim: lim, link: link, received: &link.received, start: time.Now()}
 	if d.StallBelow > 0 && d.StallWindow > 0 {
 		b.floor = d.StallBelow * int64(d.StallWindow/time.Second)
 		b.window = d.StallWindow
@@ -95,9 +96,11 @@ type limitedBody struct {
 	lim *rate.Limiter
 	// link gets the body's size and time when it ends (EOF), for the
 	// bandwidth estimate.
-	link  *linkStats
-	start time.Time
-	total int64
+	link *linkStats
+	// received counts every byte read, for the data budget.
+	received *atomic.Int64
+	start    time.Time
+	total    int64
 
 	mu      sync.Mutex
 	floor   int64 // bytes a window must bring
@@ -117,6 +120,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	stalled := b.stalled
 	b.mu.Unlock()
 	b.total += int64(n)
+	b.received.Add(int64(n))
 	if err == io.EOF && b.link != nil {
 		b.link.sample(b.total, time.Since(b.start))
 		b.link = nil

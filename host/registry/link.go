@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,6 +16,9 @@ type linkStats struct {
 	contacted bool
 	online    bool
 	bps       float64 // exponentially weighted, 0 until a body was big enough
+	// received counts the bytes of every response body read (GET), for the
+	// device's data budget.
+	received atomic.Int64
 }
 
 // minSample is the smallest body a bandwidth sample is taken from: smaller
@@ -58,3 +62,8 @@ func (c *Client) Link() (online bool, bandwidthBps int64) {
 	defer l.mu.Unlock()
 	return !l.contacted || l.online, int64(l.bps)
 }
+
+// Received is how many bytes of registry response bodies the client has
+// read since it was made: manifests, indexes, configs and layers, whoever
+// asked for them (checks, estimates, pulls, policy modules).
+func (c *Client) Received() int64 { return c.retry.link.received.Load() }

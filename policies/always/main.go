@@ -13,7 +13,7 @@ import (
 
 func main() {}
 
-func init() { sdk.Register(sdk.Policy{Decide: decide}) }
+func init() { sdk.Register(sdk.Policy{Decide: sdk.Budgeted(decide)}) }
 
 // Kubelet's image pull back-off: start at 10 s, double, cap at 300 s.
 const (

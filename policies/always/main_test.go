@@ -8,5 +8,5 @@ import (
 )
 
 func TestDecide(t *testing.T) {
-	policytest.RunNative(t, sdk.Policy{Decide: decide}, "testdata/cases.yaml")
+	policytest.RunNative(t, sdk.Policy{Decide: sdk.Budgeted(decide)}, "testdata/cases.yaml")
 }

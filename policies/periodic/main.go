@@ -14,7 +14,7 @@ import (
 
 func main() {}
 
-func init() { sdk.Register(sdk.Policy{Decide: decide, Validate: validate}) }
+func init() { sdk.Register(sdk.Policy{Decide: sdk.Budgeted(decide), Validate: validate}) }
 
 // settings of the periodic policy.
 type settings struct {

@@ -12,7 +12,7 @@ import (
 
 func main() {}
 
-func init() { sdk.Register(sdk.Policy{Decide: decide}) }
+func init() { sdk.Register(sdk.Policy{Decide: sdk.Budgeted(decide)}) }
 
 func decide(in sdk.Input) (sdk.Decision, error) {
 	switch in.Event {
