@@ -313,4 +313,3 @@ func (b *blobLine) text(now time.Time) string {
 	}
 	return s
 }
-
