@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -482,7 +483,7 @@ func TestFaults(t *testing.T) {
 		t.Logf("checked: web's refresh applied; onvendor keeps running (%s), onstuck and pinned are reported with their module and cause", reasons["onvendor"])
 	})
 
-	t.Run("disk fills during a pull", func(t *testing.T) {
+	t.Run("an image that cannot fit is refused before a byte is downloaded", func(t *testing.T) {
 		e := newE2EWithRoot(t, 48<<20)
 		v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
 		e.configure(e.web())
@@ -490,16 +491,51 @@ func TestFaults(t *testing.T) {
 		e.status("web running", running)
 		regtest.PushImage(t, e.registry+"/demo/web:latest", bigImage(t, "v2", 4, 16<<20))
 		t.Log("broke: containerd's disk (a 48 MiB tmpfs) is smaller than the new image (64 MiB)")
+		e.proxy.Reset()
 		out, _ := e.cli("refresh", "web")
 		st := e.status("the error", func(st agent.Status) bool { _, why := appState(st, "web"); return why != "" })
 		state, why := appState(st, "web")
-		if state != "RUNNING" || imageOf(st, webUUID) != v1 || !strings.Contains(why, "no space left on device") {
-			t.Fatalf("disk full: %s, %s, %q\n%s", state, imageOf(st, webUUID), why, out)
+		if state != "RUNNING" || imageOf(st, webUUID) != v1 || !strings.Contains(why, "not enough disk") || !strings.Contains(why, "refused before downloading") {
+			t.Fatalf("disk too small: %s, %s, %q\n%s", state, imageOf(st, webUUID), why, out)
+		}
+		if got := e.proxy.BlobBytes(); got != 0 {
+			t.Fatalf("the refused pull fetched %d blob bytes", got)
 		}
 		e.cli("restart", "web")
 		if starts := regtest.Starts(t, e.volume(), 2, ""); !strings.Contains(starts[1], "version=v1") {
 			t.Fatalf("the previous image does not start: %q", starts)
 		}
-		t.Logf("checked: a clear error (%.100s…); the previous image is intact and restarts", why)
+		t.Logf("checked: refused with 0 blob bytes fetched (%.160s…); the previous image is intact and restarts", why)
+	})
+
+	t.Run("images no app uses are collected to make room", func(t *testing.T) {
+		e := newE2EWithRoot(t, 80<<20)
+		v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
+		e.configure(e.web())
+		e.startAgent()
+		e.status("web running", running)
+		spare := e.registry + "/demo/spare:1"
+		regtest.PushImage(t, spare, bigImage(t, "spare", 1, 28<<20))
+		if out, err := exec.Command("ctr", "--address", e.d.Socket, "-n", e.d.Namespace, "images", "pull", "--plain-http", spare).CombinedOutput(); err != nil {
+			t.Fatalf("ctr pull: %v\n%s", err, out)
+		}
+		v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", bigImage(t, "v2", 1, 8<<20)).String()
+		t.Log("broke: an image no app uses (28 MiB, unpacked) leaves too little of containerd's 80 MiB disk for the new image")
+		if out, err := e.cli("refresh", "web"); err != nil {
+			t.Fatalf("refresh: %v\n%s", err, out)
+		}
+		e.status("web on v2", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v2 })
+		out, err := exec.Command("ctr", "--address", e.d.Socket, "-n", e.d.Namespace, "images", "ls", "-q").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ctr images ls: %v\n%s", err, out)
+		}
+		if strings.Contains(string(out), "spare") || !strings.Contains(string(out), v1) {
+			t.Fatalf("the unused image must be gone and web's previous image (%s) kept for a rollback:\n%s", v1, out)
+		}
+		e.stopAgent()
+		if !strings.Contains(e.agentLog.String(), "not enough disk for a pull; removing images no app uses") {
+			t.Fatalf("the pull fitted without collecting: the case proves nothing; log:\n%s", e.agentLog)
+		}
+		t.Logf("checked: the pull did not fit, the unused image was removed, web moved to v2, v1 kept for a rollback")
 	})
 }

@@ -105,6 +105,7 @@ type Agent struct {
 	reg    *registry.Client
 	cm     *containers.Manager
 	meter  *budget.Meter // what downloads spent of device.download.budget
+	puller *pull.Puller
 	// machineID identifies the device when the configuration does not
 	// (device.id): /etc/machine-id, else the host name.
 	machineID string
@@ -209,11 +210,12 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	a.machineID = machineID()
 	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()),
 		registry.WithDownloads(downloads(first.Device)))
+	a.puller = pull.New(client, a.reg)
 	if a.meter, err = budget.Open(a.db, a.reg.Received); err != nil {
 		return nil, err
 	}
 	a.host, err = app.New(app.Options{
-		Registry: a.reg, Puller: pull.New(client, a.reg), Images: a.images,
+		Registry: a.reg, Puller: a.puller, Images: a.images,
 		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir),
 		State: a.db, Logger: a.log.Named("apps"),
 		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
@@ -332,10 +334,11 @@ func privateDir(dir string, log hclog.Logger) error {
 }
 
 // device is what policies are told about the device: free disk where
-// images are stored (the state directory's file system: containerd's root
-// is the daemon's), its phase, and the link: online and bandwidth as the
-// device's own registry traffic measures them, metered and cost as
-// device.link says (NetworkManager is not asked yet).
+// containerd stores images (its roots, as the daemon reports them; the
+// host subtracts what downloads under way reserve), its phase, its data
+// budget, and the link: online and bandwidth as the device's own registry
+// traffic measures them, metered and cost as device.link says
+// (NetworkManager is not asked yet).
 func (a *Agent) device() sdk.Device {
 	d := sdk.Device{}
 	// The link as this device's own registry traffic sees it: online
@@ -357,9 +360,8 @@ func (a *Agent) device() sdk.Device {
 			d.Link.Cost = *l.Cost
 		}
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(a.o.StateDir, &st); err == nil {
-		d.FreeDiskBytes = int64(st.Bavail) * int64(st.Bsize)
+	if free, _, err := a.puller.FreeDisk(a.ctx); err == nil {
+		d.FreeDiskBytes = free
 	}
 	return d
 }

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 )
 
@@ -27,8 +28,8 @@ type checks struct {
 }
 
 type estimate struct {
-	bytes int64
-	at    time.Time
+	need pull.Need
+	at   time.Time
 }
 
 type checked struct {
@@ -70,7 +71,7 @@ func (c *checks) resolve(ctx context.Context, ref string, prev *registry.Resolut
 // estimate answers what a pull of digest would download, computed once
 // for every app that asks within the window (twenty apps on a moved tag:
 // one manifest request, not twenty).
-func (c *checks) estimate(digest string, now time.Time, compute func() int64) int64 {
+func (c *checks) estimate(digest string, now time.Time, compute func() pull.Need) pull.Need {
 	c.mu.Lock()
 	for k, e := range c.estimates {
 		if now.Sub(e.at) > c.window {
@@ -79,15 +80,15 @@ func (c *checks) estimate(digest string, now time.Time, compute func() int64) in
 	}
 	if e, ok := c.estimates[digest]; ok {
 		c.mu.Unlock()
-		return e.bytes
+		return e.need
 	}
 	c.mu.Unlock()
 	v, _, _ := c.inflight.Do("estimate "+digest, func() (any, error) {
 		n := compute()
 		c.mu.Lock()
-		c.estimates[digest] = estimate{bytes: n, at: now}
+		c.estimates[digest] = estimate{need: n, at: now}
 		c.mu.Unlock()
 		return n, nil
 	})
-	return v.(int64)
+	return v.(pull.Need)
 }

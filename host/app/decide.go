@@ -124,7 +124,8 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 			if got.Digest != in.Image.LocalDigest {
 				// What a pull would cost, for policies that weigh it (one small
 				// request: the manifest, which the pull needs anyway).
-				in.Image.DownloadBytes = h.downloadBytes(ctx, img, got)
+				n := h.need(ctx, img, got)
+				in.Image.DownloadBytes, in.Image.DiskBytes = n.Download, n.Disk
 			}
 		case sdk.ActionPull:
 			onFailure = d.OnPullFailure
@@ -226,25 +227,20 @@ func (h *Host) resolve(ctx context.Context, img config.Image, r imagestore.Recor
 	return res, err
 }
 
-// downloadBytes estimates the bytes a pull of res would fetch: the config and
-// layers containerd does not already have. 0 when it cannot tell. Apps
+// need estimates what a pull of res would fetch and take on disk: the
+// config and layers containerd does not already have (less their partial
+// downloads), and those layers unpacked. Zero when it cannot tell. Apps
 // that ask about the same image share one estimate.
-func (h *Host) downloadBytes(ctx context.Context, img config.Image, res registry.Resolution) int64 {
-	return h.checks.estimate(res.Digest, h.o.Now(), func() int64 {
+func (h *Host) need(ctx context.Context, img config.Image, res registry.Resolution) pull.Need {
+	return h.checks.estimate(res.Digest, h.o.Now(), func() pull.Need {
 		r := res
 		r.Ref = img.Name
 		m, err := h.o.Puller.Manifest(ctx, r)
 		if err != nil {
 			h.log.Debug("estimating the download", "image", img.Name, "error", err)
-			return 0
+			return pull.Need{}
 		}
-		var n int64
-		for _, b := range append(m.Layers, m.Config) {
-			if !h.o.Puller.Has(ctx, b.Digest.String()) {
-				n += b.Size
-			}
-		}
-		return n
+		return h.o.Puller.Need(ctx, m)
 	})
 }
 
@@ -276,7 +272,14 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 		if h.o.Progress != nil {
 			progress = func(p pull.Progress) { h.o.Progress(app.UUID, p) }
 		}
-		v, err, _ := h.pulls.Do(name, func() (any, error) { return h.o.Puller.Pull(ctx, res, img.Pin(), progress) })
+		v, err, _ := h.pulls.Do(name, func() (any, error) {
+			release, err := h.preflight(ctx, img, res)
+			if err != nil {
+				return pull.Result{}, err
+			}
+			defer release()
+			return h.o.Puller.Pull(ctx, res, img.Pin(), progress)
+		})
 		if err != nil {
 			return pull.Result{}, err
 		}
@@ -376,6 +379,9 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 			Restart: rec.Counters.Restart, Purge: rec.Counters.Purge, RefreshImage: rec.Counters.RefreshImage}},
 		Device:   h.o.Device(),
 		Settings: cfg.Policy(app).Settings,
+	}
+	if in.Device.FreeDiskBytes > 0 {
+		in.Device.FreeDiskBytes = max(in.Device.FreeDiskBytes-h.reservedBytes(), 0)
 	}
 	if ref, err := h.o.Registry.ParseReference(img.Name); err == nil {
 		if t, ok := ref.(interface{ TagStr() string }); ok {

@@ -43,6 +43,10 @@ type Puller interface {
 	Manifest(ctx context.Context, res registry.Resolution) (*v1.Manifest, error)
 	Size(ctx context.Context, imageName string) (int64, error)
 	Collect(ctx context.Context, store *imagestore.Store) ([]string, error)
+	// Need says what pulling the image of a manifest needs beyond what
+	// containerd holds; FreeDisk what containerd's root has free.
+	Need(ctx context.Context, m *v1.Manifest) pull.Need
+	FreeDisk(ctx context.Context) (free int64, root string, err error)
 }
 
 // Containers runs the apps' containers.

@@ -98,6 +98,7 @@ type Host struct {
 	submitted   map[string][]byte  // app uuid ("" the device) -> as last submitted, serialized
 	savedDevice []byte             // the device part as last written to the state file, serialized
 	settings    map[string]error   // module sha256 + settings -> its validate_settings answer
+	reserved    int64              // disk bytes the downloads under way will take (disk.go)
 	workers     map[string]*worker // by app uuid
 	cancel      context.CancelFunc // stops the workers
 	wctx        context.Context    // the workers' context, set at the first Submit
@@ -423,8 +424,8 @@ func (h *Host) changed() {
 }
 
 // collect lets containerd collect the images no ImageObjectID refers to
-// and no app runs.
-func (h *Host) collect(ctx context.Context) {
+// and no app runs, and says how many it removed.
+func (h *Host) collect(ctx context.Context) int {
 	var keep []string
 	h.mu.Lock()
 	for _, w := range h.workers {
@@ -434,7 +435,9 @@ func (h *Host) collect(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	defer h.o.Images.Hold(keep...)()
-	if _, err := h.o.Puller.Collect(ctx, h.o.Images); err != nil {
+	removed, err := h.o.Puller.Collect(ctx, h.o.Images)
+	if err != nil {
 		h.log.Warn("collecting unused images", "error", err)
 	}
+	return len(removed)
 }

@@ -96,6 +96,8 @@ type fakePuller struct {
 	pulls   int
 	gate    chan struct{} // when set, a pull waits for it (a slow download)
 	pulling chan struct{} // a pull has started
+	need    pull.Need     // what every pull needs
+	free    int64         // containerd's free disk; < 0: unknown
 }
 
 func (f *fakePuller) Local(_ context.Context, n string) (pull.Result, bool) {
@@ -161,7 +163,21 @@ func (f *fakePuller) Alias(_ context.Context, from, to string) error {
 	return nil
 }
 
-func (f *fakePuller) Has(context.Context, string) bool                             { return false }
+func (f *fakePuller) Has(context.Context, string) bool             { return false }
+func (f *fakePuller) Need(context.Context, *v1.Manifest) pull.Need {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.need
+}
+
+func (f *fakePuller) FreeDisk(context.Context) (int64, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.free < 0 {
+		return 0, "", errors.New("no disk")
+	}
+	return f.free, "/fake/root", nil
+}
 func (f *fakePuller) Size(context.Context, string) (int64, error)                  { return 1, nil }
 func (f *fakePuller) Collect(context.Context, *imagestore.Store) ([]string, error) { return nil, nil }
 
@@ -322,7 +338,7 @@ func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin 
 	t.Cleanup(func() { rt.Close(context.Background()) })
 	r = &rig{t: t, ctx: context.Background(),
 		reg: &fakeRegistry{tags: map[string]string{fakeRepo + ":latest": fakeDigest("v1")}},
-		pl:  &fakePuller{images: map[string]pull.Result{}, pulling: make(chan struct{}, 8)},
+		pl:  &fakePuller{images: map[string]pull.Result{}, pulling: make(chan struct{}, 8), free: -1},
 		ct:  &fakeContainers{apps: map[string]*fakeContainer{}}, dev: sdk.Device{Link: sdk.Link{Online: true}}}
 	if prepare != nil {
 		prepare(db, images)
@@ -745,5 +761,49 @@ func TestDeferredRefreshIsStillARefresh(t *testing.T) {
 	}
 	if info, _ := r.h.App(id("web")); info.RefreshDeferred {
 		t.Fatal("still marked deferred after the refresh went through")
+	}
+}
+
+// TestDiskPreflightRules: a pull that does not fit in containerd's free
+// space, less what the downloads under way reserve, is refused naming the
+// sizes; one that fits reserves its need until it ends; an unknown disk
+// lets the pull go ahead unchecked.
+func TestDiskPreflightRules(t *testing.T) {
+	img := config.Image{UUID: id("img-web"), Name: fakeRepo + ":latest"}
+	res := registry.Resolution{Ref: img.Name, Digest: fakeDigest("v1")}
+	for _, tc := range []struct {
+		name           string
+		need, free     int64
+		reserved       int64
+		wantErr        bool
+		wantReservedIn int64
+	}{
+		{"fits", 100, 1000, 0, false, 100},
+		{"exactly fits", 1000, 1000, 0, false, 1000},
+		{"does not fit", 1001, 1000, 0, true, 0},
+		{"does not fit beside a download under way", 600, 1000, 500, true, 500},
+		{"unknown disk", 1 << 40, -1, 0, false, 0},
+		{"unknown need", 0, 1000, 0, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.pl.need, r.pl.free = pull.Need{Download: tc.need / 3, Disk: tc.need}, tc.free
+			r.h.reserved = tc.reserved
+			release, err := r.h.preflight(r.ctx, img, res)
+			var ns *pull.NoSpaceError
+			if tc.wantErr != errors.As(err, &ns) {
+				t.Fatalf("error %v, want a NoSpaceError: %v", err, tc.wantErr)
+			}
+			if ns != nil && (ns.Need.Disk != tc.need || ns.Free != tc.free-tc.reserved || ns.Root != "/fake/root") {
+				t.Fatalf("refusal %+v", ns)
+			}
+			if got := r.h.reservedBytes(); got != tc.wantReservedIn {
+				t.Fatalf("reserved %d while the pull runs, want %d", got, tc.wantReservedIn)
+			}
+			release()
+			if got := r.h.reservedBytes(); got != tc.reserved {
+				t.Fatalf("reserved %d after the pull, want %d", got, tc.reserved)
+			}
+		})
 	}
 }

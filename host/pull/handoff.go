@@ -28,6 +28,12 @@ import (
 // download: fetched once and kept in containerd's content store for the
 // pull that may follow.
 func (p *Puller) Manifest(ctx context.Context, res registry.Resolution) (*v1.Manifest, error) {
+	if d, err := godigest.Parse(res.Digest); err == nil {
+		// Kept by an earlier estimate (or pull): no request.
+		if body, err := content.ReadBlob(ctx, p.client.ContentStore(), ocispec.Descriptor{Digest: d}); err == nil {
+			return parseManifest(res, body)
+		}
+	}
 	desc, body, err := p.reg.FetchManifest(ctx, res)
 	if err != nil {
 		return nil, err
@@ -39,6 +45,10 @@ func (p *Puller) Manifest(ctx context.Context, res registry.Resolution) (*v1.Man
 	if err := p.keep(ctx, desc, body); err != nil {
 		return nil, err
 	}
+	return parseManifest(res, body)
+}
+
+func parseManifest(res registry.Resolution, body []byte) (*v1.Manifest, error) {
 	m, err := v1.ParseManifest(bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("parse manifest of %s: %w", res.Ref, err)

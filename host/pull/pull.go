@@ -46,6 +46,9 @@ type Puller struct {
 	concurrency int
 	snapshotter string
 	interval    time.Duration
+
+	rootsMu  sync.Mutex
+	rootDirs []string // containerd's content and snapshotter roots (disk.go)
 }
 
 // Option configures a Puller.
