@@ -163,7 +163,7 @@ func (f *fakePuller) Alias(_ context.Context, from, to string) error {
 	return nil
 }
 
-func (f *fakePuller) Has(context.Context, string) bool             { return false }
+func (f *fakePuller) Has(context.Context, string) bool { return false }
 func (f *fakePuller) Need(context.Context, *v1.Manifest) pull.Need {
 	f.mu.Lock()
 	defer f.mu.Unlock()
