@@ -13,6 +13,8 @@
 #               CNI bridge (bridge, host-local, portmap, loopback plugins)
 #   strace      make bench counts the agent's fsyncs with it
 #   wabt        wat2wasm builds the hostile and non-Go test modules (WAT)
+#   dbus-daemon the link tests run a private bus with a stand-in
+#               NetworkManager on it
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
 
@@ -26,6 +28,7 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v iptables >/dev/null || need+=(iptables)
 command -v strace >/dev/null || need+=(strace)
 command -v wat2wasm >/dev/null || need+=(wabt)
+command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   apt-get update -qq

@@ -1,12 +1,20 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/internal/nmtest"
 	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/sdk/policybuild"
 )
 
 // Tests of the edge settings against the real binary, containerd and
@@ -85,5 +93,117 @@ func TestDataBudget(t *testing.T) {
 	st = e.status("web on v2", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v2 })
 	if spent(st) < before+20<<20 {
 		t.Fatalf("spent %d after a 20 MiB download, %d before it", spent(st), before)
+	}
+}
+
+// newBlobBytes is what pulling img fetches on a device that has base: the
+// config and the layers base lacks.
+func newBlobBytes(t *testing.T, img, base v1.Image) int64 {
+	t.Helper()
+	have := map[v1.Hash]bool{}
+	bl, _ := base.Layers()
+	for _, l := range bl {
+		d, _ := l.Digest()
+		have[d] = true
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := m.Config.Size
+	for _, l := range m.Layers {
+		if !have[l.Digest] {
+			n += l.Size
+		}
+	}
+	return n
+}
+
+// TestDownloadPausedOnADearUplink: NetworkManager (a stand-in on a real
+// dbus-daemon) moves the device from eth0 to wwan0 while a refresh
+// downloads; wwan0 costs 200 by the configuration and the app's policy
+// (metered-link, maxCost 100) no longer downloads over it: the download
+// stops, its partial blobs kept. Back on eth0 it resumes, and the whole
+// refresh fetches little more than the new layers once.
+func TestDownloadPausedOnADearUplink(t *testing.T) {
+	nm := nmtest.Start(t, "eth0", nmtest.MeteredNo)
+	e := newE2E(t)
+	e.env = []string{"DBUS_SYSTEM_BUS_ADDRESS=" + nm.Address}
+	e.agentArgs = []string{"--link-check-interval", "500ms"}
+	if err := os.MkdirAll(filepath.Join(e.state, "policies"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := policybuild.Build(context.Background(), "../../examples/policies/metered-link", filepath.Join(e.state, "policies", "metered-link.wasm")); err != nil {
+		t.Fatal(err)
+	}
+	base := regtest.AppImage(t, "v1", false)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", base)
+	web := app(webUUID, "web", "6f1e0c1e-0000-4000-8000-00000000e2e1", e.registry+"/demo/web:latest",
+		"{name: metered-link, settings: {maxCost: 100}}")
+	e.writeConfig(fmt.Sprintf(`device:
+  insecureRegistries: [%q]
+  link:
+    uplinks: [{interface: wwan0, cost: 200}]
+apps:
+%s`, e.registry, web))
+	e.startAgent()
+	st := e.status("web running on eth0", func(st agent.Status) bool {
+		return running(st) && st.Agent.Device != nil && st.Agent.Device.Link.Interface == "eth0"
+	})
+	if l := st.Agent.Device.Link; l.Metered || l.Cost != 0 {
+		t.Fatalf("eth0: %+v, want unmetered, cost 0", l)
+	}
+
+	img := bigImage(t, "v2", 2, 8<<20)
+	v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", img).String()
+	want := newBlobBytes(t, img, base)
+	// A slow link, slowed at the registry's end: bytes it counts as sent
+	// then reach the agent (a cap on the agent's side would leave megabytes
+	// in the sockets' buffers, counted as sent and never received).
+	e.proxy.Throttle(2 << 20)
+	e.proxy.Reset()
+	refreshed := make(chan string, 1)
+	go func() { out, _ := e.cli("refresh", "web"); refreshed <- out }()
+	waitFor(t, "the download under way", func() bool { return e.proxy.BlobBytes() > 3<<20 })
+	nm.Set("wwan0", nmtest.MeteredYes)
+	t.Logf("broke: NetworkManager moved the primary connection to wwan0 (metered, cost 200 by the configuration) after %d bytes", e.proxy.BlobBytes())
+	st = e.status("the download paused", func(st agent.Status) bool {
+		for _, d := range st.Info.Apps[0].Decisions {
+			return d.Action == "defer" && strings.Contains(d.Reason, "over maxCost 100")
+		}
+		return false
+	})
+	if l := st.Agent.Device.Link; l.Interface != "wwan0" || !l.Metered || l.Cost != 200 {
+		t.Fatalf("wwan0: %+v, want metered, cost 200", l)
+	}
+	<-refreshed
+	paused := e.proxy.BlobBytes()
+	time.Sleep(3 * time.Second)
+	if got := e.proxy.BlobBytes(); got > paused+256<<10 || got >= want {
+		t.Fatalf("paused at %d blob bytes, %d three seconds later (the image needs %d)", paused, got, want)
+	}
+	if imageOf(st, webUUID) == v2 {
+		t.Fatal("web moved to v2 over the dear uplink")
+	}
+	t.Logf("checked: paused with %d of %d bytes fetched; nothing more over wwan0", paused, want)
+
+	nm.Set("eth0", nmtest.MeteredNo)
+	e.status("web on v2 after eth0 came back", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v2 })
+	got := e.proxy.BlobBytes()
+	t.Logf("checked: resumed on eth0 and moved to v2 with %d blob bytes in all for %d bytes of new blobs (%d more)", got, want, got-want)
+	if got > want+2*256<<10 {
+		t.Fatalf("%d blob bytes for %d bytes of new blobs: the resume fetched more than 256 KiB per interrupted blob again", got, want)
+	}
+}
+
+// waitFor polls cond for up to a minute.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

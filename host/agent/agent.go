@@ -36,6 +36,7 @@ import (
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/statedb"
+	"github.com/pullwise/pullwise/host/uplink"
 	"github.com/pullwise/pullwise/internal/version"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
@@ -66,6 +67,10 @@ type Options struct {
 	// LogCheck is how often the apps' log sizes are checked against
 	// device.logs. Default 30 s.
 	LogCheck time.Duration
+	// LinkCheck is how often the uplink is looked at for changes (a
+	// download whose policy no longer accepts the link is paused). Default
+	// app.DefaultLinkCheck.
+	LinkCheck time.Duration
 }
 
 // Status is what the status file and GET /v1/status hold.
@@ -106,6 +111,7 @@ type Agent struct {
 	cm     *containers.Manager
 	meter  *budget.Meter // what downloads spent of device.download.budget
 	puller *pull.Puller
+	uplink *uplink.Watcher // NetworkManager's or the routing table's view of the uplink
 	// machineID identifies the device when the configuration does not
 	// (device.id): /etc/machine-id, else the host name.
 	machineID string
@@ -211,6 +217,8 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()),
 		registry.WithDownloads(downloads(first.Device)))
 	a.puller = pull.New(client, a.reg)
+	a.uplink = uplink.New()
+	a.uplink.UseNetworkManager(useNetworkManager(first.Device))
 	if a.meter, err = budget.Open(a.db, a.reg.Received); err != nil {
 		return nil, err
 	}
@@ -219,6 +227,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir),
 		State: a.db, Logger: a.log.Named("apps"),
 		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
+		LinkCheck: o.LinkCheck,
 	})
 	if err != nil {
 		return nil, err
@@ -264,6 +273,11 @@ func (a *Agent) rotateLogs(ctx context.Context, interval time.Duration) {
 func downloads(d config.Device) registry.Downloads {
 	r, below, window := d.DownloadLimits()
 	return registry.Downloads{RateLimit: r, StallBelow: below, StallWindow: window}
+}
+
+// useNetworkManager is device.link.networkManager (default true).
+func useNetworkManager(d config.Device) bool {
+	return d.Link == nil || d.Link.NetworkManager == nil || *d.Link.NetworkManager
 }
 
 // budgetPlan is device.download.budget as the meter takes it; nil when
@@ -337,8 +351,8 @@ func privateDir(dir string, log hclog.Logger) error {
 // containerd stores images (its roots, as the daemon reports them; the
 // host subtracts what downloads under way reserve), its phase, its data
 // budget, and the link: online and bandwidth as the device's own registry
-// traffic measures them, metered and cost as device.link says
-// (NetworkManager is not asked yet).
+// traffic measures them; its interface and metered as NetworkManager (or
+// the default route) says; metered and cost as device.link says of it.
 func (a *Agent) device() sdk.Device {
 	d := sdk.Device{}
 	// The link as this device's own registry traffic sees it: online
@@ -352,13 +366,19 @@ func (a *Agent) device() sdk.Device {
 	}
 	d.Splay = dev.Splay(a.machineID)
 	d.Budget = a.meter.Observe(time.Now(), budgetPlan(dev))
-	if l := dev.Link; l != nil {
-		if l.Metered != nil {
-			d.Link.Metered = *l.Metered
-		}
-		if l.Cost != nil {
-			d.Link.Cost = *l.Cost
-		}
+	// The uplink in use as NetworkManager (or the routing table) says,
+	// then what the configuration says of it: the operator's word wins.
+	up := a.uplink.State(a.ctx)
+	d.Link.Interface = up.Interface
+	if up.Metered != nil {
+		d.Link.Metered = *up.Metered
+	}
+	metered, cost := dev.LinkOn(up.Interface)
+	if metered != nil {
+		d.Link.Metered = *metered
+	}
+	if cost != nil {
+		d.Link.Cost = *cost
 	}
 	if free, _, err := a.puller.FreeDisk(a.ctx); err == nil {
 		d.FreeDiskBytes = free
@@ -455,6 +475,7 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		a.bumps.apply(c)
 		a.reg.Reconfigure(c.Device.InsecureRegistries, c.Device.HostsDir())
 		a.reg.SetDownloads(downloads(c.Device))
+		a.uplink.UseNetworkManager(useNetworkManager(c.Device))
 		t, err = a.host.Submit(a.ctx, c)
 	}
 	a.mu.Lock()
@@ -632,4 +653,5 @@ func (a *Agent) close() {
 	a.dir.Close(context.Background())
 	a.rt.Close(context.Background())
 	a.client.Close()
+	a.uplink.Close()
 }

@@ -142,7 +142,26 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 				}
 				res = &got
 			}
-			pr, err := w.fetch(ctx, app, img, *res)
+			pr, paused, err := w.fetchWatched(ctx, in, m.Decide, func(ctx context.Context) (pull.Result, error) {
+				return w.fetch(ctx, app, img, *res)
+			})
+			if paused != nil {
+				// The link changed during the download and the policy no
+				// longer pulls over it: as if it had answered so before.
+				w.record(cfg, img, in.Event, *paused)
+				h.log.Info("download paused: the link changed", "app", w.uuid, "image", img.Name, "action", paused.Action,
+					"reason", printable.String(paused.Reason))
+				w.schedule(paused.NextCheck)
+				if paused.Action == sdk.ActionFail {
+					return choice{}, fmt.Errorf("policy %s: %s", m.Name, paused.Reason)
+				}
+				if present {
+					c := unchanged()
+					c.deferred = true
+					return c, nil
+				}
+				return choice{deferred: true}, fmt.Errorf("policy %s paused the download: %s", m.Name, paused.Reason)
+			}
 			if err != nil {
 				return w.failed(ctx, cfg, app, img, in, onFailure, present, err)
 			}

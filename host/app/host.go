@@ -81,6 +81,10 @@ type Options struct {
 	// CheckWindow is how long a registry answer for a reference is shared
 	// with other apps' checks of it. Default 5 s.
 	CheckWindow time.Duration
+	// LinkCheck is how often the link (Device) is looked at for changes,
+	// during downloads and for the apps waiting for a next check (link.go).
+	// Default DefaultLinkCheck.
+	LinkCheck time.Duration
 }
 
 // Host runs the apps of a configuration, each on its own worker. Its methods
@@ -130,6 +134,9 @@ func New(o Options) (*Host, error) {
 	}
 	if o.CheckWindow == 0 {
 		o.CheckWindow = 5 * time.Second
+	}
+	if o.LinkCheck <= 0 {
+		o.LinkCheck = DefaultLinkCheck
 	}
 	st, err := openState(o.State)
 	if err != nil {
@@ -328,6 +335,8 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 	h.desired = eff
 	if h.wctx == nil {
 		h.wctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		h.wg.Add(1)
+		go h.watchLink(h.wctx)
 	}
 	t := &Tickets{h: h, gens: map[string]uint64{}, rejected: appRejected}
 	for _, a := range eff.Apps {

@@ -43,11 +43,15 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 		w.rec.DisplayName, w.rec.Policy = app.DisplayName, cfg.Policy(app).Name
 		w.publish()
 	}
-	due := false
-	if next := w.rec.NextCheck; next != nil && !next.After(h.o.Now()) {
-		// The policy's time has come (its own timer, or Host.Tick): a check
-		// made since then by another app answers for this one too.
+	due, linkDue := false, w.takeLinkDue()
+	if next := w.rec.NextCheck; next != nil && (!next.After(h.o.Now()) || linkDue) {
+		// The policy's time has come (its own timer, or Host.Tick), or the
+		// link changed under it: a check made since then by another app
+		// answers for this one too.
 		due, since = true, *next
+		if now := h.o.Now(); since.After(now) {
+			since = now
+		}
 		w.rec.NextCheck = nil
 	}
 	if w.applied == nil {

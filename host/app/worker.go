@@ -34,6 +34,7 @@ type worker struct {
 	stopped  chan struct{} // closed when the loop has ended (app removed or host closed)
 	ranLong  bool          // the last watched process ran past the crash back-off reset
 	exitSeen bool          // the watched process exited since the worker last looked
+	linkDue  bool          // the link changed while the policy waited for a next check
 
 	// Owned by the loop goroutine (and New, before it starts).
 	rec         AppInfo              // the app's persisted record
@@ -106,6 +107,30 @@ func (w *worker) tick(now time.Time) (uint64, bool) {
 	w.mu.Unlock()
 	w.poke()
 	return gen, true
+}
+
+// linkChanged wakes the worker if its policy waits for a next check: the
+// link it decided on is not the link now.
+func (w *worker) linkChanged() {
+	w.mu.Lock()
+	if w.info.NextCheck == nil || w.cfg == nil {
+		w.mu.Unlock()
+		return
+	}
+	w.linkDue = true
+	w.gen++
+	w.mu.Unlock()
+	w.poke()
+}
+
+// takeLinkDue reports (and forgets) whether the link changed while the
+// policy waited.
+func (w *worker) takeLinkDue() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	due := w.linkDue
+	w.linkDue = false
+	return due
 }
 
 func (w *worker) poke() {

@@ -96,9 +96,47 @@ type LogSettings struct {
 // LinkSettings describe the device's uplink to policies.
 type LinkSettings struct {
 	// Metered says the link is paid by the byte (LTE, satellite).
+	// Omitted: NetworkManager's Metered property of the primary
+	// connection, else unmetered.
 	Metered *bool `json:"metered,omitempty"`
 	// Cost is EVE's uplink cost: 0 (free) to 255.
 	Cost *int `json:"cost,omitempty"`
+	// NetworkManager: ask NetworkManager (over D-Bus) for the primary
+	// connection's interface and Metered property. Default true; without
+	// NetworkManager the default route names the interface.
+	NetworkManager *bool `json:"networkManager,omitempty"`
+	// Uplinks give cost and metered per network interface, over the
+	// device-wide values, for the uplink in use.
+	Uplinks []UplinkSettings `json:"uplinks,omitempty"`
+}
+
+// UplinkSettings describe one uplink by its network interface.
+type UplinkSettings struct {
+	Interface string `json:"interface"`
+	Cost      *int   `json:"cost,omitempty"`
+	Metered   *bool  `json:"metered,omitempty"`
+}
+
+// LinkOn is what the configuration says of the uplink on interface iface:
+// its entry in Uplinks over the device-wide values. nil fields are not
+// set.
+func (d Device) LinkOn(iface string) (metered *bool, cost *int) {
+	l := d.Link
+	if l == nil {
+		return nil, nil
+	}
+	metered, cost = l.Metered, l.Cost
+	for _, u := range l.Uplinks {
+		if u.Interface == iface && iface != "" {
+			if u.Metered != nil {
+				metered = u.Metered
+			}
+			if u.Cost != nil {
+				cost = u.Cost
+			}
+		}
+	}
+	return metered, cost
 }
 
 // DownloadSettings limit image downloads.
@@ -532,8 +570,24 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 	if d := c.Device.RegistryHostsDir; d != "" && !filepath.IsAbs(d) {
 		devBad("device.registryHostsDir", "%q is not an absolute path", d)
 	}
-	if l := c.Device.Link; l != nil && l.Cost != nil && (*l.Cost < 0 || *l.Cost > 255) {
-		devBad("device.link.cost", "%d: want 0 (free) to 255", *l.Cost)
+	if l := c.Device.Link; l != nil {
+		if l.Cost != nil && (*l.Cost < 0 || *l.Cost > 255) {
+			devBad("device.link.cost", "%d: want 0 (free) to 255", *l.Cost)
+		}
+		seen := map[string]bool{}
+		for i, u := range l.Uplinks {
+			field := fmt.Sprintf("device.link.uplinks[%d]", i)
+			switch {
+			case u.Interface == "" || len(u.Interface) > 15 || strings.ContainsAny(u.Interface, "/ \t\n") || printable.String(u.Interface) != u.Interface:
+				devBad(field+".interface", "%q is not a network interface name", u.Interface)
+			case seen[u.Interface]:
+				devBad(field+".interface", "%q is listed twice", u.Interface)
+			}
+			seen[u.Interface] = true
+			if u.Cost != nil && (*u.Cost < 0 || *u.Cost > 255) {
+				devBad(field+".cost", "%d: want 0 (free) to 255", *u.Cost)
+			}
+		}
 	}
 	if s := c.Device.Download; s != nil {
 		if _, err := ParseBytes(s.RateLimit); s.RateLimit != "" && err != nil {

@@ -76,6 +76,9 @@ func TestInvalid(t *testing.T) {
 		{"budget period", `device: {pullPolicy: use-existing}`, `device: {download: {budget: {bytes: 2Gi, period: year}}}`, `device.download.budget.period: "year"`},
 		{"budget reset day of a month", `device: {pullPolicy: use-existing}`, `device: {download: {budget: {bytes: 2Gi, resetDay: 31}}}`, "device.download.budget.resetDay: 31"},
 		{"budget reset day of a week", `device: {pullPolicy: use-existing}`, `device: {download: {budget: {bytes: 2Gi, period: week, resetDay: 7}}}`, "device.download.budget.resetDay: 7"},
+		{"uplink without interface", `device: {pullPolicy: use-existing}`, `device: {link: {uplinks: [{cost: 10}]}}`, "device.link.uplinks[0].interface"},
+		{"uplink twice", `device: {pullPolicy: use-existing}`, `device: {link: {uplinks: [{interface: wwan0, cost: 10}, {interface: wwan0}]}}`, `device.link.uplinks[1].interface: "wwan0" is listed twice`},
+		{"uplink cost", `device: {pullPolicy: use-existing}`, `device: {link: {uplinks: [{interface: wwan0, cost: 256}]}}`, "device.link.uplinks[0].cost: 256"},
 		{"bad insecure registry", `device: {pullPolicy: use-existing}`, `device: {insecureRegistries: ["http://x/y"]}`, "device.insecureRegistries[0]"},
 	}
 	for _, tc := range tests {
@@ -292,5 +295,23 @@ func TestPortTextRoundTrips(t *testing.T) {
 		if err != nil || q != p {
 			t.Errorf("%s: %+v -> %q -> %+v %v", s, p, p.String(), q, err)
 		}
+	}
+}
+
+func TestLinkOn(t *testing.T) {
+	yes, no, ten, two := true, false, 10, 200
+	d := Device{Link: &LinkSettings{Metered: &no, Cost: &ten, Uplinks: []UplinkSettings{{Interface: "wwan0", Cost: &two, Metered: &yes}, {Interface: "wlan0", Cost: &two}}}}
+	for _, tc := range []struct {
+		iface   string
+		metered bool
+		cost    int
+	}{{"eth0", false, 10}, {"wwan0", true, 200}, {"wlan0", false, 200}, {"", false, 10}} {
+		m, c := d.LinkOn(tc.iface)
+		if m == nil || c == nil || *m != tc.metered || *c != tc.cost {
+			t.Errorf("LinkOn(%q) = %v, %v; want %v, %d", tc.iface, m, c, tc.metered, tc.cost)
+		}
+	}
+	if m, c := (Device{}).LinkOn("eth0"); m != nil || c != nil {
+		t.Errorf("no link settings: %v, %v", m, c)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/pullwise/pullwise/sdk"
@@ -27,15 +28,18 @@ type settings struct {
 	MaxDownloadSeconds int64 `json:"maxDownloadSeconds"`
 	// RetryAfter is how long a deferred pull waits (Go duration).
 	RetryAfter string `json:"retryAfter"`
+	// MaxCost is the dearest uplink downloads may use (0 to 255).
+	MaxCost *int `json:"maxCost"`
 }
 
 type config struct {
 	maxDownload time.Duration
 	retryAfter  time.Duration
+	maxCost     int
 }
 
 func parse(raw json.RawMessage) (config, error) {
-	c := config{maxDownload: 600 * time.Second, retryAfter: time.Hour}
+	c := config{maxDownload: 600 * time.Second, retryAfter: time.Hour, maxCost: 255}
 	var s settings
 	if err := sdk.DecodeSettings(raw, &s); err != nil {
 		return c, err
@@ -45,6 +49,12 @@ func parse(raw json.RawMessage) (config, error) {
 	}
 	if s.MaxDownloadSeconds > 0 {
 		c.maxDownload = time.Duration(s.MaxDownloadSeconds) * time.Second
+	}
+	if s.MaxCost != nil {
+		if *s.MaxCost < 0 || *s.MaxCost > 255 {
+			return c, fmt.Errorf("settings.maxCost: want 0 to 255, got %d", *s.MaxCost)
+		}
+		c.maxCost = *s.MaxCost
 	}
 	if s.RetryAfter != "" {
 		d, err := time.ParseDuration(s.RetryAfter)
@@ -81,6 +91,15 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 			return sdk.UseLocal("link is offline; using the image on disk"), nil
 		}
 		return sdk.Defer(in.Now.Add(5*time.Minute), "link is offline and the image is not on disk; waiting for the link"), nil
+	}
+	if link.Cost > c.maxCost {
+		// Asked again when the uplink changes (the host wakes a policy
+		// waiting for its next check), or after retryAfter.
+		why := "uplink " + link.Interface + " costs " + strconv.Itoa(link.Cost) + ", over maxCost " + strconv.Itoa(c.maxCost)
+		if img.Satisfied() {
+			return sdk.Defer(in.Now.Add(c.retryAfter), why+"; staying on the image on disk until a cheaper uplink"), nil
+		}
+		return sdk.Defer(in.Now.Add(c.retryAfter), why+"; waiting for a cheaper uplink to download"), nil
 	}
 	if !img.Present() {
 		return sdk.Converge(img, sdk.PullFailureFail), nil
