@@ -78,7 +78,7 @@ func readModule(module string) (name string, wasm []byte, err error) {
 	return module, b, nil
 }
 
-func newPolicyCmd() *cobra.Command {
+func newPolicyCmd(state *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
 		Short: "Run, test, inspect and build policy modules in isolation",
@@ -91,7 +91,8 @@ MODULE is a path to a .wasm file or the name of a built-in policy:
 		Example: `  pullwise policy inspect always
   pullwise policy test ./vendor.wasm --cases cases.yaml`,
 	}
-	cmd.AddCommand(newPolicyRunCmd(), newPolicyTestCmd(), newPolicyInspectCmd(), newPolicyBuildCmd(), newPolicyAnnotateCmd(), newPolicyListCmd())
+	cmd.AddCommand(newPolicyRunCmd(), newPolicyTestCmd(), newPolicyInspectCmd(), newPolicyBuildCmd(), newPolicyAnnotateCmd(), newPolicyListCmd(),
+		newPolicyReplayCmd(state), newPolicyRecordCasesCmd(state))
 	return cmd
 }
 

@@ -55,7 +55,7 @@ func TestPolicyRun(t *testing.T) {
 
 func TestPolicyTest(t *testing.T) {
 	out, err := run(t, "", "policy", "test", "always", "--cases", "../../policies/always/testdata/cases.yaml")
-	if err != nil || !strings.Contains(out, "always: 16 passed, 0 failed") {
+	if err != nil || !strings.Contains(out, "always: 19 passed, 0 failed") {
 		t.Fatalf("passing cases: %v\n%s", err, out)
 	}
 	// The cases of `always` run against `never` must fail, with a non-zero exit.
@@ -137,5 +137,52 @@ func TestPolicyRunValidatesItsInput(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("input %s: %v, want %q", input, err, want)
 		}
+	}
+}
+
+// TestPolicyReplayAndRecordCases: the agent records its decisions; replay
+// through the recording module finds no difference, through `never` it
+// finds them (exit 1, as a table and as JSON); record-cases writes a case
+// file that the recording module passes and `never` fails.
+func TestPolicyReplayAndRecordCases(t *testing.T) {
+	e, _ := startWeb(t)
+	if out, err := e.cli("refresh", "web"); err != nil {
+		t.Fatalf("refresh: %v\n%s", err, out)
+	}
+	e.stopAgent()
+	out, err := e.cli("policy", "replay", "--module", "always")
+	if err != nil || !strings.Contains(out, ": 0 differ") {
+		t.Fatalf("replay through the recording module: %v\n%s", err, out)
+	}
+	t.Logf("replay through always: %s", strings.TrimSpace(out))
+	out, err = e.cli("policy", "replay", "--module", "never", "--app", "web")
+	if exitCode(err) != 1 || !strings.Contains(out, "REPLAYED (never)") || !strings.Contains(out, "always: pull") || !strings.Contains(out, "use-local") {
+		t.Fatalf("replay through never: exit %d\n%s", exitCode(err), out)
+	}
+	t.Logf("replay through never:\n%s", out)
+	out, _ = e.cli("policy", "replay", "--module", "never", "-o", "json")
+	var rep struct {
+		Replayed, Differ int
+		Differences      []struct{ Event, Recorded, Replayed string }
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Differ == 0 || rep.Differ > rep.Replayed {
+		t.Fatalf("replay -o json: %v\n%s", err, out)
+	}
+	if out, err := e.cli("policy", "replay", "--module", "never", "--since", "2999-01-01"); err != nil || !strings.Contains(out, "0 recorded decisions") {
+		t.Fatalf("replay --since the future: %v\n%s", err, out)
+	}
+
+	cases := filepath.Join(t.TempDir(), "recorded.yaml")
+	if out, err := e.cli("policy", "record-cases", "-f", cases); err != nil || !strings.Contains(out, "wrote ") {
+		t.Fatalf("record-cases: %v\n%s", err, out)
+	}
+	if out, err := e.cli("policy", "test", "always", "--cases", cases); err != nil || !strings.Contains(out, " 0 failed") {
+		t.Fatalf("the recorded cases under the recording module: %v\n%s", err, out)
+	}
+	if out, err := e.cli("policy", "test", "never", "--cases", cases); err == nil || !strings.Contains(out, "FAIL") {
+		t.Fatalf("the recorded cases under never must fail: %v\n%s", err, out)
+	}
+	if out, err := e.cli("policy", "replay", "--module", "never", "--since", "yesterday"); exitCode(err) != 2 || !strings.Contains(out, "--since") {
+		t.Fatalf("a bad --since is a usage error: exit %d\n%s", exitCode(err), out)
 	}
 }

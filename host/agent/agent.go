@@ -32,6 +32,7 @@ import (
 	"github.com/pullwise/pullwise/host/budget"
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
+	"github.com/pullwise/pullwise/host/decisions"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -112,6 +113,7 @@ type Agent struct {
 	meter  *budget.Meter // what downloads spent of device.download.budget
 	puller *pull.Puller
 	uplink *uplink.Watcher // NetworkManager's or the routing table's view of the uplink
+	record *decisions.Log  // every decision, for policy replay
 	// machineID identifies the device when the configuration does not
 	// (device.id): /etc/machine-id, else the host name.
 	machineID string
@@ -222,12 +224,15 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if a.meter, err = budget.Open(a.db, a.reg.Received); err != nil {
 		return nil, err
 	}
+	if a.record, err = decisions.Open(o.StateDir); err != nil {
+		return nil, err
+	}
 	a.host, err = app.New(app.Options{
 		Registry: a.reg, Puller: a.puller, Images: a.images,
 		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir),
 		State: a.db, Logger: a.log.Named("apps"),
 		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
-		LinkCheck: o.LinkCheck,
+		LinkCheck: o.LinkCheck, Record: a.recordDecision,
 	})
 	if err != nil {
 		return nil, err
@@ -273,6 +278,14 @@ func (a *Agent) rotateLogs(ctx context.Context, interval time.Duration) {
 func downloads(d config.Device) registry.Downloads {
 	r, below, window := d.DownloadLimits()
 	return registry.Downloads{RateLimit: r, StallBelow: below, StallWindow: window}
+}
+
+// recordDecision appends a decision to the record; a failure to write it
+// is logged, never a failure of the decision.
+func (a *Agent) recordDecision(e decisions.Entry) {
+	if err := a.record.Append(e); err != nil {
+		a.log.Warn("recording a decision", "error", err)
+	}
 }
 
 // useNetworkManager is device.link.networkManager (default true).
@@ -654,4 +667,5 @@ func (a *Agent) close() {
 	a.rt.Close(context.Background())
 	a.client.Close()
 	a.uplink.Close()
+	a.record.Close()
 }

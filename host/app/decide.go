@@ -8,10 +8,12 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/decisions"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/internal/printable"
+	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -101,7 +103,7 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 	var res *registry.Resolution
 	var onFailure sdk.PullFailure
 	for step := 0; step < maxSteps; step++ {
-		d, err := m.Decide(ctx, in)
+		d, err := w.ask(ctx, m, img, in)
 		if err != nil {
 			return choice{}, err
 		}
@@ -142,7 +144,8 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 				}
 				res = &got
 			}
-			pr, paused, err := w.fetchWatched(ctx, in, m.Decide, func(ctx context.Context) (pull.Result, error) {
+			ask := func(ctx context.Context, in sdk.Input) (sdk.Decision, error) { return w.ask(ctx, m, img, in) }
+			pr, paused, err := w.fetchWatched(ctx, in, ask, func(ctx context.Context) (pull.Result, error) {
 				return w.fetch(ctx, app, img, *res)
 			})
 			if paused != nil {
@@ -212,7 +215,7 @@ func (w *worker) failed(ctx context.Context, cfg *config.Config, app config.App,
 	w.rec.Attempts[img.UUID]++
 	if m, err := h.o.Policies.Module(ctx, cfg.Policy(app)); err == nil {
 		in.Event, in.Attempt, in.LastError = sdk.EventPullFailed, w.rec.Attempts[img.UUID], cause.Error()
-		if d, err := m.Decide(ctx, in); err == nil {
+		if d, err := w.ask(ctx, m, img, in); err == nil {
 			w.record(cfg, img, sdk.EventPullFailed, d)
 			w.schedule(d.NextCheck)
 		}
@@ -428,6 +431,23 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 		in.Image.LastPull = ptr(r.LastPull)
 	}
 	return in
+}
+
+// ask asks module m for a decision about img and hands it, with its whole
+// input, to the decision record (Options.Record).
+func (w *worker) ask(ctx context.Context, m *plugins.Module, img config.Image, in sdk.Input) (sdk.Decision, error) {
+	d, err := m.Decide(ctx, in)
+	if rec := w.h.o.Record; rec != nil {
+		e := decisions.Entry{Time: w.h.o.Now().UTC(), App: w.uuid, Image: img.UUID,
+			Module: decisions.Module{Name: m.Name, SHA256: m.Info.SHA256}, Input: in}
+		if err != nil {
+			e.Error = err.Error()
+		} else {
+			e.Decision = &d
+		}
+		rec(e)
+	}
+	return d, err
 }
 
 func (w *worker) record(cfg *config.Config, img config.Image, ev sdk.Event, d sdk.Decision) {

@@ -40,6 +40,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/decisions"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/sdk"
@@ -81,6 +82,9 @@ type Options struct {
 	// CheckWindow is how long a registry answer for a reference is shared
 	// with other apps' checks of it. Default 5 s.
 	CheckWindow time.Duration
+	// Record, if set, receives every decision a policy was asked for, with
+	// its whole input (host/decisions keeps them for replay).
+	Record func(decisions.Entry)
 	// LinkCheck is how often the link (Device) is looked at for changes,
 	// during downloads and for the apps waiting for a next check (link.go).
 	// Default DefaultLinkCheck.

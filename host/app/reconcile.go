@@ -507,7 +507,7 @@ func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config
 	run := w.rec.Running[root.UUID]
 	in := h.input(cfg, app, *root, r, run, true, sdk.EventStartFailed, &w.rec)
 	in.LastError = msg
-	d, err := m.Decide(ctx, in)
+	d, err := w.ask(ctx, m, *root, in)
 	if err != nil {
 		return err
 	}
