@@ -480,9 +480,21 @@ func (a App) RootDrive() *Drive {
 	return nil
 }
 
+// ErrEmpty is Parse's error for a document with nothing in it.
+var ErrEmpty = errors.New("the document is empty (write `apps: []` for a device with no apps)")
+
 // Parse reads a configuration (YAML or JSON). Unknown fields are errors.
 // It does not validate: call Validate.
+//
+// An empty document (no bytes, blanks or comments only) is an error, not a
+// configuration with no apps: it is what a reader sees while a controller
+// rewrites the file in place (truncate, then write), and taking it for "no
+// apps" would remove every app and its volumes until the write completes.
 func Parse(b []byte) (*Config, error) {
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err == nil && doc == nil {
+		return nil, fmt.Errorf("config: %w", ErrEmpty)
+	}
 	var c Config
 	if err := yaml.UnmarshalStrict(b, &c); err != nil {
 		return nil, fmt.Errorf("config: %w", err)

@@ -217,6 +217,25 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := Load(bad, nil, nil); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("malformed YAML: %v; want an error naming the file", err)
 	}
+	// A file being rewritten in place is empty for a moment: that must never
+	// read as "no apps" (which would remove every app and its volumes).
+	for name, doc := range map[string]string{
+		"no bytes":      "",
+		"blanks":        " \n\n  \n",
+		"comments only": "# the controller is writing\n# more to come\n",
+		"a null":        "null\n",
+	} {
+		f := filepath.Join(t.TempDir(), "c.yaml")
+		os.WriteFile(f, []byte(doc), 0o644)
+		if _, err := Load(f, nil, nil); !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), f) {
+			t.Errorf("%s: %v; want ErrEmpty naming the file", name, err)
+		}
+	}
+	none := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(none, []byte("apps: []\n"), 0o644)
+	if c, err := Load(none, nil, nil); err != nil || len(c.Apps) != 0 {
+		t.Errorf("apps: [] is a device with no apps: %v", err)
+	}
 }
 
 // TestLocate: a field path is found where the file writes it, in YAML and
