@@ -22,13 +22,14 @@ policies:
 # the Marshaler interface, and the package imports net/http, which would be
 # linked into every policy module.
 generate:
-	cd sdk && $(GO) tool easyjson -all -no_std_marshalers abi.go
+	cd sdk && $(GO) run github.com/mailru/easyjson/easyjson -all -no_std_marshalers abi.go
 	sed -i -e '/^\teasyjson "github.com\/mailru\/easyjson"$$/d' -e '/^\t_ easyjson.Marshaler$$/d' sdk/abi_easyjson.go
 	$(GO) run ./internal/cmd/configschema > docs/config.schema.json
 
 test: check
 	$(GO) test -count=1 -skip '^TestFaults$$' ./...
-	$(GO) test -count=1 -race ./plugins/ ./sdk/... ./host/agent/ ./host/statedb/
+	cd sdk && $(GO) test -count=1 -race ./...
+	$(GO) test -count=1 -race ./plugins/ ./host/agent/ ./host/statedb/
 	$(GO) test -count=1 -race -run '^Test(CounterRules|EditsMergedIntoOneAction|OneAppNeverWaitsForAnother|PresenceWithoutTheRegistry|ActionOnOneAppReportsThatApp)$$' ./host/app/
 	@$(MAKE) --no-print-directory test-faults
 	@$(MAKE) --no-print-directory test-clean
@@ -73,7 +74,8 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
-	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/ ./policies/... ./examples/policies/...
+	cd sdk && $(GO) vet ./... && GOOS=wasip1 GOARCH=wasm $(GO) vet .
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./policies/... ./examples/policies/...
 
 # CI proves the embedded modules are the build of the current sources.
 check-policies:

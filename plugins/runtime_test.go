@@ -16,9 +16,9 @@ import (
 
 	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/plugins/policybuild"
 	"github.com/pullwise/pullwise/policies"
 	"github.com/pullwise/pullwise/sdk"
-	"github.com/pullwise/pullwise/sdk/policybuild"
 )
 
 // testCache is shared by the tests of every package, so each module compiles

@@ -7,8 +7,8 @@ import (
 
 	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/plugins/moduletest"
 	"github.com/pullwise/pullwise/sdk"
-	"github.com/pullwise/pullwise/sdk/policytest"
 )
 
 // testCache is shared with the other packages' tests: each module compiles
@@ -29,7 +29,7 @@ func TestEmbeddedModules(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			policytest.RunModuleBytes(t, name, wasm, filepath.Join(name, "testdata", "cases.yaml"), plugins.WithCacheDir(testCache))
+			moduletest.RunModuleBytes(t, name, wasm, filepath.Join(name, "testdata", "cases.yaml"), plugins.WithCacheDir(testCache))
 		})
 	}
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/internal/nmtest"
 	"github.com/pullwise/pullwise/internal/regtest"
-	"github.com/pullwise/pullwise/sdk/policybuild"
+	"github.com/pullwise/pullwise/plugins/policybuild"
 )
 
 // Tests of the edge settings against the real binary, containerd and

@@ -19,7 +19,7 @@ import (
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/internal/regtest"
 	"github.com/pullwise/pullwise/internal/wattest"
-	"github.com/pullwise/pullwise/sdk/policybuild"
+	"github.com/pullwise/pullwise/plugins/policybuild"
 )
 
 // The fault suite: each case breaks something real (the registry, the

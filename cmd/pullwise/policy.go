@@ -18,9 +18,9 @@ import (
 
 	"github.com/pullwise/pullwise/internal/printable"
 	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/plugins/policybuild"
 	"github.com/pullwise/pullwise/policies"
 	"github.com/pullwise/pullwise/sdk"
-	"github.com/pullwise/pullwise/sdk/policybuild"
 	"github.com/pullwise/pullwise/sdk/policytest"
 )
 
@@ -91,7 +91,7 @@ MODULE is a path to a .wasm file or the name of a built-in policy:
 		Example: `  pullwise policy inspect always
   pullwise policy test ./vendor.wasm --cases cases.yaml`,
 	}
-	cmd.AddCommand(newPolicyRunCmd(), newPolicyTestCmd(), newPolicyInspectCmd(), newPolicyBuildCmd(), newPolicyAnnotateCmd(), newPolicyListCmd(),
+	cmd.AddCommand(newPolicyRunCmd(), newPolicyTestCmd(), newPolicyInspectCmd(), newPolicyBuildCmd(), newPolicyAnnotateCmd(), newPolicyListCmd(), newPolicyNewCmd(),
 		newPolicyReplayCmd(state), newPolicyRecordCasesCmd(state))
 	return cmd
 }

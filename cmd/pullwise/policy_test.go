@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -184,5 +185,57 @@ func TestPolicyReplayAndRecordCases(t *testing.T) {
 	}
 	if out, err := e.cli("policy", "replay", "--module", "never", "--since", "yesterday"); exitCode(err) != 2 || !strings.Contains(out, "--since") {
 		t.Fatalf("a bad --since is a usage error: exit %d\n%s", exitCode(err), out)
+	}
+}
+
+// TestPolicyNewBuildsWithTheSDKAlone: a project from `policy new` has the
+// SDK's module graph alone (none of the host's containerd, gRPC, wazero or
+// registry code), its native tests pass, and the module it builds passes the
+// same case file through the real runtime.
+func TestPolicyNewBuildsWithTheSDKAlone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go mod tidy, go test and a Wasm build")
+	}
+	dir := filepath.Join(t.TempDir(), "night-window")
+	if out, err := run(t, "", "policy", "new", "night-window", "--dir", dir, "--sdk", "../../sdk"); err != nil {
+		t.Fatal(err, out)
+	}
+	gocmd := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	graph := gocmd("list", "-m", "all")
+	if !strings.Contains(graph, "github.com/pullwise/pullwise/sdk") {
+		t.Fatalf("the project does not use the SDK module:\n%s", graph)
+	}
+	for _, host := range []string{"containerd", "google.golang.org/grpc", "tetratelabs/wazero", "go-containerregistry", "github.com/pullwise/pullwise "} {
+		if strings.Contains(graph, host) {
+			t.Errorf("the policy's module graph has %s:\n%s", host, graph)
+		}
+	}
+	if out := gocmd("test", "./..."); !strings.Contains(out, "ok") {
+		t.Fatalf("go test: %s", out)
+	}
+	wasm := filepath.Join(dir, "night-window.wasm")
+	if out, err := run(t, "", "policy", "build", dir, "-o", wasm); err != nil {
+		t.Fatal(err, out)
+	}
+	out, err := run(t, "", "policy", "test", wasm, "--cases", filepath.Join(dir, "testdata", "cases.yaml"))
+	if err != nil || !strings.Contains(out, "4 passed, 0 failed") {
+		t.Fatalf("policy test of the built module: %v\n%s", err, out)
+	}
+	// The directory is not overwritten, and a name that cannot name a
+	// module is refused.
+	if _, err := run(t, "", "policy", "new", "night-window", "--dir", dir, "--sdk", "../../sdk"); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("an existing project was written over: %v", err)
+	}
+	if _, err := run(t, "", "policy", "new", "Night Window", "--dir", t.TempDir(), "--sdk", "../../sdk"); err == nil || !strings.Contains(err.Error(), "lower-case") {
+		t.Errorf("a bad name: %v", err)
 	}
 }

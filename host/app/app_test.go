@@ -26,8 +26,8 @@ import (
 	"github.com/pullwise/pullwise/internal/regtest"
 	"github.com/pullwise/pullwise/internal/testcache"
 	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/plugins/policybuild"
 	"github.com/pullwise/pullwise/sdk"
-	"github.com/pullwise/pullwise/sdk/policybuild"
 )
 
 // world is one device: a private containerd, a registry behind a counting

@@ -3,6 +3,7 @@ package main
 import (
 	"testing"
 
+	"github.com/pullwise/pullwise/plugins/moduletest"
 	"github.com/pullwise/pullwise/sdk"
 	"github.com/pullwise/pullwise/sdk/policytest"
 )
@@ -15,5 +16,5 @@ func TestDecide(t *testing.T) {
 // TestModule builds the policy into a module as a vendor would and runs the
 // same cases through the real plugin runtime, in isolation from any device.
 func TestModule(t *testing.T) {
-	policytest.RunSource(t, ".", "testdata/cases.yaml")
+	moduletest.RunSource(t, ".", "testdata/cases.yaml")
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/pullwise/pullwise/internal/wattest"
 	"github.com/pullwise/pullwise/plugins"
-	"github.com/pullwise/pullwise/sdk/policytest"
+	"github.com/pullwise/pullwise/plugins/moduletest"
 )
 
 func TestModule(t *testing.T) {
@@ -23,7 +23,7 @@ func TestModule(t *testing.T) {
 		t.Fatal(err)
 	}
 	wasm := wattest.Build(t, string(src), string(meta))
-	policytest.RunModuleBytes(t, "present-or-pull", wasm, "testdata/cases.yaml")
+	moduletest.RunModuleBytes(t, "present-or-pull", wasm, "testdata/cases.yaml")
 }
 
 // TestSettings: no settings, or {}, are accepted; anything else is not.

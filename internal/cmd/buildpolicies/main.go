@@ -2,7 +2,9 @@
 // policies/NAME/ into policies/wasm/NAME.wasm, which the pullwise binary
 // embeds. With -check it builds into a temporary directory instead and fails
 // if any embedded module differs from the build of its current sources: CI
-// runs it so the committed modules can never drift from their code.
+// runs it so the committed modules can never drift from their code. Both
+// build with the Go release in policies/wasm/TOOLCHAIN (the same sources give
+// the same bytes only with the same release).
 package main
 
 import (
@@ -12,8 +14,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
-	"github.com/pullwise/pullwise/sdk/policybuild"
+	"github.com/pullwise/pullwise/plugins/policybuild"
 )
 
 func main() {
@@ -35,6 +38,11 @@ func run(ctx context.Context, root string, check bool) error {
 		return fmt.Errorf("no policies under %s", root)
 	}
 	outDir := filepath.Join(root, "wasm")
+	pin, err := os.ReadFile(filepath.Join(outDir, "TOOLCHAIN"))
+	if err != nil {
+		return fmt.Errorf("the built-ins' Go release: %w", err)
+	}
+	toolchain := policybuild.WithToolchain(strings.TrimSpace(string(pin)))
 	if check {
 		if outDir, err = os.MkdirTemp("", "pullwise-policies-"); err != nil {
 			return err
@@ -46,7 +54,7 @@ func run(ctx context.Context, root string, check bool) error {
 		dir := filepath.Dir(meta)
 		name := filepath.Base(dir)
 		out := filepath.Join(outDir, name+".wasm")
-		if err := policybuild.Build(ctx, dir, out); err != nil {
+		if err := policybuild.Build(ctx, dir, out, toolchain); err != nil {
 			return err
 		}
 		if !check {

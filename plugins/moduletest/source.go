@@ -1,4 +1,4 @@
-package policytest
+package moduletest
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/pullwise/pullwise/plugins"
-	"github.com/pullwise/pullwise/sdk/policybuild"
+	"github.com/pullwise/pullwise/plugins/policybuild"
 )
 
 // RunSource builds the Go policy in dir into a module, as `pullwise policy

@@ -25,7 +25,11 @@ const MetadataFile = "metadata.json"
 // reproducible (-trimpath, no VCS stamping, stripped symbols), so the same
 // sources and Go version give the same bytes: CI relies on that to prove
 // that embedded modules are the build of their sources.
-func Build(ctx context.Context, dir, out string) error {
+func Build(ctx context.Context, dir, out string, opts ...Option) error {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	md, err := ReadMetadata(dir)
 	if err != nil {
 		return err
@@ -42,6 +46,9 @@ func Build(ctx context.Context, dir, out string) error {
 		"-ldflags=-s -w", "-o", tmp, ".")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	if o.toolchain != "" {
+		cmd.Env = append(cmd.Env, "GOTOOLCHAIN="+o.toolchain)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
@@ -55,6 +62,18 @@ func Build(ctx context.Context, dir, out string) error {
 	}
 	return Annotate(wasm, md, out)
 }
+
+// Option changes how Build builds.
+type Option func(*options)
+
+type options struct{ toolchain string }
+
+// WithToolchain builds with the Go release named (GOTOOLCHAIN, e.g.
+// "go1.26.8"): the go command fetches it from the module proxy when the
+// installed one differs. Modules are reproducible only for one release, so
+// the built-ins pin theirs (policies/wasm/TOOLCHAIN) and their check does
+// not go stale on a machine with another patch release.
+func WithToolchain(version string) Option { return func(o *options) { o.toolchain = version } }
 
 // Annotate writes wasm with md as its metadata section to out, replacing any
 // earlier metadata section. It works for modules from any language.
