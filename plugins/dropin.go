@@ -45,6 +45,8 @@ type Dir struct {
 	syncing  sync.Mutex // one Sync at a time (the watcher's, SetPins')
 	mu       sync.RWMutex
 	pins     map[string]string
+	verify   VerifyFunc // nil: modules need no signature
+	verifyID string     // names the verifier (its keys): a change re-syncs
 	active   map[string]*Module
 	attempts map[string]attempt // last file contents tried, per name
 	ignored  map[string]string  // directory entries not loaded, and why
@@ -54,8 +56,48 @@ type Dir struct {
 type attempt struct {
 	sha256 string
 	pin    string // the pin the attempt was checked against
-	err    error
-	at     time.Time
+	// verified is the verifier and the signature file the attempt was
+	// checked with: a signature added later, or new keys, try it again.
+	verified string
+	err      error
+	at       time.Time
+}
+
+// VerifyFunc checks a module file's signature before the module loads:
+// path is the module file, wasm its contents. A module it refuses never
+// runs, and the previous version of that module stays active.
+type VerifyFunc func(path string, wasm []byte) error
+
+// SigSuffix is the signature file's suffix: NAME.wasm.sig beside NAME.wasm.
+const SigSuffix = ".sig"
+
+// SetVerify sets the signature check (nil: none) and syncs when it changed;
+// id names it (its keys), so an unchanged check costs nothing.
+func (d *Dir) SetVerify(ctx context.Context, verify VerifyFunc, id string) (SyncReport, error) {
+	d.mu.Lock()
+	same := d.verifyID == id && (d.verify == nil) == (verify == nil)
+	d.verify, d.verifyID = verify, id
+	d.mu.Unlock()
+	if same {
+		return SyncReport{}, nil
+	}
+	return d.Sync(ctx)
+}
+
+// verifiedKey is what an attempt's verification depended on: the
+// verifier's id and the signature file's size and time.
+func (d *Dir) verifiedKey(path string) (VerifyFunc, string) {
+	d.mu.RLock()
+	verify, id := d.verify, d.verifyID
+	d.mu.RUnlock()
+	if verify == nil {
+		return nil, ""
+	}
+	fi, err := os.Stat(path + SigSuffix)
+	if err != nil {
+		return verify, id + "\x00none"
+	}
+	return verify, fmt.Sprint(id, "\x00", fi.Size(), fi.ModTime().UnixNano())
 }
 
 // DirOption configures a Dir.
@@ -66,6 +108,11 @@ type DirOption func(*Dir)
 // SetPins changes them later.
 func WithPins(pins map[string]string) DirOption {
 	return func(d *Dir) { d.pins = normalizePins(pins) }
+}
+
+// WithVerify sets the signature check modules must pass (see SetVerify).
+func WithVerify(verify VerifyFunc, id string) DirOption {
+	return func(d *Dir) { d.verify, d.verifyID = verify, id }
 }
 
 func normalizePins(pins map[string]string) map[string]string {
@@ -186,19 +233,26 @@ func (d *Dir) Sync(ctx context.Context) (SyncReport, error) {
 		}
 		sum := sha256.Sum256(wasm)
 		hexsum := hex.EncodeToString(sum[:])
+		verify, verified := d.verifiedKey(f)
 		d.mu.RLock()
 		last, tried := d.attempts[name]
 		pin := d.pins[name]
 		d.mu.RUnlock()
-		if tried && last.sha256 == hexsum && last.pin == pin {
+		if tried && last.sha256 == hexsum && last.pin == pin && last.verified == verified {
 			if last.err != nil {
 				rep.Failed[name] = last.err
 			}
 			continue
 		}
-		m, err := d.load(ctx, name, wasm, hexsum, pin)
+		var m *Module
+		if verify != nil {
+			err = verify(f, wasm)
+		}
+		if err == nil {
+			m, err = d.load(ctx, name, wasm, hexsum, pin)
+		}
 		d.mu.Lock()
-		d.attempts[name] = attempt{sha256: hexsum, pin: pin, err: err, at: time.Now()}
+		d.attempts[name] = attempt{sha256: hexsum, pin: pin, verified: verified, err: err, at: time.Now()}
 		old, had := d.active[name]
 		if err == nil {
 			d.active[name] = m
@@ -396,7 +450,7 @@ func (d *Dir) Watch(ctx context.Context, settle time.Duration, onSync func(SyncR
 			if !ok {
 				return errors.New("policy module watcher closed")
 			}
-			if strings.HasSuffix(ev.Name, ".wasm") {
+			if strings.HasSuffix(ev.Name, ".wasm") || strings.HasSuffix(ev.Name, ".wasm"+SigSuffix) {
 				timer.Reset(settle)
 			}
 		case err, ok := <-w.Errors:

@@ -196,6 +196,9 @@ func (rt *Runtime) returnMemory() {
 	go debug.FreeOSMemory()
 }
 
+// MaxModuleSize is the largest module this runtime loads, in bytes.
+func (rt *Runtime) MaxModuleSize() int64 { return rt.cfg.maxModuleSize }
+
 // Close releases every module and the runtime. The on-disk cache stays.
 func (rt *Runtime) Close(ctx context.Context) error {
 	err := rt.wr.Close(ctx)

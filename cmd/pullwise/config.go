@@ -134,7 +134,7 @@ func validateConfig(ctx context.Context, src []byte, policyDir, state string) ([
 		return nil, 0, err
 	}
 	defer dir.Close(ctx)
-	catalog := hostapp.NewCatalog(rt, dir)
+	catalog := hostapp.NewCatalog(rt, dir, nil)
 	dev, appErrs := c.Check(nil, catalog.Known)
 	errs := config.FieldErrors(dev)
 	for _, a := range c.Apps {

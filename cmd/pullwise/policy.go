@@ -92,6 +92,7 @@ MODULE is a path to a .wasm file or the name of a built-in policy:
   pullwise policy test ./vendor.wasm --cases cases.yaml`,
 	}
 	cmd.AddCommand(newPolicyRunCmd(), newPolicyTestCmd(), newPolicyInspectCmd(), newPolicyBuildCmd(), newPolicyAnnotateCmd(), newPolicyListCmd(), newPolicyNewCmd(),
+		newPolicyPushCmd(), newPolicyPullCmd(), newPolicySignCmd(), newPolicyVerifyCmd(),
 		newPolicyReplayCmd(state), newPolicyRecordCasesCmd(state))
 	return cmd
 }

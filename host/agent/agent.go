@@ -34,9 +34,11 @@ import (
 	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/decisions"
 	"github.com/pullwise/pullwise/host/imagestore"
+	"github.com/pullwise/pullwise/host/modules"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/statedb"
+	"github.com/pullwise/pullwise/host/trust"
 	"github.com/pullwise/pullwise/host/uplink"
 	"github.com/pullwise/pullwise/internal/version"
 	"github.com/pullwise/pullwise/plugins"
@@ -105,15 +107,18 @@ type Agent struct {
 	client *containerd.Client
 	rt     *plugins.Runtime
 	dir    *plugins.Dir
-	db     *bolt.DB // the one state file (host/statedb)
-	images *imagestore.Store
-	host   *app.Host
-	reg    *registry.Client
-	cm     *containers.Manager
-	meter  *budget.Meter // what downloads spent of device.download.budget
-	puller *pull.Puller
-	uplink *uplink.Watcher // NetworkManager's or the routing table's view of the uplink
-	record *decisions.Log  // every decision, for policy replay
+	// modules keeps the policy modules configurations name by registry
+	// reference.
+	modules *modules.Keeper
+	db      *bolt.DB // the one state file (host/statedb)
+	images  *imagestore.Store
+	host    *app.Host
+	reg     *registry.Client
+	cm      *containers.Manager
+	meter   *budget.Meter // what downloads spent of device.download.budget
+	puller  *pull.Puller
+	uplink  *uplink.Watcher // NetworkManager's or the routing table's view of the uplink
+	record  *decisions.Log  // every decision, for policy replay
 	// machineID identifies the device when the configuration does not
 	// (device.id): /etc/machine-id, else the host name.
 	machineID string
@@ -203,7 +208,8 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if policyDir == "" {
 		policyDir = filepath.Join(o.StateDir, "policies")
 	}
-	if a.dir, err = plugins.OpenDir(ctx, a.rt, policyDir, plugins.WithPins(pins(first))); err != nil {
+	policyTrust, verifyDropIn, verifierID := verifiers(first.Device)
+	if a.dir, err = plugins.OpenDir(ctx, a.rt, policyDir, plugins.WithPins(pins(first)), plugins.WithVerify(verifyDropIn, verifierID)); err != nil {
 		return nil, err
 	}
 	if a.db, err = statedb.Open(o.StateDir); err != nil {
@@ -219,6 +225,14 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()),
 		registry.WithDownloads(downloads(first.Device)))
 	a.puller = pull.New(client, a.reg)
+	// Registry modules arrive in the background; each arrival (and each
+	// failed try's next turn) applies the configuration again, so the apps
+	// waiting for a module are accepted without anyone editing the file.
+	if a.modules, err = modules.New(ctx, filepath.Join(o.StateDir, "modules"), a.reg, a.rt.MaxModuleSize(), a.log.Named("modules"),
+		func() { go a.reconcile() }); err != nil {
+		return nil, err
+	}
+	a.modules.SetTrust(policyTrust)
 	a.uplink = uplink.New()
 	a.uplink.UseNetworkManager(useNetworkManager(first.Device))
 	if a.meter, err = budget.Open(a.db, a.reg.Received); err != nil {
@@ -229,7 +243,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	}
 	a.host, err = app.New(app.Options{
 		Registry: a.reg, Puller: a.puller, Images: a.images,
-		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir),
+		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir, a.modules),
 		State: a.db, Logger: a.log.Named("apps"),
 		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
 		LinkCheck: o.LinkCheck, Record: a.recordDecision,
@@ -399,6 +413,26 @@ func (a *Agent) device() sdk.Device {
 	return d
 }
 
+// verifiers turns device.policyTrust into what the registry modules must
+// carry and the drop-in directory's signature check (nil without dropIns),
+// with the check's id.
+func verifiers(d config.Device) (trust.Policy, plugins.VerifyFunc, string) {
+	p := trust.NewPolicy(d.TrustKeys())
+	if d.PolicyTrust == nil || !d.PolicyTrust.DropIns {
+		return p, nil, ""
+	}
+	return p, func(path string, wasm []byte) error {
+		sig, err := os.ReadFile(path + plugins.SigSuffix)
+		if err != nil {
+			return fmt.Errorf("%w: %s has no signature file %s", trust.ErrUnsigned, path, path+plugins.SigSuffix)
+		}
+		if _, err := p.VerifyBlob(wasm, sig); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
+	}, p.ID()
+}
+
 func pins(c *config.Config) map[string]string {
 	p := map[string]string{}
 	add := func(r *config.PolicyRef) {
@@ -480,8 +514,17 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 	c, err := a.readConfig()
 	var t *app.Tickets
 	if err == nil {
-		// Pins follow the configuration: a file refused under the old pin is
-		// tried under the new one, in whichever order file and pin arrive.
+		// Trust and pins follow the configuration: a file refused under the
+		// old ones is tried under the new, in whichever order file, key and
+		// pin arrive.
+		policyTrust, verifyDropIn, verifierID := verifiers(c.Device)
+		if policyTrust.Broken != nil {
+			a.log.Error("device.policyTrust: the trusted keys cannot be read; no module that needs a signature runs", "error", policyTrust.Broken)
+		}
+		a.modules.SetTrust(policyTrust)
+		if _, perr := a.dir.SetVerify(a.ctx, verifyDropIn, verifierID); perr != nil {
+			a.log.Error("scanning policy modules", "error", perr)
+		}
 		if _, perr := a.dir.SetPins(a.ctx, pins(c)); perr != nil {
 			a.log.Error("scanning policy modules", "error", perr)
 		}

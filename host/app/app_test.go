@@ -71,7 +71,7 @@ func newBenchWorld(t testing.TB) *world {
 	t.Cleanup(func() { rt.Close(context.Background()) })
 	w.cm = containers.New(w.d.Client, w.dir)
 	w.opts = Options{Registry: reg, Puller: pull.New(w.d.Client, reg), Images: w.images, Containers: w.cm,
-		Policies: NewCatalog(rt, nil), State: w.db, GracePeriod: 1500 * time.Millisecond}
+		Policies: NewCatalog(rt, nil, nil), State: w.db, GracePeriod: 1500 * time.Millisecond}
 	w.start()
 	return w
 }
@@ -544,7 +544,7 @@ func TestMeteredLinkWeighsTheDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.opts.Policies = NewCatalog(rt, drop)
+	w.opts.Policies = NewCatalog(rt, drop, nil)
 	w.opts.Device = func() sdk.Device {
 		return sdk.Device{Link: sdk.Link{Online: true, Metered: true, BandwidthBps: 10_000}}
 	}

@@ -8,27 +8,38 @@ import (
 	"sync"
 
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/modules"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
 )
 
-// Catalog finds policy modules by name: the drop-in modules, then the
-// built-ins embedded in the binary (loaded once, on first use). A drop-in
-// named like a built-in replaces it only for configurations that pin the
-// drop-in's sha256: a file written into the policy directory must not
-// silently change the default policy of every app.
+// Catalog finds policy modules: by registry reference (the keeper's), or by
+// name: the drop-in modules, then the built-ins embedded in the binary
+// (loaded once, on first use). A drop-in named like a built-in replaces it
+// only for configurations that pin the drop-in's sha256: a file written into
+// the policy directory must not silently change the default policy of every
+// app.
 type Catalog struct {
-	rt  *plugins.Runtime
-	dir *plugins.Dir // may be nil
+	rt     *plugins.Runtime
+	dir    *plugins.Dir    // may be nil
+	keeper *modules.Keeper // may be nil: no registry modules
 
 	mu       sync.Mutex
 	builtins map[string]*plugins.Module
+	// fetched are the registry modules loaded, by reference, with the
+	// trust generation they were verified under.
+	fetched map[string]fetchedModule
 }
 
-// NewCatalog returns a catalog over a runtime and an optional drop-in
-// directory.
-func NewCatalog(rt *plugins.Runtime, dir *plugins.Dir) *Catalog {
-	return &Catalog{rt: rt, dir: dir, builtins: map[string]*plugins.Module{}}
+type fetchedModule struct {
+	m   *plugins.Module
+	gen int
+}
+
+// NewCatalog returns a catalog over a runtime, an optional drop-in
+// directory and an optional keeper of registry modules.
+func NewCatalog(rt *plugins.Runtime, dir *plugins.Dir, keeper *modules.Keeper) *Catalog {
+	return &Catalog{rt: rt, dir: dir, keeper: keeper, builtins: map[string]*plugins.Module{}, fetched: map[string]fetchedModule{}}
 }
 
 // Known reports whether name is a loaded drop-in module or a built-in.
@@ -46,6 +57,13 @@ func isBuiltin(name string) bool { return slices.Contains(policies.Names(), name
 // Module returns the module ref names, checking its sha256 pin.
 func (c *Catalog) Module(ctx context.Context, ref config.PolicyRef) (*plugins.Module, error) {
 	pin := strings.TrimPrefix(strings.ToLower(ref.SHA256), "sha256:")
+	if ref.Module != "" {
+		m, err := c.registryModule(ctx, ref)
+		if err == nil && pin != "" && pin != m.Info.SHA256 {
+			return nil, fmt.Errorf("policy module %s: its sha256 %s does not match the pinned %s", ref.Module, m.Info.SHA256, pin)
+		}
+		return m, err
+	}
 	if c.dir != nil {
 		if m, ok := c.dir.Module(ref.Name); ok && (!isBuiltin(ref.Name) || pin == m.Info.SHA256) {
 			if pin != "" && pin != m.Info.SHA256 {
@@ -67,13 +85,58 @@ func (c *Catalog) Module(ctx context.Context, ref config.PolicyRef) (*plugins.Mo
 	return m, nil
 }
 
-// Source says where a module the catalog returned comes from: "built-in"
-// or "drop-in".
+// registryModule loads the module ref.Module names from the keeper, once
+// per reference and trust generation: a change of the trusted keys verifies
+// every module again before its next decision. A module not kept yet is
+// modules.ErrFetching; one that fails verification never loads, and the
+// app keeps the module it had (its new configuration is refused alone).
+func (c *Catalog) registryModule(ctx context.Context, ref config.PolicyRef) (*plugins.Module, error) {
+	if c.keeper == nil {
+		return nil, fmt.Errorf("policy module %s: this agent keeps no registry modules", ref.Module)
+	}
+	gen := c.keeper.Generation()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, loaded := c.fetched[ref.Module]
+	if loaded && f.gen == gen {
+		return f.m, nil
+	}
+	wasm, _, err := c.keeper.Get(ref.Module)
+	if err != nil {
+		delete(c.fetched, ref.Module) // no longer trusted: never runs again
+		return nil, err
+	}
+	if loaded {
+		// Verified again under the new keys; the same digest is the same
+		// module, which may be deciding for another app right now.
+		c.fetched[ref.Module] = fetchedModule{m: f.m, gen: gen}
+		return f.m, nil
+	}
+	name := ref.Name
+	if name == "" {
+		r, _ := modules.ParseRef(ref.Module) // Get parsed it
+		name = r.Name
+	}
+	m, err := c.rt.Load(ctx, name, wasm)
+	if err != nil {
+		return nil, fmt.Errorf("policy module %s: %w", ref.Module, err)
+	}
+	c.fetched[ref.Module] = fetchedModule{m: m, gen: gen}
+	return m, nil
+}
+
+// Source says where a module the catalog returned comes from: "built-in",
+// "registry" or "drop-in".
 func (c *Catalog) Source(m *plugins.Module) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.builtins[m.Name] == m {
 		return "built-in"
+	}
+	for _, f := range c.fetched {
+		if f.m == m {
+			return "registry"
+		}
 	}
 	return "drop-in"
 }

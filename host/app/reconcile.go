@@ -39,8 +39,8 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 	if !ok {
 		return true, gen, w.remove(ctx, cfg)
 	}
-	if w.rec.DisplayName != app.DisplayName || w.rec.Policy != cfg.Policy(app).Name {
-		w.rec.DisplayName, w.rec.Policy = app.DisplayName, cfg.Policy(app).Name
+	if w.rec.DisplayName != app.DisplayName || w.rec.Policy != cfg.Policy(app).Label() {
+		w.rec.DisplayName, w.rec.Policy = app.DisplayName, cfg.Policy(app).Label()
 		w.publish()
 	}
 	due, linkDue := false, w.takeLinkDue()

@@ -348,7 +348,7 @@ func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin 
 		dir = dropin(rt)
 	}
 	r.h, err = New(Options{Registry: r.reg, Puller: r.pl, Images: images, Containers: r.ct,
-		Policies: NewCatalog(rt, dir), State: db, GracePeriod: time.Millisecond, Now: r.clock.now, Device: r.device})
+		Policies: NewCatalog(rt, dir, nil), State: db, GracePeriod: time.Millisecond, Now: r.clock.now, Device: r.device})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -27,6 +28,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pullwise/pullwise/host/modules"
+
 	"github.com/pullwise/pullwise/internal/printable"
 )
 
@@ -45,6 +48,8 @@ type Device struct {
 	PullPolicy *PolicyRef `json:"pullPolicy,omitempty"`
 	// PolicyDir is the drop-in module directory. Default: STATE/policies.
 	PolicyDir string `json:"policyDir,omitempty"`
+	// PolicyTrust lists the keys policy modules must be signed with.
+	PolicyTrust *PolicyTrust `json:"policyTrust,omitempty"`
 	// InsecureRegistries are reached over plain HTTP, and only over plain
 	// HTTP (host or host:port). Every other registry is reached over HTTPS
 	// only, loopback and private addresses included.
@@ -210,17 +215,55 @@ func (d Device) HostsDir() string {
 	return d.RegistryHostsDir
 }
 
+// PolicyTrust is which signatures policy modules must carry (cosign's
+// formats; checked offline against the keys alone).
+type PolicyTrust struct {
+	// Keys are PEM public key files (ECDSA, RSA or Ed25519; cosign.pub as
+	// `cosign generate-key-pair` writes it). A module from a registry runs
+	// only with a signature by one of them (`cosign sign --key`).
+	Keys []string `json:"keys" jsonschema:"required"`
+	// DropIns: drop-in modules need one too, NAME.wasm.sig beside the
+	// module (`cosign sign-blob --key K --output-signature NAME.wasm.sig`).
+	DropIns bool `json:"dropIns,omitempty"`
+}
+
+// TrustKeys is the configured key files (none without policyTrust).
+func (d Device) TrustKeys() []string {
+	if d.PolicyTrust == nil {
+		return nil
+	}
+	return d.PolicyTrust.Keys
+}
+
+// checkModuleRef is modules.ParseRef's verdict on a module reference.
+func checkModuleRef(ref string) error {
+	_, err := modules.ParseRef(ref)
+	return err
+}
+
 // DefaultRegistryHostsDir is containerd's usual registry hosts directory.
 const DefaultRegistryHostsDir = "/etc/containerd/certs.d"
 
-// PolicyRef names a policy: a built-in or a drop-in module, with its
-// settings and, for a drop-in, an optional sha256 pin. In YAML it is either
-// a plain name or an object.
+// PolicyRef names a policy: a built-in, a drop-in module or a module in an
+// OCI registry, with its settings and an optional sha256 pin of the module
+// file. In YAML it is either a plain name or an object.
 type PolicyRef struct {
-	Name     string          `json:"name"`
+	// Name is a built-in's or a drop-in's name. With Module it is only the
+	// name reports show (default: the repository's last component).
+	Name     string          `json:"name,omitempty"`
 	Settings json.RawMessage `json:"settings,omitempty"`
 	SHA256   string          `json:"sha256,omitempty"`
+	// Module is a policy module in an OCI registry, by digest
+	// (registry/ns/name[:tag]@sha256:..., as `pullwise policy push`
+	// prints it): the agent fetches it through the images' registry
+	// settings, checks it against the digest (and device.policyTrust's
+	// keys) and keeps it in its state directory, so it runs offline.
+	Module string `json:"module,omitempty"`
 }
+
+// Label is how reports name the policy: its name, else its module
+// reference.
+func (p PolicyRef) Label() string { return cmp.Or(p.Name, p.Module) }
 
 // UnmarshalJSON accepts "name" or {"name": ..., "settings": ..., "sha256": ...}.
 func (p *PolicyRef) UnmarshalJSON(b []byte) error {
@@ -560,6 +603,10 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 			return
 		}
 		switch {
+		case p.Module != "":
+			if err := checkModuleRef(p.Module); err != nil {
+				bad(field+".module", "%v", err)
+			}
 		case p.Name == "":
 			bad(field+".name", "empty policy name")
 		case known != nil && !known(p.Name):
@@ -577,6 +624,16 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 	for i, r := range c.Device.InsecureRegistries {
 		if _, err := name.NewRegistry(r); err != nil || r == "" {
 			devBad(fmt.Sprintf("device.insecureRegistries[%d]", i), "%q is not a registry host", r)
+		}
+	}
+	if t := c.Device.PolicyTrust; t != nil {
+		if len(t.Keys) == 0 {
+			devBad("device.policyTrust.keys", "no keys: list the public key files modules must be signed with (or remove policyTrust)")
+		}
+		for i, k := range t.Keys {
+			if !filepath.IsAbs(k) {
+				devBad(fmt.Sprintf("device.policyTrust.keys[%d]", i), "%q is not an absolute path", k)
+			}
 		}
 	}
 	if d := c.Device.RegistryHostsDir; d != "" && !filepath.IsAbs(d) {

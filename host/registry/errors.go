@@ -30,6 +30,9 @@ var (
 	// ErrDigestMismatch: what the registry served is not the sha256 the
 	// configuration requires.
 	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrTooLarge: a blob is larger than the caller accepts (a policy
+	// module over the size limit, say); nothing of it was downloaded.
+	ErrTooLarge = errors.New("too large")
 	// ErrNotTLS: the registry answered HTTPS with plain HTTP, and it is
 	// not listed as insecure. Nothing was sent in clear, and plain HTTP is
 	// not tried. Also an ErrUnreachable.

@@ -48,11 +48,15 @@ func mapper(t reflect.Type) *jsonschema.Schema {
 	switch t {
 	case reflect.TypeFor[config.PolicyRef]():
 		name := &jsonschema.Schema{Type: "string", Description: "a built-in policy (always, use-existing, never, check-on-start, periodic) or a drop-in module's name"}
-		obj := &jsonschema.Schema{Type: "object", AdditionalProperties: jsonschema.FalseSchema, Required: []string{"name"}}
+		module := &jsonschema.Schema{Type: "string", Pattern: "@sha256:[0-9a-f]{64}$",
+			Description: "a policy module in an OCI registry, by digest (registry/ns/name[:tag]@sha256:..., as `pullwise policy push` prints it)"}
+		obj := &jsonschema.Schema{Type: "object", AdditionalProperties: jsonschema.FalseSchema,
+			AnyOf: []*jsonschema.Schema{{Required: []string{"name"}}, {Required: []string{"module"}}}}
 		obj.Properties = jsonschema.NewProperties()
 		obj.Properties.Set("name", name)
+		obj.Properties.Set("module", module)
 		obj.Properties.Set("settings", &jsonschema.Schema{Description: "the policy's settings, checked by the module itself"})
-		obj.Properties.Set("sha256", &jsonschema.Schema{Type: "string", Pattern: "^(sha256:)?[0-9a-fA-F]{64}$", Description: "pins a drop-in module's sha256"})
+		obj.Properties.Set("sha256", &jsonschema.Schema{Type: "string", Pattern: "^(sha256:)?[0-9a-fA-F]{64}$", Description: "pins the module file's sha256"})
 		return &jsonschema.Schema{OneOf: []*jsonschema.Schema{name, obj}}
 	case reflect.TypeFor[config.NetworkMode]():
 		return &jsonschema.Schema{Type: "string", Enum: []any{string(config.NetworkBridge), string(config.NetworkNone), string(config.NetworkHost)}}

@@ -55,12 +55,18 @@ func TestSchemaAgreesWithTheExample(t *testing.T) {
 	if err := sch.Validate(yamlDoc(t, app)); err != nil {
 		t.Fatalf("a minimal app: %v", err)
 	}
+	good := app + "    pullPolicy: {module: \"r/policies/night:1.0@sha256:" + strings.Repeat("ab", 32) + "\"}\n"
+	if err := sch.Validate(yamlDoc(t, good)); err != nil {
+		t.Errorf("a registry module: %v", err)
+	}
 	for name, bad := range map[string]string{
 		"unknown field":   strings.Replace(app, "displayName", "nmae", 1),
 		"not a uuid":      strings.Replace(app, "0a7c3b1e-0000-4000-8000-000000000002", "db", 1),
 		"unknown network": app + "    network: bridged\n",
 		"unknown kind":    strings.Replace(app, "kind: container", "kind: disk", 1),
 		"policy object":   app + "    pullPolicy: {name: periodic, interval: 6h}\n",
+		"module by tag":   app + "    pullPolicy: {module: r/policies/night:1.0}\n",
+		"neither":         app + "    pullPolicy: {settings: {}}\n",
 	} {
 		if err := sch.Validate(yamlDoc(t, bad)); err == nil {
 			t.Errorf("%s: the schema accepts it", name)

@@ -1,0 +1,349 @@
+// Package trust verifies the signatures policy modules carry, in cosign's
+// formats, with keys the device's configuration lists, offline: no network,
+// no transparency log, nothing but the keys and the signed bytes.
+//
+// Two forms are checked. A drop-in module file carries NAME.wasm.sig, the
+// base64 signature over the file's bytes that `cosign sign-blob --key K
+// --output-signature NAME.wasm.sig NAME.wasm` writes. A module in a registry
+// carries cosign's classic image signature: the manifest tagged
+// "sha256-HEX.sig" in the module's repository, whose layers are simple-
+// signing payloads naming the module's manifest digest, each with its
+// signature in the layer annotation "dev.cosignproject.cosign/signature",
+// as `cosign sign --key K REF@DIGEST` writes it.
+package trust
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	godigest "github.com/opencontainers/go-digest"
+)
+
+// Media types and annotations of cosign's classic signatures.
+const (
+	// SimpleSigningMediaType is the media type of a signature layer.
+	SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
+	// SignatureAnnotation holds a layer's base64 signature.
+	SignatureAnnotation = "dev.cosignproject.cosign/signature"
+	// payloadType is the simple-signing payload's "type".
+	payloadType = "cosign container image signature"
+)
+
+// ErrUnsigned: no signature by a trusted key was found.
+var ErrUnsigned = errors.New("no valid signature by a trusted key")
+
+// Key is one trusted public key.
+type Key struct {
+	// Path is the file it was read from.
+	Path string
+	// ID is the first 16 hex digits of the sha256 of its DER form: how
+	// reports name it.
+	ID  string
+	pub crypto.PublicKey
+}
+
+// Keys is the set of trusted keys. The zero value trusts nothing.
+type Keys []Key
+
+// LoadKeys reads PEM public keys (ECDSA, RSA or Ed25519 in PKIX form, as
+// cosign.pub and `openssl pkey -pubout` write them), one or more per file.
+func LoadKeys(paths []string) (Keys, error) {
+	var keys Keys
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("trusted key: %w", err)
+		}
+		n := 0
+		for rest := b; ; {
+			var block *pem.Block
+			block, rest = pem.Decode(rest)
+			if block == nil {
+				break
+			}
+			if block.Type != "PUBLIC KEY" {
+				return nil, fmt.Errorf("trusted key %s: a %q block; want PUBLIC KEY (a private key does not belong on a device)", p, block.Type)
+			}
+			k, err := parsePublic(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("trusted key %s: %w", p, err)
+			}
+			k.Path = p
+			keys = append(keys, k)
+			n++
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("trusted key %s: no PEM PUBLIC KEY block", p)
+		}
+	}
+	return keys, nil
+}
+
+func parsePublic(der []byte) (Key, error) {
+	pub, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return Key{}, err
+	}
+	switch pub.(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+	default:
+		return Key{}, fmt.Errorf("a %T key; want ECDSA, RSA or Ed25519", pub)
+	}
+	sum := sha256.Sum256(der)
+	return Key{ID: hex.EncodeToString(sum[:8]), pub: pub}, nil
+}
+
+// VerifyBlob checks that sig (base64, as cosign writes it; surrounding
+// blanks allowed) is a signature over data by one of the keys, and returns
+// that key.
+func (ks Keys) VerifyBlob(data, sig []byte) (Key, error) {
+	k, err := ks.verifyBlob(data, sig)
+	if err != nil {
+		return Key{}, fmt.Errorf("%w: %v", ErrUnsigned, err)
+	}
+	return k, nil
+}
+
+// verifyBlob is VerifyBlob with the reason alone.
+func (ks Keys) verifyBlob(data, sig []byte) (Key, error) {
+	if len(ks) == 0 {
+		return Key{}, errors.New("no keys are trusted")
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(sig)))
+	if err != nil {
+		return Key{}, fmt.Errorf("the signature is not base64: %v", err)
+	}
+	for _, k := range ks {
+		if verify(k.pub, data, raw) {
+			return k, nil
+		}
+	}
+	return Key{}, fmt.Errorf("the signature matches none of the %d trusted key(s)", len(ks))
+}
+
+// verify checks one raw signature the way cosign makes them: ECDSA and RSA
+// (PKCS #1 v1.5) over the SHA-256 of the data, Ed25519 over the data itself.
+func verify(pub crypto.PublicKey, data, sig []byte) bool {
+	sum := sha256.Sum256(data)
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return ecdsa.VerifyASN1(k, sum[:], sig)
+	case *rsa.PublicKey:
+		return rsa.VerifyPKCS1v15(k, crypto.SHA256, sum[:], sig) == nil
+	case ed25519.PublicKey:
+		return ed25519.Verify(k, data, sig)
+	}
+	return false
+}
+
+// Signature is one classic cosign signature: a simple-signing payload and
+// its base64 signature.
+type Signature struct {
+	Payload   []byte `json:"payload"`
+	Signature string `json:"signature"`
+}
+
+// VerifyManifest checks that one of sigs is a valid signature, by one of
+// the keys, of a payload that names the manifest digest want. A valid
+// signature of a payload naming any other digest proves nothing about this
+// manifest and is not taken.
+func (ks Keys) VerifyManifest(want godigest.Digest, sigs []Signature) (Key, error) {
+	if len(sigs) == 0 {
+		return Key{}, fmt.Errorf("%w: %s carries no signature", ErrUnsigned, want)
+	}
+	var problems []string
+	for _, s := range sigs {
+		k, err := ks.verifyBlob(s.Payload, []byte(s.Signature))
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		got, err := signedDigest(s.Payload)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		if got != want {
+			problems = append(problems, fmt.Sprintf("a signature by key %s is for %s, not %s", k.ID, got, want))
+			continue
+		}
+		return k, nil
+	}
+	return Key{}, fmt.Errorf("%w for %s: %s", ErrUnsigned, want, strings.Join(problems, "; "))
+}
+
+// simpleSigning is cosign's payload (containers/image's "simple signing").
+type simpleSigning struct {
+	Critical struct {
+		Identity struct {
+			DockerReference string `json:"docker-reference"`
+		} `json:"identity"`
+		Image struct {
+			DockerManifestDigest string `json:"docker-manifest-digest"`
+		} `json:"image"`
+		Type string `json:"type"`
+	} `json:"critical"`
+	Optional map[string]any `json:"optional"`
+}
+
+func signedDigest(payload []byte) (godigest.Digest, error) {
+	var p simpleSigning
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return "", fmt.Errorf("the signed payload is not a simple-signing document: %v", err)
+	}
+	if p.Critical.Type != payloadType {
+		return "", fmt.Errorf("the signed payload's type is %q, not %q", p.Critical.Type, payloadType)
+	}
+	d, err := godigest.Parse(p.Critical.Image.DockerManifestDigest)
+	if err != nil {
+		return "", fmt.Errorf("the signed payload names no manifest digest: %v", err)
+	}
+	return d, nil
+}
+
+// Payload is the simple-signing payload cosign signs for the manifest d of
+// repository repo.
+func Payload(repo string, d godigest.Digest) []byte {
+	var p simpleSigning
+	p.Critical.Identity.DockerReference = repo
+	p.Critical.Image.DockerManifestDigest = d.String()
+	p.Critical.Type = payloadType
+	b, _ := json.Marshal(p) // plain strings: cannot fail
+	return b
+}
+
+// SignatureTag is the tag cosign gives the signature of manifest d.
+func SignatureTag(d godigest.Digest) string {
+	return d.Algorithm().String() + "-" + d.Encoded() + ".sig"
+}
+
+// Signer signs with a private key, as cosign does (see verify).
+type Signer struct{ key crypto.Signer }
+
+// LoadSigner reads an unencrypted PEM private key: PKCS #8 ("PRIVATE KEY",
+// as `openssl genpkey` writes it), SEC 1 ("EC PRIVATE KEY") or PKCS #1
+// ("RSA PRIVATE KEY"). cosign's own encrypted key files are for cosign:
+// sign with it, pullwise verifies the result.
+func LoadSigner(path string) (*Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("signing key %s: no PEM block", path)
+	}
+	var key any
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY":
+		return nil, fmt.Errorf("signing key %s: a cosign-encrypted key: sign with `cosign sign-blob` / `cosign sign` instead, or give an unencrypted PEM key", path)
+	default:
+		return nil, fmt.Errorf("signing key %s: a %q block; want PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY", path, block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	s, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("signing key %s: a %T cannot sign", path, key)
+	}
+	return &Signer{key: s}, nil
+}
+
+// Sign returns the base64 signature over data.
+func (s *Signer) Sign(data []byte) (string, error) {
+	var sig []byte
+	var err error
+	if _, ok := s.key.(ed25519.PrivateKey); ok {
+		sig, err = s.key.Sign(rand.Reader, data, crypto.Hash(0))
+	} else {
+		sum := sha256.Sum256(data)
+		sig, err = s.key.Sign(rand.Reader, sum[:], crypto.SHA256)
+	}
+	if err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(sig), nil
+}
+
+// Public is the signer's public key in PEM, for the devices' key files.
+func (s *Signer) Public() ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(s.key.Public())
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// Policy is what a device requires of module signatures: none (the zero
+// value), a signature by one of Keys, or, when the configured keys could
+// not be read (Broken), a signature nothing can give: a device that asked
+// for signed modules never runs an unsigned one because a key file went
+// missing.
+type Policy struct {
+	Keys   Keys
+	Broken error
+}
+
+// NewPolicy reads the key files; no files is no requirement.
+func NewPolicy(paths []string) Policy {
+	if len(paths) == 0 {
+		return Policy{}
+	}
+	keys, err := LoadKeys(paths)
+	if err != nil {
+		return Policy{Broken: err}
+	}
+	return Policy{Keys: keys}
+}
+
+// Required reports whether modules need a signature.
+func (p Policy) Required() bool { return len(p.Keys) > 0 || p.Broken != nil }
+
+// ID names the policy: equal IDs, equal requirements.
+func (p Policy) ID() string {
+	if p.Broken != nil {
+		return "broken: " + p.Broken.Error()
+	}
+	ids := make([]string, len(p.Keys))
+	for i, k := range p.Keys {
+		ids[i] = k.ID
+	}
+	return strings.Join(ids, ",")
+}
+
+// VerifyBlob is Keys.VerifyBlob, failing closed when the keys are broken.
+func (p Policy) VerifyBlob(data, sig []byte) (Key, error) {
+	if p.Broken != nil {
+		return Key{}, fmt.Errorf("%w: the trusted keys cannot be read: %v", ErrUnsigned, p.Broken)
+	}
+	return p.Keys.VerifyBlob(data, sig)
+}
+
+// VerifyManifest is Keys.VerifyManifest, failing closed when the keys are
+// broken.
+func (p Policy) VerifyManifest(want godigest.Digest, sigs []Signature) (Key, error) {
+	if p.Broken != nil {
+		return Key{}, fmt.Errorf("%w: the trusted keys cannot be read: %v", ErrUnsigned, p.Broken)
+	}
+	return p.Keys.VerifyManifest(want, sigs)
+}
