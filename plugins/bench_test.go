@@ -140,7 +140,7 @@ func BenchmarkInstanceMemory(b *testing.B) {
 		insts := make([]*instance, 0, n)
 		var linear uint64
 		for j := 0; j < n; j++ {
-			inst, err := m.instantiate(ctx)
+			inst, err := m.instantiate(ctx, m.code)
 			if err != nil {
 				b.Fatal(err)
 			}

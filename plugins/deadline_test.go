@@ -10,6 +10,8 @@ import (
 
 	"github.com/pullwise/pullwise/internal/regtest"
 	"github.com/pullwise/pullwise/internal/wattest"
+	"github.com/pullwise/pullwise/plugins"
+	"github.com/pullwise/pullwise/policies"
 )
 
 // TestEveryCallHasADeadline: a module that loops in its start section, in
@@ -89,5 +91,60 @@ func TestDeepRecursionIsStoppedAndItsMemoryReturned(t *testing.T) {
 			t.Fatalf("resident memory %d MiB before the recursion, still %d MiB after", before>>20, after>>20)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestIdleModuleIsReleasedAndComesBack: a module no call used for
+// WithReleaseAfter gives back its compiled code and instances; its next
+// decision compiles it again from the cache and answers as before, and that
+// call runs under the same time limit (a module looping in its decision is
+// still stopped).
+func TestIdleModuleIsReleasedAndComesBack(t *testing.T) {
+	ctx := context.Background()
+	rt, _ := newRuntime(t, plugins.WithReleaseAfter(50*time.Millisecond))
+	wasm, err := policies.Module("always")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := rt.Load(ctx, "always", wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := m.Decide(ctx, input("web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReleased(t, m)
+	start := time.Now()
+	again, err := m.Decide(ctx, input("web"))
+	if err != nil || again.Action != first.Action || again.Reason != first.Reason {
+		t.Fatalf("after a release: %+v, %v; before: %+v", again, err, first)
+	}
+	t.Logf("the first decision after a release took %s", time.Since(start).Round(time.Millisecond))
+	if m.Released() {
+		t.Error("a module in use reads as released")
+	}
+
+	looping := strings.Replace(wattest.Module("", ""),
+		`(i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 61)))`,
+		`(loop $l (br $l)) (i64.const 0))`, 1)
+	h, err := rt.Load(ctx, "h", wattest.Build(t, looping, wattest.Metadata("h")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReleased(t, h)
+	if _, err := h.Decide(ctx, input("web")); err == nil || !strings.Contains(err.Error(), "exceeded the 100ms time limit") {
+		t.Fatalf("a looping decision after a release: %v", err)
+	}
+}
+
+func waitReleased(t *testing.T, m *plugins.Module) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !m.Released() {
+		if time.Now().After(deadline) {
+			t.Fatal("an idle module was never released")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,10 +28,18 @@ type Module struct {
 	Info Info
 
 	rt     *Runtime
-	code   wazero.CompiledModule
+	wasm   []byte // to compile again after a release
 	logger hclog.Logger
 	idle   chan *instance
 	closed atomic.Bool
+
+	// mu guards the compiled code, which an idle module gives back
+	// (releaseIfIdle) and its next call compiles again, and the calls
+	// under way that hold it.
+	mu      sync.Mutex
+	code    wazero.CompiledModule // nil while released
+	busy    int
+	lastUse time.Time
 }
 
 // FaultError is a module misbehaving: a trap, a time-out, memory past the
@@ -96,12 +105,24 @@ func (m *Module) Close(ctx context.Context) {
 	if m.closed.Swap(true) {
 		return
 	}
+	m.rt.forget(m)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.drop(ctx)
+}
+
+// drop closes the idle instances and gives the compiled code back. The
+// caller holds m.mu.
+func (m *Module) drop(ctx context.Context) {
 	for {
 		select {
 		case inst := <-m.idle:
 			inst.close(ctx)
 		default:
-			m.release(ctx)
+			if m.code != nil {
+				m.release(ctx)
+				m.code = nil
+			}
 			return
 		}
 	}
@@ -109,13 +130,64 @@ func (m *Module) Close(ctx context.Context) {
 
 func (m *Module) release(ctx context.Context) { m.rt.releaseCompiled(ctx, m.Info.SHA256) }
 
+// releaseIfIdle gives back the compiled code and the idle instances of a
+// module no call has used since before cutoff, and reports whether it did.
+// Its next call compiles it again (from the compilation cache: tens of
+// milliseconds) under the same limits.
+func (m *Module) releaseIfIdle(ctx context.Context, cutoff time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.code == nil || m.busy > 0 || m.lastUse.After(cutoff) || m.closed.Load() {
+		return false
+	}
+	m.drop(ctx)
+	m.logger.Debug("released while idle; the next decision compiles it again from the cache")
+	return true
+}
+
+// Released reports whether the module's compiled code has been given back
+// while idle.
+func (m *Module) Released() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.code == nil
+}
+
+// acquire returns the compiled code for one call, compiling it again when
+// it was released; done ends the call's hold on it.
+func (m *Module) acquire(ctx context.Context) (wazero.CompiledModule, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.code == nil {
+		code, err := m.rt.compile(ctx, m.Info.SHA256, m.wasm)
+		if err != nil {
+			return nil, fmt.Errorf("policy module %s: compiling again after a release: %w", m.Name, err)
+		}
+		m.code = code
+	}
+	m.busy++
+	return m.code, nil
+}
+
+func (m *Module) done() {
+	m.mu.Lock()
+	m.busy--
+	m.lastUse = time.Now()
+	m.mu.Unlock()
+}
+
 // exchange writes payload into a fresh buffer of the module, calls fn with
 // it and returns a copy of the answer. Any failure discards the instance.
 func (m *Module) exchange(ctx context.Context, op, fn string, payload []byte) ([]byte, error) {
 	if m.closed.Load() {
 		return nil, fmt.Errorf("policy module %s: closed (replaced or removed)", m.Name)
 	}
-	inst, err := m.get(ctx)
+	code, err := m.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer m.done()
+	inst, err := m.get(ctx, code)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +207,7 @@ func (m *Module) exchange(ctx context.Context, op, fn string, payload []byte) ([
 	return out, nil
 }
 
-func (m *Module) get(ctx context.Context) (*instance, error) {
+func (m *Module) get(ctx context.Context, code wazero.CompiledModule) (*instance, error) {
 	if !m.rt.cfg.fresh {
 		select {
 		case inst := <-m.idle:
@@ -143,7 +215,7 @@ func (m *Module) get(ctx context.Context) (*instance, error) {
 		default:
 		}
 	}
-	return m.instantiate(ctx)
+	return m.instantiate(ctx, code)
 }
 
 func (m *Module) put(ctx context.Context, inst *instance) {
@@ -166,7 +238,7 @@ func (m *Module) put(ctx context.Context, inst *instance) {
 // environment or arguments; wazero's clocks and randomness are its fake,
 // deterministic ones (a policy's time is Input.Now); stdout and stderr go to
 // the module's logger, bounded per call.
-func (m *Module) instantiate(ctx context.Context) (*instance, error) {
+func (m *Module) instantiate(ctx context.Context, code wazero.CompiledModule) (*instance, error) {
 	out := newOutput(m.logger, m.rt.cfg.outputLimit)
 	cfg := wazero.NewModuleConfig().
 		WithName(""). // anonymous: many instances of one module may coexist
@@ -177,7 +249,7 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 	// limit as _initialize, so a module that loops there is stopped too.
 	sctx, cancel := context.WithTimeout(withLinearMemory(ctx), m.rt.cfg.initTimeout)
 	defer cancel()
-	mod, err := m.rt.wr.InstantiateModule(context.WithValue(sctx, outputKey{}, out), m.code, cfg)
+	mod, err := m.rt.wr.InstantiateModule(context.WithValue(sctx, outputKey{}, out), code, cfg)
 	if err != nil {
 		return nil, m.fault("instantiate (start section)", err, &instance{out: out}, m.rt.cfg.initTimeout)
 	}

@@ -59,6 +59,9 @@ type Runtime struct {
 	mu       sync.Mutex
 	compiled map[string]*compiledEntry // by module sha256
 	returned time.Time                 // when memory was last handed back to the kernel
+	modules  map[*Module]struct{}      // loaded and not closed: what the idle sweep looks at
+	stop     chan struct{}             // closed by Close: ends the sweep
+	stopOnce sync.Once
 }
 
 type compiledEntry struct {
@@ -75,6 +78,7 @@ type config struct {
 	idleInstances int
 	maxModuleSize int64
 	fresh         bool
+	releaseAfter  time.Duration
 	logger        hclog.Logger
 }
 
@@ -118,6 +122,14 @@ func WithFreshInstances() Option { return func(c *config) { c.fresh = true } }
 // WithLogger sets the logger; module output goes to its sub-logger named
 // after the module.
 func WithLogger(l hclog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithReleaseAfter gives back the compiled code and instances of a module
+// no call has used for d (0, the default: never). An agent makes a few
+// decisions an hour; a compiled module and its warm instance hold most of
+// its memory, and compiling again from the cache (WithCacheDir) takes tens
+// of milliseconds. Every call, after a release too, runs under the same
+// time and memory limits.
+func WithReleaseAfter(d time.Duration) Option { return func(c *config) { c.releaseAfter = d } }
 
 // NewRuntime creates a Runtime.
 func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
@@ -163,7 +175,8 @@ func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
 		// Stops a running decision when its context ends: the time limit.
 		WithCloseOnContextDone(true)
 	wr := wazero.NewRuntimeWithConfig(ctx, rc)
-	rt := &Runtime{cfg: cfg, wr: wr, cache: cache, logger: cfg.logger, compiled: map[string]*compiledEntry{}}
+	rt := &Runtime{cfg: cfg, wr: wr, cache: cache, logger: cfg.logger, compiled: map[string]*compiledEntry{},
+		modules: map[*Module]struct{}{}, stop: make(chan struct{})}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, wr); err != nil {
 		wr.Close(ctx)
 		return nil, fmt.Errorf("instantiating WASI: %w", err)
@@ -176,6 +189,9 @@ func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
 	if err != nil {
 		wr.Close(ctx)
 		return nil, fmt.Errorf("instantiating the pullwise host module: %w", err)
+	}
+	if cfg.releaseAfter > 0 {
+		go rt.sweep(context.WithoutCancel(ctx), cfg.releaseAfter)
 	}
 	return rt, nil
 }
@@ -201,6 +217,7 @@ func (rt *Runtime) MaxModuleSize() int64 { return rt.cfg.maxModuleSize }
 
 // Close releases every module and the runtime. The on-disk cache stays.
 func (rt *Runtime) Close(ctx context.Context) error {
+	rt.stopOnce.Do(func() { close(rt.stop) })
 	err := rt.wr.Close(ctx)
 	return errors.Join(err, rt.cache.Close(ctx))
 }
@@ -271,18 +288,20 @@ func (rt *Runtime) Load(ctx context.Context, name string, wasm []byte) (*Module,
 		return nil, fmt.Errorf("module %s: %w", name, err)
 	}
 	m := &Module{
-		Name:   name,
-		Info:   info,
-		rt:     rt,
-		code:   compiled,
-		logger: rt.logger.Named(name),
-		idle:   make(chan *instance, max(rt.cfg.idleInstances, 0)),
+		Name:    name,
+		Info:    info,
+		rt:      rt,
+		wasm:    wasm,
+		code:    compiled,
+		lastUse: time.Now(),
+		logger:  rt.logger.Named(name),
+		idle:    make(chan *instance, max(rt.cfg.idleInstances, 0)),
 	}
 	if err := checkExports(compiled); err != nil {
 		m.release(ctx)
 		return nil, fmt.Errorf("module %s: %w", name, err)
 	}
-	inst, err := m.instantiate(ctx)
+	inst, err := m.instantiate(ctx, compiled)
 	if err != nil {
 		m.release(ctx)
 		return nil, err
@@ -301,7 +320,45 @@ func (rt *Runtime) Load(ctx context.Context, name string, wasm []byte) (*Module,
 		return nil, fmt.Errorf("module %s: pullwise_abi_version returned %d; this host speaks ABI version %d", name, v, sdk.ABIVersion)
 	}
 	m.put(ctx, inst)
+	rt.mu.Lock()
+	rt.modules[m] = struct{}{}
+	rt.mu.Unlock()
 	return m, nil
+}
+
+// forget drops a closed module from the idle sweep.
+func (rt *Runtime) forget(m *Module) {
+	rt.mu.Lock()
+	delete(rt.modules, m)
+	rt.mu.Unlock()
+}
+
+// sweep releases, every half of WithReleaseAfter, the modules no call used
+// for that long, and hands the memory back to the kernel when it did.
+func (rt *Runtime) sweep(ctx context.Context, after time.Duration) {
+	t := time.NewTicker(max(after/2, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-rt.stop:
+			return
+		case <-t.C:
+		}
+		rt.mu.Lock()
+		mods := make([]*Module, 0, len(rt.modules))
+		for m := range rt.modules {
+			mods = append(mods, m)
+		}
+		rt.mu.Unlock()
+		released := false
+		cutoff := time.Now().Add(-after)
+		for _, m := range mods {
+			released = m.releaseIfIdle(ctx, cutoff) || released
+		}
+		if released {
+			debug.FreeOSMemory()
+		}
+	}
 }
 
 func (rt *Runtime) compile(ctx context.Context, sum string, wasm []byte) (wazero.CompiledModule, error) {

@@ -52,6 +52,7 @@ store under DIR, and containerd at its usual socket.`,
 	cmd.Flags().StringVar(&o.Namespace, "namespace", agent.DefaultNamespace, "containerd namespace for the apps")
 	cmd.Flags().DurationVar(&o.GracePeriod, "grace-period", 10*time.Second, "an app that exits this soon after an image change is rolled back (if its policy says so)")
 	cmd.Flags().DurationVar(&o.LogCheck, "log-check-interval", 30*time.Second, "how often app log sizes are checked against device.logs")
+	cmd.Flags().DurationVar(&o.ReleaseModulesAfter, "release-modules-after", time.Minute, "release a policy module no decision used for this long (its compiled code and warm instance: most of an idle agent's memory); its next decision compiles it again from the module cache in tens of milliseconds; 0 keeps every module loaded")
 	cmd.Flags().DurationVar(&o.LinkCheck, "link-check-interval", 5*time.Second, "how often the uplink is looked at for changes: a download whose policy no longer accepts the link is paused, and apps waiting for a next check are asked again")
 	cmd.Flags().Int64Var(&o.MaxModuleSize, "max-module-size", plugins.DefaultMaxModuleSize, "largest policy module file accepted, in bytes")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")

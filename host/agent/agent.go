@@ -74,6 +74,10 @@ type Options struct {
 	// download whose policy no longer accepts the link is paused). Default
 	// app.DefaultLinkCheck.
 	LinkCheck time.Duration
+	// ReleaseModulesAfter releases a policy module no decision used for
+	// that long (its compiled code and warm instance); its next decision
+	// compiles it again from the module cache. 0: never.
+	ReleaseModulesAfter time.Duration
 }
 
 // Status is what the status file and GET /v1/status hold.
@@ -201,7 +205,8 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	// One idle instance per module: an agent makes a few decisions an hour,
 	// and each warm instance holds a few MiB.
 	if a.rt, err = plugins.NewRuntime(ctx, plugins.WithCacheDir(filepath.Join(o.StateDir, "module-cache")),
-		plugins.WithLogger(a.log.Named("policy")), plugins.WithIdleInstances(1), plugins.WithMaxModuleSize(o.MaxModuleSize)); err != nil {
+		plugins.WithLogger(a.log.Named("policy")), plugins.WithIdleInstances(1), plugins.WithMaxModuleSize(o.MaxModuleSize),
+		plugins.WithReleaseAfter(o.ReleaseModulesAfter)); err != nil {
 		return nil, err
 	}
 	policyDir := first.Device.PolicyDir

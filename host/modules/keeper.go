@@ -55,9 +55,10 @@ type Keeper struct {
 	reg     Registry
 	maxSize int64
 	log     hclog.Logger
-	// changed is called when a module arrived, or when a failed fetch may
-	// be tried again: the agent then applies its configuration again, and
-	// the apps waiting for the module ask for it (Get) once more.
+	// changed is called when a fetch ended (the module arrived, or the
+	// reason it did not is news) and when a failed fetch may be tried
+	// again: the agent then applies its configuration again, and the apps
+	// waiting for the module ask for it (Get) once more.
 	changed func()
 
 	mu      sync.Mutex
@@ -224,10 +225,10 @@ func (k *Keeper) start(ref string, r Ref) {
 		k.mu.Unlock()
 		if err != nil {
 			k.log.Error("fetching a policy module", "ref", ref, "error", err)
-			return
+		} else {
+			k.log.Info("policy module fetched", "ref", ref)
 		}
-		k.log.Info("policy module fetched", "ref", ref)
-		k.changed()
+		k.changed() // the module arrived, or the reason it did not is news
 	}()
 }
 
