@@ -92,7 +92,7 @@ bench:
 	mkdir -p bench-results
 	$(GO) test -run '^$$' -bench 'DecideWarm' -benchtime 3000x -count $(COUNT) ./plugins/ | tee bench-results/decide.txt
 	$(GO) test -run '^$$' -bench 'DecideFresh' -benchtime 200x -count $(COUNT) ./plugins/ | tee -a bench-results/decide.txt
-	$(GO) test -run '^$$' -bench 'Load|InstanceMemory' -benchtime 3x -count $(COUNT) ./plugins/ | tee bench-results/load.txt
+	$(GO) test -run '^$$' -bench 'Load|ReloadAfterRelease|InstanceMemory' -benchtime 3x -count $(COUNT) ./plugins/ | tee bench-results/load.txt
 	$(GO) test -run '^$$' -bench 'NoChangeCheck' -benchtime 3x -count 1 ./host/pull/ | tee bench-results/check.txt
 	$(GO) test -run '^$$' -bench 'PullVsCtr' -benchtime 5x -count 1 ./host/pull/ | tee bench-results/pull.txt
 	$(GO) test -run '^$$' -bench 'PullRateCap' -benchtime 3x -count 1 ./host/pull/ | tee bench-results/ratecap.txt

@@ -125,6 +125,25 @@ func BenchmarkLoadFromCache(b *testing.B) {
 	}
 }
 
+// BenchmarkReloadAfterRelease is the first decision of a module that was
+// released while idle (WithReleaseAfter): compiling again from the cache,
+// a new instance, the decision.
+func BenchmarkReloadAfterRelease(b *testing.B) {
+	ctx := context.Background()
+	m := benchModule(b)
+	in := benchInput()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		if !m.releaseIfIdle(ctx, time.Now().Add(time.Hour)) {
+			b.Fatal("the module was not released")
+		}
+		b.StartTimer()
+		if _, err := m.Decide(ctx, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkInstanceMemory reports what one more warm instance costs: the
 // module's linear memory in use, the Go heap it adds (wazero's structures) and
 // the process's resident memory it adds (Linux only; 0 elsewhere).
