@@ -64,12 +64,11 @@ type attempt struct {
 }
 
 // VerifyFunc checks a module file's signature before the module loads:
-// path is the module file, wasm its contents. A module it refuses never
-// runs, and the previous version of that module stays active.
+// path is the module file, wasm its contents; the signature is in a file
+// beside it (NAME.wasm.*), and a change to any of those tries it again. A
+// module it refuses never runs, and the previous version of that module
+// stays active.
 type VerifyFunc func(path string, wasm []byte) error
-
-// SigSuffix is the signature file's suffix: NAME.wasm.sig beside NAME.wasm.
-const SigSuffix = ".sig"
 
 // SetVerify sets the signature check (nil: none) and syncs when it changed;
 // id names it (its keys), so an unchanged check costs nothing.
@@ -85,7 +84,8 @@ func (d *Dir) SetVerify(ctx context.Context, verify VerifyFunc, id string) (Sync
 }
 
 // verifiedKey is what an attempt's verification depended on: the
-// verifier's id and the signature file's size and time.
+// verifier's id and the sizes and times of the files beside the module
+// (NAME.wasm.*: its signatures).
 func (d *Dir) verifiedKey(path string) (VerifyFunc, string) {
 	d.mu.RLock()
 	verify, id := d.verify, d.verifyID
@@ -93,11 +93,14 @@ func (d *Dir) verifiedKey(path string) (VerifyFunc, string) {
 	if verify == nil {
 		return nil, ""
 	}
-	fi, err := os.Stat(path + SigSuffix)
-	if err != nil {
-		return verify, id + "\x00none"
+	key := id
+	beside, _ := filepath.Glob(path + ".*") // NAME.wasm.sig, NAME.wasm.sigstore.json...; names are globsafe
+	for _, f := range beside {
+		if fi, err := os.Stat(f); err == nil {
+			key = fmt.Sprint(key, "\x00", filepath.Base(f), fi.Size(), fi.ModTime().UnixNano())
+		}
 	}
-	return verify, fmt.Sprint(id, "\x00", fi.Size(), fi.ModTime().UnixNano())
+	return verify, key
 }
 
 // DirOption configures a Dir.
@@ -450,7 +453,8 @@ func (d *Dir) Watch(ctx context.Context, settle time.Duration, onSync func(SyncR
 			if !ok {
 				return errors.New("policy module watcher closed")
 			}
-			if strings.HasSuffix(ev.Name, ".wasm") || strings.HasSuffix(ev.Name, ".wasm"+SigSuffix) {
+			// NAME.wasm and the files beside it (signatures).
+			if strings.Contains(filepath.Base(ev.Name), ".wasm") {
 				timer.Reset(settle)
 			}
 		case err, ok := <-w.Errors:

@@ -221,4 +221,14 @@ func TestSignedPolicyModules(t *testing.T) {
 		t.Errorf("policy verify: %v\n%s", err, out)
 	}
 	e.waitModule("vendor")
+	// A Sigstore bundle beside the module (cosign 3's sign-blob) does too.
+	bundled := filepath.Join(drops, "bundled.wasm")
+	os.WriteFile(bundled, wasm, 0o600)
+	if out, err := e.cli("policy", "sign", bundled, "--key", vendorKey, "--bundle"); err != nil || !strings.Contains(out, "bundled.wasm.sigstore.json") {
+		t.Fatalf("policy sign --bundle: %v\n%s", err, out)
+	}
+	e.waitModule("bundled")
+	if out, err := e.cli("policy", "verify", bundled, "--key", vendorPub); err != nil || !strings.Contains(out, "signed by key") {
+		t.Errorf("policy verify of a bundle: %v\n%s", err, out)
+	}
 }

@@ -170,22 +170,26 @@ func byDigest(ref string, d godigest.Digest) (string, error) {
 func newPolicySignCmd() *cobra.Command {
 	var f registryFlags
 	var key string
+	var bundle bool
 	cmd := &cobra.Command{
 		Use:   "sign FILE|REF --key PRIVATE.pem",
 		Short: "Sign a module file or a module in a registry, in cosign's formats",
 		Long: `Sign a module so that devices with device.policyTrust run it.
 
 A FILE (a drop-in module) gets FILE.sig beside it: the base64 signature over
-the file, as "cosign sign-blob --output-signature" writes it. A REF (a module
+the file, as "cosign sign-blob --output-signature" writes it; with --bundle,
+FILE.sigstore.json, the Sigstore bundle "cosign sign-blob --bundle" writes. A REF (a module
 in a registry, by digest) gets cosign's classic signature pushed beside it:
 the manifest tagged sha256-HEX.sig with a simple-signing payload naming the
-digest, as "cosign sign --key" writes it. Devices need only the public key
+digest, as "cosign sign --key" writes it (cosign 3 and later with
+--new-bundle-format=false --use-signing-config=false). Devices need only the public key
 (--key of "pullwise policy verify", device.policyTrust.keys).
 
 The key is an unencrypted PEM private key (ECDSA, RSA or Ed25519; "openssl
 genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256"). A cosign key file is
 encrypted: sign with cosign itself, pullwise verifies what it writes.`,
 		Example: `  pullwise policy sign night-window.wasm --key vendor.key
+  pullwise policy sign night-window.wasm --key vendor.key --bundle
   pullwise policy sign registry.example/policies/night-window@sha256:... --key vendor.key`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -195,14 +199,22 @@ encrypted: sign with cosign itself, pullwise verifies what it writes.`,
 			}
 			target := args[0]
 			if b, err := os.ReadFile(target); err == nil {
-				sig, err := s.Sign(b)
+				out, body := target+trust.SigSuffix, []byte(nil)
+				if bundle {
+					out = target + trust.BundleSuffix
+					body, err = s.Bundle(b)
+				} else {
+					var sig string
+					sig, err = s.Sign(b)
+					body = []byte(sig + "\n")
+				}
 				if err != nil {
 					return err
 				}
-				if err := os.WriteFile(target+plugins.SigSuffix, []byte(sig+"\n"), 0o644); err != nil {
+				if err := os.WriteFile(out, body, 0o644); err != nil {
 					return err
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), "wrote", target+plugins.SigSuffix)
+				fmt.Fprintln(cmd.OutOrStdout(), "wrote", out)
 				return nil
 			}
 			r, err := modules.ParseRef(target)
@@ -228,6 +240,7 @@ encrypted: sign with cosign itself, pullwise verifies what it writes.`,
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&key, "key", "", "PEM private key file (required)")
+	cmd.Flags().BoolVar(&bundle, "bundle", false, "for a FILE: write a Sigstore bundle, FILE.sigstore.json (cosign 3's format), instead of FILE.sig")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
 }
@@ -280,8 +293,9 @@ func newPolicyVerifyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify FILE|REF --key PUBLIC.pem",
 		Short: "Check a module's signature as a device with those trusted keys would",
-		Long: `Check that a module file (its FILE.sig) or a module in a registry (by digest;
-its sha256-HEX.sig signature) is signed by one of the keys. Exits 0 and names
+		Long: `Check that a module file (its FILE.sig, or its Sigstore bundle
+FILE.sigstore.json) or a module in a registry (by digest; its sha256-HEX.sig
+signature) is signed by one of the keys. Exits 0 and names
 the key when it is, 1 with the reason when it is not. Offline for a file.`,
 		Example: `  pullwise policy verify night-window.wasm --key vendor.pub
   pullwise policy verify registry.example/policies/night-window@sha256:... --key vendor.pub`,
@@ -294,12 +308,8 @@ the key when it is, 1 with the reason when it is not. Offline for a file.`,
 				if err != nil {
 					return err
 				}
-				sig, err := os.ReadFile(target + plugins.SigSuffix)
-				if err != nil {
-					return fmt.Errorf("%w: %s has no signature file: %v", trust.ErrUnsigned, target, err)
-				}
-				if k, err = ks.VerifyBlob(b, sig); err != nil {
-					return fmt.Errorf("%s: %w", target, err)
+				if k, err = (trust.Policy{Keys: ks}).VerifyFile(target, b); err != nil {
+					return err
 				}
 			} else {
 				if !strings.ContainsAny(target, "@:") {

@@ -427,14 +427,8 @@ func verifiers(d config.Device) (trust.Policy, plugins.VerifyFunc, string) {
 		return p, nil, ""
 	}
 	return p, func(path string, wasm []byte) error {
-		sig, err := os.ReadFile(path + plugins.SigSuffix)
-		if err != nil {
-			return fmt.Errorf("%w: %s has no signature file %s", trust.ErrUnsigned, path, path+plugins.SigSuffix)
-		}
-		if _, err := p.VerifyBlob(wasm, sig); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		return nil
+		_, err := p.VerifyFile(path, wasm)
+		return err
 	}, p.ID()
 }
 

@@ -2,9 +2,11 @@
 // formats, with keys the device's configuration lists, offline: no network,
 // no transparency log, nothing but the keys and the signed bytes.
 //
-// Two forms are checked. A drop-in module file carries NAME.wasm.sig, the
+// Three forms are checked. A drop-in module file carries NAME.wasm.sig, the
 // base64 signature over the file's bytes that `cosign sign-blob --key K
-// --output-signature NAME.wasm.sig NAME.wasm` writes. A module in a registry
+// --output-signature NAME.wasm.sig NAME.wasm` writes, or
+// NAME.wasm.sigstore.json, the Sigstore bundle that `cosign sign-blob --key
+// K --bundle NAME.wasm.sigstore.json NAME.wasm` writes. A module in a registry
 // carries cosign's classic image signature: the manifest tagged
 // "sha256-HEX.sig" in the module's repository, whose layers are simple-
 // signing payloads naming the module's manifest digest, each with its
@@ -13,6 +15,7 @@
 package trust
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -27,9 +30,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	godigest "github.com/opencontainers/go-digest"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // Media types and annotations of cosign's classic signatures.
@@ -119,12 +126,16 @@ func (ks Keys) VerifyBlob(data, sig []byte) (Key, error) {
 
 // verifyBlob is VerifyBlob with the reason alone.
 func (ks Keys) verifyBlob(data, sig []byte) (Key, error) {
-	if len(ks) == 0 {
-		return Key{}, errors.New("no keys are trusted")
-	}
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(sig)))
 	if err != nil {
 		return Key{}, fmt.Errorf("the signature is not base64: %v", err)
+	}
+	return ks.verifyRaw(data, raw)
+}
+
+func (ks Keys) verifyRaw(data, raw []byte) (Key, error) {
+	if len(ks) == 0 {
+		return Key{}, errors.New("no keys are trusted")
 	}
 	for _, k := range ks {
 		if verify(k.pub, data, raw) {
@@ -147,6 +158,38 @@ func verify(pub crypto.PublicKey, data, sig []byte) bool {
 		return ed25519.Verify(k, data, sig)
 	}
 	return false
+}
+
+// BundleMediaType is the prefix of a Sigstore bundle's media type.
+const BundleMediaType = "application/vnd.dev.sigstore.bundle"
+
+// VerifyBundle checks a Sigstore bundle over data, as `cosign sign-blob
+// --key K --bundle FILE` writes it (cosign 3's default format): its message
+// digest is data's SHA-256 and its signature is by one of the keys. Only
+// the key and the signature are looked at: transparency-log entries and
+// timestamps in the bundle are not needed offline and are not checked, and
+// a keyless bundle (a Fulcio certificate) matches no configured key.
+func (ks Keys) VerifyBundle(data, bundle []byte) (Key, error) {
+	var b protobundle.Bundle
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(bundle, &b); err != nil {
+		return Key{}, fmt.Errorf("%w: not a Sigstore bundle: %v", ErrUnsigned, err)
+	}
+	if !strings.HasPrefix(b.GetMediaType(), BundleMediaType) {
+		return Key{}, fmt.Errorf("%w: the bundle's media type is %q, not a Sigstore bundle's", ErrUnsigned, b.GetMediaType())
+	}
+	ms := b.GetMessageSignature()
+	if ms == nil {
+		return Key{}, fmt.Errorf("%w: the bundle has no message signature (a DSSE attestation does not sign the module itself)", ErrUnsigned)
+	}
+	sum := sha256.Sum256(data)
+	if md := ms.GetMessageDigest(); md != nil && (md.GetAlgorithm() != protocommon.HashAlgorithm_SHA2_256 || !bytes.Equal(md.GetDigest(), sum[:])) {
+		return Key{}, fmt.Errorf("%w: the bundle signs another file (its digest is not this module's sha256)", ErrUnsigned)
+	}
+	k, err := ks.verifyRaw(data, ms.GetSignature())
+	if err != nil {
+		return Key{}, fmt.Errorf("%w: %v", ErrUnsigned, err)
+	}
+	return k, nil
 }
 
 // Signature is one classic cosign signature: a simple-signing payload and
@@ -285,6 +328,33 @@ func (s *Signer) Sign(data []byte) (string, error) {
 	return base64.StdEncoding.EncodeToString(sig), nil
 }
 
+// Bundle returns the Sigstore bundle of a signature over data (a message
+// signature with its SHA-256, the key named only by a hint), as `cosign
+// sign-blob --key K --bundle FILE --tlog-upload=false` writes it.
+func (s *Signer) Bundle(data []byte) ([]byte, error) {
+	sig, err := s.Sign(data)
+	if err != nil {
+		return nil, err
+	}
+	raw, _ := base64.StdEncoding.DecodeString(sig) // Sign's own encoding
+	pub, err := x509.MarshalPKIXPublicKey(s.key.Public())
+	if err != nil {
+		return nil, err
+	}
+	hint := sha256.Sum256(pub)
+	sum := sha256.Sum256(data)
+	return protojson.Marshal(&protobundle.Bundle{
+		MediaType: BundleMediaType + ".v0.3+json",
+		VerificationMaterial: &protobundle.VerificationMaterial{
+			Content: &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{Hint: base64.StdEncoding.EncodeToString(hint[:])}},
+		},
+		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
+			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
+			Signature:     raw,
+		}},
+	})
+}
+
 // Public is the signer's public key in PEM, for the devices' key files.
 func (s *Signer) Public() ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(s.key.Public())
@@ -339,6 +409,15 @@ func (p Policy) VerifyBlob(data, sig []byte) (Key, error) {
 	return p.Keys.VerifyBlob(data, sig)
 }
 
+// VerifyBundle is Keys.VerifyBundle, failing closed when the keys are
+// broken.
+func (p Policy) VerifyBundle(data, bundle []byte) (Key, error) {
+	if p.Broken != nil {
+		return Key{}, fmt.Errorf("%w: the trusted keys cannot be read: %v", ErrUnsigned, p.Broken)
+	}
+	return p.Keys.VerifyBundle(data, bundle)
+}
+
 // VerifyManifest is Keys.VerifyManifest, failing closed when the keys are
 // broken.
 func (p Policy) VerifyManifest(want godigest.Digest, sigs []Signature) (Key, error) {
@@ -346,4 +425,30 @@ func (p Policy) VerifyManifest(want godigest.Digest, sigs []Signature) (Key, err
 		return Key{}, fmt.Errorf("%w: the trusted keys cannot be read: %v", ErrUnsigned, p.Broken)
 	}
 	return p.Keys.VerifyManifest(want, sigs)
+}
+
+// The signature files beside a drop-in module NAME.wasm.
+const (
+	// SigSuffix: NAME.wasm.sig, a detached base64 signature.
+	SigSuffix = ".sig"
+	// BundleSuffix: NAME.wasm.sigstore.json, a Sigstore bundle.
+	BundleSuffix = ".sigstore.json"
+)
+
+// VerifyFile checks the signature of the module file at path (its contents
+// data): NAME.wasm.sig if it exists, else NAME.wasm.sigstore.json.
+func (p Policy) VerifyFile(path string, data []byte) (Key, error) {
+	var k Key
+	sig, err := os.ReadFile(path + SigSuffix)
+	if err == nil {
+		k, err = p.VerifyBlob(data, sig)
+	} else if bundle, berr := os.ReadFile(path + BundleSuffix); berr == nil {
+		k, err = p.VerifyBundle(data, bundle)
+	} else {
+		return k, fmt.Errorf("%w: %s has no signature file (%s or %s)", ErrUnsigned, path, filepath.Base(path)+SigSuffix, filepath.Base(path)+BundleSuffix)
+	}
+	if err != nil {
+		return k, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
 }

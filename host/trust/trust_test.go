@@ -6,7 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"os"
@@ -15,6 +17,11 @@ import (
 	"testing"
 
 	godigest "github.com/opencontainers/go-digest"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
+	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // newKey writes a fresh private key (PKCS #8) and its public key to dir and
@@ -172,5 +179,89 @@ func TestKeyFiles(t *testing.T) {
 	}
 	if got := SignatureTag(godigest.Digest("sha256:abcd")); got != "sha256-abcd.sig" {
 		t.Errorf("SignatureTag: %s", got)
+	}
+}
+
+// bundleFor writes the Sigstore bundle `cosign sign-blob --key K --bundle`
+// writes for data: a message signature with its SHA-256 digest, the key
+// named by a hint, and (as cosign adds when it uploads to Rekor) a
+// transparency-log entry, which offline verification does not need.
+func bundleFor(t *testing.T, priv string, data []byte) []byte {
+	t.Helper()
+	sig := sign(t, priv, data)
+	raw, _ := base64.StdEncoding.DecodeString(sig)
+	sum := sha256.Sum256(data)
+	b := &protobundle.Bundle{
+		MediaType: "application/vnd.dev.sigstore.bundle.v0.3+json",
+		VerificationMaterial: &protobundle.VerificationMaterial{
+			Content: &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{Hint: "vendor"}},
+			TlogEntries: []*protorekor.TransparencyLogEntry{{LogIndex: 42, IntegratedTime: 1764547200,
+				KindVersion: &protorekor.KindVersion{Kind: "hashedrekord", Version: "0.0.1"}}},
+		},
+		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
+			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
+			Signature:     raw,
+		}},
+	}
+	out, err := protojson.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestBundles: a Sigstore bundle over the module by a trusted key verifies
+// offline; one over other bytes, by another key, or that is no message
+// signature does not.
+func TestBundles(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub := newKey(t, dir, "vendor", "ecdsa")
+	otherPriv, _ := newKey(t, dir, "other", "ecdsa")
+	keys, err := LoadKeys([]string{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	module := []byte("\x00asm\x01\x00\x00\x00 a module")
+	if k, err := keys.VerifyBundle(module, bundleFor(t, priv, module)); err != nil || k.Path != pub {
+		t.Fatalf("a good bundle: %+v, %v", k, err)
+	}
+	dsse, _ := protojson.Marshal(&protobundle.Bundle{MediaType: "application/vnd.dev.sigstore.bundle.v0.3+json",
+		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{PayloadType: "application/vnd.in-toto+json"}}})
+	for name, c := range map[string]struct {
+		data, bundle []byte
+		want         string
+	}{
+		"another file's bundle": {module, bundleFor(t, priv, []byte("another module")), "signs another file"},
+		"another key":           {module, bundleFor(t, otherPriv, module), "matches none"},
+		"a DSSE attestation":    {module, dsse, "no message signature"},
+		"not a bundle":          {module, []byte(`{"mediaType":"application/json"}`), "not a Sigstore bundle"},
+		"not JSON":              {module, []byte("MEUCIQ=="), "not a Sigstore bundle"},
+	} {
+		if _, err := keys.VerifyBundle(c.data, c.bundle); !errors.Is(err, ErrUnsigned) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want ErrUnsigned, %q", name, err, c.want)
+		}
+	}
+	// What `pullwise policy sign --bundle` writes verifies too.
+	s, _ := LoadSigner(priv)
+	ours, err := s.Bundle(module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.VerifyBundle(module, ours); err != nil {
+		t.Errorf("Signer.Bundle: %v", err)
+	}
+	// Beside a module file: .sig first, else the bundle; neither is unsigned.
+	file := filepath.Join(dir, "night.wasm")
+	os.WriteFile(file, module, 0o644)
+	p := Policy{Keys: keys}
+	if _, err := p.VerifyFile(file, module); !errors.Is(err, ErrUnsigned) || !strings.Contains(err.Error(), "night.wasm.sigstore.json") {
+		t.Errorf("no signature file: %v", err)
+	}
+	os.WriteFile(file+BundleSuffix, bundleFor(t, priv, module), 0o644)
+	if _, err := p.VerifyFile(file, module); err != nil {
+		t.Errorf("a bundle beside the module: %v", err)
+	}
+	if _, err := (Policy{Broken: errors.New("vendor.pub: no such file")}).VerifyFile(file, module); !errors.Is(err, ErrUnsigned) || !strings.Contains(err.Error(), "cannot be read") {
+		t.Errorf("broken keys must trust nothing: %v", err)
 	}
 }
