@@ -66,7 +66,11 @@ type Runtime struct {
 
 type compiledEntry struct {
 	mod  wazero.CompiledModule
+	err  error
 	refs int
+	// ready is closed when mod (or err) is set: callers asking while the
+	// first compiles wait for it.
+	ready chan struct{}
 }
 
 type config struct {
@@ -361,19 +365,34 @@ func (rt *Runtime) sweep(ctx context.Context, after time.Duration) {
 	}
 }
 
+// compile returns the compiled module of sum, compiling it once however
+// many callers ask at once. The compilation runs outside rt.mu: a cold
+// compile (a second or more) of one module never holds up another module's
+// load, decision or release.
 func (rt *Runtime) compile(ctx context.Context, sum string, wasm []byte) (wazero.CompiledModule, error) {
 	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if e, ok := rt.compiled[sum]; ok {
+	e, ok := rt.compiled[sum]
+	if ok {
 		e.refs++
+		rt.mu.Unlock()
+		<-e.ready
+		if e.err != nil {
+			return nil, e.err
+		}
 		return e.mod, nil
 	}
-	mod, err := rt.wr.CompileModule(ctx, wasm)
-	if err != nil {
-		return nil, fmt.Errorf("compiling: %w", err)
+	e = &compiledEntry{refs: 1, ready: make(chan struct{})}
+	rt.compiled[sum] = e
+	rt.mu.Unlock()
+	e.mod, e.err = rt.wr.CompileModule(ctx, wasm)
+	if e.err != nil {
+		e.err = fmt.Errorf("compiling: %w", e.err)
+		rt.mu.Lock()
+		delete(rt.compiled, sum) // the next caller tries again
+		rt.mu.Unlock()
 	}
-	rt.compiled[sum] = &compiledEntry{mod: mod, refs: 1}
-	return mod, nil
+	close(e.ready)
+	return e.mod, e.err
 }
 
 func (rt *Runtime) releaseCompiled(ctx context.Context, sum string) {

@@ -78,6 +78,20 @@ func readModule(module string) (name string, wasm []byte, err error) {
 	return module, b, nil
 }
 
+// inspectModule reads MODULE (see readModule) and its metadata, running
+// nothing.
+func inspectModule(module string) ([]byte, plugins.Info, error) {
+	_, wasm, err := readModule(module)
+	if err != nil {
+		return nil, plugins.Info{}, err
+	}
+	info, err := plugins.Inspect(wasm)
+	if err != nil {
+		return nil, plugins.Info{}, fmt.Errorf("module %s: %w", module, err)
+	}
+	return wasm, info, nil
+}
+
 func newPolicyCmd(state *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
@@ -272,13 +286,9 @@ func newPolicyInspectCmd() *cobra.Command {
 		Args:              usageArgs(cobra.ExactArgs(1)),
 		ValidArgsFunction: completeModules,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, wasm, err := readModule(args[0])
+			_, info, err := inspectModule(args[0])
 			if err != nil {
 				return err
-			}
-			info, err := plugins.Inspect(wasm)
-			if err != nil {
-				return fmt.Errorf("module %s: %w", args[0], err)
 			}
 			if err := output.check(); err != nil {
 				return err

@@ -34,12 +34,13 @@ func (f *registryFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up after this long, retries included")
 }
 
-func (f *registryFlags) client(ref string) (*registry.Client, error) {
+// client is a registry client for ref's registry, as the flags say.
+func (f *registryFlags) client(ref string, opts ...registry.Option) (*registry.Client, error) {
 	n, err := reference.ParseDockerRef(ref)
 	if err != nil {
-		return nil, fmt.Errorf("invalid reference %q: %w", ref, err)
+		return nil, fmt.Errorf("invalid image reference %q: %w", ref, err)
 	}
-	opts := []registry.Option{registry.WithHostsDir(f.hostsDir), registry.WithTimeout(f.timeout)}
+	opts = append(opts, registry.WithHostsDir(f.hostsDir), registry.WithTimeout(f.timeout))
 	if f.insecure {
 		opts = append(opts, registry.WithInsecure(reference.Domain(n)))
 	}
@@ -61,13 +62,9 @@ sdk/ABI.md. The same module always gives the same digest.`,
   pullwise policy push ./vendor.wasm localhost:5000/policies/vendor:dev --insecure`,
 		Args: usageArgs(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, wasm, err := readModule(args[0])
+			wasm, info, err := inspectModule(args[0])
 			if err != nil {
 				return err
-			}
-			info, err := plugins.Inspect(wasm)
-			if err != nil {
-				return fmt.Errorf("module %s: %w", args[0], err)
 			}
 			n, err := reference.ParseDockerRef(args[1])
 			if err != nil {

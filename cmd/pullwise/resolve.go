@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
@@ -12,10 +11,9 @@ import (
 )
 
 func newResolveCmd() *cobra.Command {
-	var insecure bool
-	var platform, hostsDir string
+	var f registryFlags
+	var platform string
 	var output *output
-	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "resolve REF",
 		Short: "Print the digests a reference names now, downloading nothing",
@@ -50,18 +48,13 @@ certificates come from --hosts-dir in containerd's certs.d layout
 				}
 				opts = append(opts, registry.WithPlatform(*p))
 			}
-			opts = append(opts, registry.WithTimeout(timeout), registry.WithHostsDir(hostsDir))
-			c := registry.New(opts...)
-			if insecure {
-				r, err := c.ParseReference(args[0])
-				if err != nil {
-					return err
-				}
-				c = registry.New(append(opts, registry.WithInsecure(r.Context().RegistryStr()))...)
+			c, err := f.client(args[0], opts...)
+			if err != nil {
+				return err
 			}
 			res, err := c.Resolve(cmd.Context(), args[0], nil)
 			if err != nil {
-				return fmt.Errorf("%w%s", err, hint(err, insecure))
+				return fmt.Errorf("%w%s", err, hint(err, f.insecure))
 			}
 			out := cmd.OutOrStdout()
 			switch {
@@ -77,11 +70,9 @@ certificates come from --hosts-dir in containerd's certs.d layout
 			}
 		},
 	}
-	cmd.Flags().BoolVar(&insecure, "insecure", false, "reach the registry over plain HTTP (credentials travel in clear)")
-	cmd.Flags().StringVar(&hostsDir, "hosts-dir", registry.DefaultHostsDir, "registry host configuration (hosts.toml, certificates) in containerd's certs.d layout")
+	f.register(cmd)
 	cmd.Flags().StringVar(&platform, "platform", "", "platform to pick from a multi-arch index (default linux/<this machine's arch>)")
 	output = addOutput(cmd, "text", "json", "yaml")
-	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long, retries included")
 	return cmd
 }
 

@@ -96,20 +96,26 @@ func (c *Catalog) registryModule(ctx context.Context, ref config.PolicyRef) (*pl
 	}
 	gen := c.keeper.Generation()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	f, loaded := c.fetched[ref.Module]
+	c.mu.Unlock()
 	if loaded && f.gen == gen {
 		return f.m, nil
 	}
+	// Reading, verifying and compiling (a second, cold) run outside the
+	// lock: another app's decision never waits for this module.
 	wasm, _, err := c.keeper.Get(ref.Module)
 	if err != nil {
+		c.mu.Lock()
 		delete(c.fetched, ref.Module) // no longer trusted: never runs again
+		c.mu.Unlock()
 		return nil, err
 	}
 	if loaded {
 		// Verified again under the new keys; the same digest is the same
 		// module, which may be deciding for another app right now.
+		c.mu.Lock()
 		c.fetched[ref.Module] = fetchedModule{m: f.m, gen: gen}
+		c.mu.Unlock()
 		return f.m, nil
 	}
 	name := ref.Name
@@ -121,8 +127,24 @@ func (c *Catalog) registryModule(ctx context.Context, ref config.PolicyRef) (*pl
 	if err != nil {
 		return nil, fmt.Errorf("policy module %s: %w", ref.Module, err)
 	}
-	c.fetched[ref.Module] = fetchedModule{m: m, gen: gen}
-	return m, nil
+	return c.keep(ctx, m, func() (*plugins.Module, bool) {
+		f, ok := c.fetched[ref.Module]
+		return f.m, ok
+	}, func() { c.fetched[ref.Module] = fetchedModule{m: m, gen: gen} }), nil
+}
+
+// keep stores a module just loaded unless another caller stored one first
+// (two apps asking at once both load it): then the first stays and the
+// second is closed.
+func (c *Catalog) keep(ctx context.Context, m *plugins.Module, stored func() (*plugins.Module, bool), store func()) *plugins.Module {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if first, ok := stored(); ok {
+		m.Close(ctx)
+		return first
+	}
+	store()
+	return m
 }
 
 // Source says where a module the catalog returned comes from: "built-in",
@@ -143,18 +165,21 @@ func (c *Catalog) Source(m *plugins.Module) string {
 
 func (c *Catalog) builtin(ctx context.Context, name string) (*plugins.Module, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if m, ok := c.builtins[name]; ok {
+	m, ok := c.builtins[name]
+	c.mu.Unlock()
+	if ok {
 		return m, nil
 	}
 	wasm, err := policies.Module(name)
 	if err != nil {
 		return nil, err
 	}
-	m, err := c.rt.Load(ctx, name, wasm)
-	if err != nil {
+	// Compiled outside the lock, as registry modules are.
+	if m, err = c.rt.Load(ctx, name, wasm); err != nil {
 		return nil, err
 	}
-	c.builtins[name] = m
-	return m, nil
+	return c.keep(ctx, m, func() (*plugins.Module, bool) {
+		first, ok := c.builtins[name]
+		return first, ok
+	}, func() { c.builtins[name] = m }), nil
 }
