@@ -80,10 +80,17 @@ func New(ctx context.Context, dir string, reg Registry, maxSize int64, log hclog
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("policy module store: %w", err)
 	}
-	if changed == nil {
-		changed = func() {}
+	notify := func() {}
+	if changed != nil {
+		// Not after the keeper's context ended: a retry timer may fire
+		// after the agent stopped.
+		notify = func() {
+			if ctx.Err() == nil {
+				changed()
+			}
+		}
 	}
-	return &Keeper{ctx: ctx, dir: dir, reg: reg, maxSize: maxSize, log: log, changed: changed,
+	return &Keeper{ctx: ctx, dir: dir, reg: reg, maxSize: maxSize, log: log, changed: notify,
 		fetches: map[godigest.Digest]*fetchState{}}, nil
 }
 
