@@ -196,9 +196,13 @@ func TestPolicyNewBuildsWithTheSDKAlone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go mod tidy, go test and a Wasm build")
 	}
+	// No checkout: the project gets the SDK this binary was built with.
 	dir := filepath.Join(t.TempDir(), "night-window")
-	if out, err := run(t, "", "policy", "new", "night-window", "--dir", dir, "--sdk", "../../sdk"); err != nil {
+	if out, err := run(t, "", "policy", "new", "night-window", "--dir", dir); err != nil {
 		t.Fatal(err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "third_party", "pullwise-sdk", "abi.go")); err != nil {
+		t.Fatalf("the SDK was not written into the project: %v", err)
 	}
 	gocmd := func(args ...string) string {
 		t.Helper()
@@ -211,7 +215,7 @@ func TestPolicyNewBuildsWithTheSDKAlone(t *testing.T) {
 		return string(out)
 	}
 	graph := gocmd("list", "-m", "all")
-	if !strings.Contains(graph, "github.com/pullwise/pullwise/sdk") {
+	if !strings.Contains(graph, "github.com/pullwise/pullwise/sdk v0.0.0-00010101000000-000000000000 => ./third_party/pullwise-sdk") {
 		t.Fatalf("the project does not use the SDK module:\n%s", graph)
 	}
 	for _, host := range []string{"containerd", "google.golang.org/grpc", "tetratelabs/wazero", "go-containerregistry", "github.com/pullwise/pullwise "} {
@@ -232,10 +236,22 @@ func TestPolicyNewBuildsWithTheSDKAlone(t *testing.T) {
 	}
 	// The directory is not overwritten, and a name that cannot name a
 	// module is refused.
-	if _, err := run(t, "", "policy", "new", "night-window", "--dir", dir, "--sdk", "../../sdk"); err == nil || !strings.Contains(err.Error(), "not empty") {
+	if _, err := run(t, "", "policy", "new", "night-window", "--dir", dir); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("an existing project was written over: %v", err)
 	}
-	if _, err := run(t, "", "policy", "new", "Night Window", "--dir", t.TempDir(), "--sdk", "../../sdk"); err == nil || !strings.Contains(err.Error(), "lower-case") {
+	if _, err := run(t, "", "policy", "new", "Night Window", "--dir", t.TempDir()); err == nil || !strings.Contains(err.Error(), "lower-case") {
 		t.Errorf("a bad name: %v", err)
+	}
+	// --sdk uses a checkout instead of a copy.
+	other := filepath.Join(t.TempDir(), "other")
+	if out, err := run(t, "", "policy", "new", "other", "--dir", other, "--sdk", "../../sdk"); err != nil {
+		t.Fatal(err, out)
+	}
+	abs, _ := filepath.Abs("../../sdk")
+	if b, _ := os.ReadFile(filepath.Join(other, "go.mod")); !strings.Contains(string(b), "=> "+abs) {
+		t.Errorf("--sdk: go.mod does not replace the SDK with the checkout:\n%s", b)
+	}
+	if _, err := os.Stat(filepath.Join(other, "third_party")); err == nil {
+		t.Error("--sdk: the SDK was copied anyway")
 	}
 }

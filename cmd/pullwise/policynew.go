@@ -15,7 +15,7 @@ func newPolicyNewCmd() *cobra.Command {
 	var p policybuild.Project
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "new NAME --sdk DIR",
+		Use:   "new NAME [--dir DIR] [--sdk DIR]",
 		Short: "Write a new Go policy project that builds and tests with the SDK alone",
 		Long: `Write a policy project into DIR (default ./NAME): go.mod, main.go (a working
 policy to change), main_test.go, metadata.json and testdata/cases.yaml, then
@@ -24,10 +24,12 @@ gRPC, wazero or registry code): "go test ./..." runs the cases natively,
 "pullwise policy build" makes the module, "pullwise policy test" runs the
 same cases against it.
 
-The SDK module (github.com/pullwise/pullwise/sdk) is not published at a
-version yet: --sdk names a pullwise checkout's sdk/ directory, which go.mod
-then replaces the SDK with.`,
-		Example: `  pullwise policy new night-window --sdk ~/src/pullwise/sdk
+The SDK module (github.com/pullwise/pullwise/sdk) is written into the
+project (third_party/pullwise-sdk): the SDK this binary was built with, so
+the module speaks exactly the ABI of the agent that will run it, and no
+checkout or published version is needed. --sdk uses a pullwise checkout's
+sdk/ directory instead.`,
+		Example: `  pullwise policy new night-window
   cd night-window && go test ./... && pullwise policy build . -o night-window.wasm
   pullwise policy test night-window.wasm --cases testdata/cases.yaml`,
 		Args: usageArgs(cobra.ExactArgs(1)),
@@ -35,9 +37,6 @@ then replaces the SDK with.`,
 			p.Name = args[0]
 			if dir == "" {
 				dir = p.Name
-			}
-			if p.SDK == "" {
-				return usagef("--sdk is required: the SDK module is not published at a version yet; name a pullwise checkout's sdk/ directory")
 			}
 			if err := policybuild.New(dir, p); err != nil {
 				return err
@@ -56,7 +55,7 @@ then replaces the SDK with.`,
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "directory to write (default ./NAME; must not exist or be empty)")
-	cmd.Flags().StringVar(&p.SDK, "sdk", "", "the SDK module's directory (a pullwise checkout's sdk/) (required)")
+	cmd.Flags().StringVar(&p.SDK, "sdk", "", "use the SDK module in this directory (a pullwise checkout's sdk/) instead of writing this binary's SDK into the project")
 	cmd.Flags().StringVar(&p.Module, "module", "", "the new project's Go module path (default example.com/NAME)")
 	return cmd
 }

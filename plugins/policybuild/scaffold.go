@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"text/template"
+
+	"github.com/pullwise/pullwise/sdk"
 )
 
 //go:embed template
@@ -31,10 +33,15 @@ type Project struct {
 	// example.com/NAME.
 	Module string
 	// SDK is a directory holding the SDK module (a pullwise checkout's
-	// sdk/). The SDK is not published at a version yet, so the project's
-	// go.mod replaces it with this directory; empty writes no replace.
+	// sdk/) that the project's go.mod replaces the SDK with. Empty: the
+	// SDK this binary was built with is written into the project
+	// (third_party/pullwise-sdk) and used from there, so the module is
+	// built against exactly the ABI of the host that will run it.
 	SDK string
 }
+
+// VendoredSDK is where New writes the binary's own SDK in a project.
+const VendoredSDK = "third_party/pullwise-sdk"
 
 // New writes a policy project into dir (which must not exist or be empty):
 // go.mod, main.go, main_test.go, metadata.json and testdata/cases.yaml. It
@@ -63,27 +70,47 @@ func New(dir string, p Project) error {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return fs.WalkDir(templates, "template", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+	if p.SDK == "" {
+		if err := copyFS(sdk.Source, ".", filepath.Join(dir, filepath.FromSlash(VendoredSDK)), nil); err != nil {
+			return fmt.Errorf("writing the SDK into the project: %w", err)
 		}
-		text, err := templates.ReadFile(path)
-		if err != nil {
-			return err
-		}
+		p.SDK = "./" + VendoredSDK
+	}
+	return copyFS(templates, "template", dir, func(path string, text []byte) ([]byte, string, error) {
 		t, err := template.New(path).Parse(string(text))
 		if err != nil {
-			return err
+			return nil, "", err
 		}
 		var out bytes.Buffer
 		if err := t.Execute(&out, p); err != nil {
+			return nil, "", err
+		}
+		return out.Bytes(), strings.TrimSuffix(path, ".tmpl"), nil
+	})
+}
+
+// copyFS writes the files under root of fsys into dir, each through
+// transform (nil: as they are), which may also rename it.
+func copyFS(fsys fs.FS, root, dir string, transform func(path string, b []byte) ([]byte, string, error)) error {
+	return fs.WalkDir(fsys, root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
 			return err
 		}
-		rel := strings.TrimSuffix(strings.TrimPrefix(path, "template/"), ".tmpl")
+		b, err := fs.ReadFile(fsys, path)
+		if err != nil {
+			return err
+		}
+		name := path
+		if transform != nil {
+			if b, name, err = transform(path, b); err != nil {
+				return err
+			}
+		}
+		rel := strings.TrimPrefix(strings.TrimPrefix(name, root), "/")
 		dst := filepath.Join(dir, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}
-		return os.WriteFile(dst, out.Bytes(), 0o644)
+		return os.WriteFile(dst, b, 0o644)
 	})
 }
