@@ -12,6 +12,7 @@ import (
 
 	hostapp "github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/trust"
 	"github.com/pullwise/pullwise/internal/printable"
 	"github.com/pullwise/pullwise/plugins"
 )
@@ -137,6 +138,13 @@ func validateConfig(ctx context.Context, src []byte, policyDir, state string) ([
 	catalog := hostapp.NewCatalog(rt, dir, nil)
 	dev, appErrs := c.Check(nil, catalog.Known)
 	errs := config.FieldErrors(dev)
+	// The trusted keys, as the agent reads them: a key file that is missing
+	// or not a public key makes the device run no signed module at all.
+	for i, k := range c.Device.TrustKeys() {
+		if _, err := trust.LoadKeys([]string{k}); err != nil && filepath.IsAbs(k) {
+			errs = append(errs, &config.FieldError{Field: fmt.Sprintf("device.policyTrust.keys[%d]", i), Message: err.Error()})
+		}
+	}
 	for _, a := range c.Apps {
 		errs = append(errs, config.FieldErrors(appErrs[a.UUID])...)
 	}

@@ -53,6 +53,14 @@ func TestConfigValidate(t *testing.T) {
 `, `:4:5: apps[0].pullPolicy: policy module periodic rejects its settings`},
 		{"json", `{"apps": [{"uuid": "0a7c3b1e-0000-4000-8000-00000000000a", "displayName": "", "drives": [{"kind": "container", "image": {"uuid": "6f1e0c1e-0000-4000-8000-00000000000e", "name": "r/a:1"}}]}]}`, `:1:60: apps[0].displayName: required`},
 		{"not yaml", "apps: [{uuid: 0a7c3b1e-0000-4000-8000-00000000000a\n", "did not find expected"},
+		{"a trusted key that is not there", "device:\n  policyTrust: {keys: [/nonexistent/vendor.pub]}\napps: []\n",
+			`device.policyTrust.keys[0]: trusted key: open /nonexistent/vendor.pub: no such file`},
+		{"a module by tag", `apps:
+  - uuid: 0a7c3b1e-0000-4000-8000-00000000000a
+    displayName: web
+    pullPolicy: {module: "registry.local/policies/night:1.0"}
+    drives: [{kind: container, image: {uuid: 6f1e0c1e-0000-4000-8000-00000000000e, name: "r/a:1"}}]
+`, `:4:18: apps[0].pullPolicy.module: "registry.local/policies/night:1.0" names no digest`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
