@@ -202,6 +202,24 @@ func TestSignedPolicyModules(t *testing.T) {
 	})
 	e.proxy.Down(false)
 
+	// cosign 3's form: a Sigstore bundle attached as a referrer (here the
+	// sha256-HEX referrers tag: docker-registry has no referrers API).
+	viaBundle := e.pushModule("never", e.registry+"/policies/bundled:1.0")
+	if out, err := e.cli("policy", "sign", viaBundle, "--key", vendorKey, "--insecure", "--bundle"); err != nil {
+		t.Fatalf("policy sign --bundle: %v\n%s", err, out)
+	}
+	config(viaBundle)
+	e.status("the bundle-signed module accepted", func(st agent.Status) bool {
+		return running(st) && st.Info.Apps[0].Policy == viaBundle && st.Agent.ConfigError == ""
+	})
+	if out, err := e.cli("restart", "web"); err != nil {
+		t.Fatalf("restart: %v\n%s", err, out)
+	}
+	e.status("web deciding with the bundle-signed module", func(st agent.Status) bool {
+		_, sha := policyOf(st, "web")
+		return running(st) && sha == builtinSHA(t, "never")
+	})
+
 	// Drop-ins: unsigned refused (and reported), signed loaded.
 	wasm, _ := policies.Module("never")
 	drop := filepath.Join(drops, "vendor.wasm")

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -179,7 +181,10 @@ FILE.sigstore.json, the Sigstore bundle "cosign sign-blob --bundle" writes. A RE
 in a registry, by digest) gets cosign's classic signature pushed beside it:
 the manifest tagged sha256-HEX.sig with a simple-signing payload naming the
 digest, as "cosign sign --key" writes it (cosign 3 and later with
---new-bundle-format=false --use-signing-config=false). Devices need only the public key
+--new-bundle-format=false --use-signing-config=false); with --bundle, cosign
+3's default instead: a Sigstore bundle (a DSSE-signed in-toto statement
+naming the digest) attached as a referrer of the module, with the
+sha256-HEX referrers tag for registries without the referrers API. Devices need only the public key
 (--key of "pullwise policy verify", device.policyTrust.keys).
 
 The key is an unencrypted PEM private key (ECDSA, RSA or Ed25519; "openssl
@@ -222,6 +227,18 @@ encrypted: sign with cosign itself, pullwise verifies what it writes.`,
 			if err != nil {
 				return err
 			}
+			if bundle {
+				b, err := s.ImageBundle(r.Repo, r.Digest)
+				if err != nil {
+					return err
+				}
+				at, err := pushBundle(cmd.Context(), c, r, b)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "pushed", at)
+				return nil
+			}
 			payload := trust.Payload(r.Repo, r.Digest)
 			sig, err := s.Sign(payload)
 			if err != nil {
@@ -237,7 +254,7 @@ encrypted: sign with cosign itself, pullwise verifies what it writes.`,
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&key, "key", "", "PEM private key file (required)")
-	cmd.Flags().BoolVar(&bundle, "bundle", false, "for a FILE: write a Sigstore bundle, FILE.sigstore.json (cosign 3's format), instead of FILE.sig")
+	cmd.Flags().BoolVar(&bundle, "bundle", false, "sign in cosign 3's format: a FILE gets FILE.sigstore.json instead of FILE.sig; a REF gets a Sigstore bundle attached as a referrer instead of the sha256-HEX.sig tag")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
 }
@@ -264,6 +281,60 @@ func pushSignature(ctx context.Context, c *registry.Client, at string, payload [
 		}
 	}
 	return nil
+}
+
+// pushBundle attaches a Sigstore bundle to the module r as cosign 3 does
+// (its BUNDLE_SPEC): the bundle as a blob, a manifest of artifact type
+// bundle whose subject is the module, and that manifest added to the
+// referrers index tagged sha256-HEX for registries without the referrers
+// API. It returns the bundle manifest's reference.
+func pushBundle(ctx context.Context, c *registry.Client, r modules.Ref, bundle []byte) (string, error) {
+	_, module, err := c.FetchManifestAt(ctx, r.Repo+"@"+r.Digest.String())
+	if err != nil {
+		return "", err
+	}
+	empty := []byte("{}")
+	cdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: godigest.FromBytes(empty), Size: int64(len(empty))}
+	ldesc := ocispec.Descriptor{MediaType: modules.BundleArtifactType, Digest: godigest.FromBytes(bundle), Size: int64(len(bundle)),
+		Annotations: map[string]string{ocispec.AnnotationTitle: godigest.FromBytes(bundle).Algorithm().String() + "-" + godigest.FromBytes(bundle).Encoded() + ".sigstore.json"}}
+	annotations := map[string]string{"dev.sigstore.bundle.content": "dsse-envelope", "dev.sigstore.bundle.predicateType": trust.ImageSignaturePredicate}
+	m, err := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		ArtifactType: modules.BundleArtifactType, Config: cdesc, Layers: []ocispec.Descriptor{ldesc}, Annotations: annotations,
+		Subject: &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: r.Digest, Size: int64(len(module))}})
+	if err != nil {
+		return "", err
+	}
+	mdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: godigest.FromBytes(m), Size: int64(len(m)),
+		ArtifactType: modules.BundleArtifactType, Annotations: annotations}
+	at := r.Repo + "@" + mdesc.Digest.String()
+	for _, b := range []struct {
+		desc ocispec.Descriptor
+		body []byte
+	}{{cdesc, empty}, {ldesc, bundle}, {mdesc, m}} {
+		if err := c.Push(ctx, at, b.desc, b.body); err != nil {
+			return "", err
+		}
+	}
+	// The referrers tag schema: the index tagged sha256-HEX, kept with what
+	// it already lists.
+	tag := r.Repo + ":" + r.Digest.Algorithm().String() + "-" + r.Digest.Encoded()
+	index := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
+	if _, body, err := c.FetchManifestAt(ctx, tag); err == nil {
+		if err := json.Unmarshal(body, &index); err != nil {
+			return "", fmt.Errorf("the referrers index %s: %w", tag, err)
+		}
+	} else if !errors.Is(err, registry.ErrNotFound) {
+		return "", err
+	}
+	index.Manifests = append(slices.DeleteFunc(index.Manifests, func(d ocispec.Descriptor) bool { return d.Digest == mdesc.Digest }), mdesc)
+	ib, err := json.Marshal(index)
+	if err != nil {
+		return "", err
+	}
+	if err := c.Push(ctx, tag, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: godigest.FromBytes(ib), Size: int64(len(ib))}, ib); err != nil {
+		return "", err
+	}
+	return at, nil
 }
 
 // verifyInRegistry checks the classic cosign signature of the module ref

@@ -26,6 +26,7 @@ import (
 type Registry interface {
 	FetchManifestAt(ctx context.Context, ref string) (ocispec.Descriptor, []byte, error)
 	FetchBlob(ctx context.Context, ref string, desc ocispec.Descriptor, max int64) ([]byte, error)
+	Referrers(ctx context.Context, ref string, d godigest.Digest, artifactType string) ([]ocispec.Descriptor, error)
 }
 
 // ErrFetching: the module is not in the state directory yet; a fetch is
@@ -282,13 +283,40 @@ func (k *Keeper) fetch(ref string, r Ref, policy trust.Policy) error {
 	return nil
 }
 
-// FetchSignatures reads cosign's classic signature of r: the manifest
-// tagged sha256-HEX.sig in its repository, one payload per layer.
+// BundleArtifactType is the artifact type of a Sigstore bundle attached to
+// a manifest (cosign 3).
+const BundleArtifactType = "application/vnd.dev.sigstore.bundle.v0.3+json"
+
+// maxReferrers bounds how many bundles referring to a module are read.
+const maxReferrers = 16
+
+// FetchSignatures reads every cosign signature of r: the classic one (the
+// manifest tagged sha256-HEX.sig in its repository, one simple-signing
+// payload per layer) and cosign 3's Sigstore bundles referring to r (the
+// OCI referrers API, else the sha256-HEX referrers tag). None at all is
+// trust.ErrUnsigned.
 func FetchSignatures(ctx context.Context, reg Registry, r Ref) ([]trust.Signature, error) {
+	sigs, err := classicSignatures(ctx, reg, r)
+	if err != nil {
+		return nil, err
+	}
+	bundles, err := bundleSignatures(ctx, reg, r)
+	if err != nil {
+		return nil, err
+	}
+	sigs = append(sigs, bundles...)
+	if len(sigs) == 0 {
+		return nil, fmt.Errorf("%w: %s has no cosign signature in the registry (neither the tag %s nor a Sigstore bundle referring to it)",
+			trust.ErrUnsigned, r.Repo+"@"+r.Digest.String(), trust.SignatureTag(r.Digest))
+	}
+	return sigs, nil
+}
+
+func classicSignatures(ctx context.Context, reg Registry, r Ref) ([]trust.Signature, error) {
 	at := r.Repo + ":" + trust.SignatureTag(r.Digest)
 	_, body, err := reg.FetchManifestAt(ctx, at)
 	if errors.Is(err, registry.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s has no cosign signature (%s) in the registry", trust.ErrUnsigned, r.Repo+"@"+r.Digest.String(), at)
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the module's signature: %w", err)
@@ -308,6 +336,36 @@ func FetchSignatures(ctx context.Context, reg Registry, r Ref) ([]trust.Signatur
 			return nil, fmt.Errorf("the module's signature: %w", err)
 		}
 		sigs = append(sigs, trust.Signature{Payload: payload, Signature: sig})
+	}
+	return sigs, nil
+}
+
+func bundleSignatures(ctx context.Context, reg Registry, r Ref) ([]trust.Signature, error) {
+	descs, err := reg.Referrers(ctx, r.Repo, r.Digest, BundleArtifactType)
+	if err != nil {
+		return nil, fmt.Errorf("the module's signature bundles: %w", err)
+	}
+	var sigs []trust.Signature
+	for _, d := range descs[:min(len(descs), maxReferrers)] {
+		at := r.Repo + "@" + d.Digest.String()
+		_, body, err := reg.FetchManifestAt(ctx, at)
+		if err != nil {
+			return nil, fmt.Errorf("the module's signature bundles: %w", err)
+		}
+		var m ocispec.Manifest
+		if err := json.Unmarshal(body, &m); err != nil {
+			return nil, fmt.Errorf("the module's signature bundle %s: %w", at, err)
+		}
+		for _, l := range m.Layers {
+			if !strings.HasPrefix(l.MediaType, trust.BundleMediaType) {
+				continue
+			}
+			b, err := reg.FetchBlob(ctx, at, l, maxSignatureSize)
+			if err != nil {
+				return nil, fmt.Errorf("the module's signature bundles: %w", err)
+			}
+			sigs = append(sigs, trust.Signature{Bundle: b})
+		}
 	}
 	return sigs, nil
 }

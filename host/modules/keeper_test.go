@@ -55,6 +55,10 @@ func (f *fakeRegistry) FetchBlob(_ context.Context, ref string, d ocispec.Descri
 	return b, nil
 }
 
+func (f *fakeRegistry) Referrers(context.Context, string, godigest.Digest, string) ([]ocispec.Descriptor, error) {
+	return nil, nil
+}
+
 func (f *fakeRegistry) count() int { f.mu.Lock(); defer f.mu.Unlock(); return f.requests }
 
 // publish adds a module and returns its reference by digest.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/errdefs"
 	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -115,4 +116,31 @@ func digestOf(ref string) (godigest.Digest, bool) {
 	}
 	d, err := godigest.Parse(ref[i+1:])
 	return d, err == nil
+}
+
+// Referrers lists the manifests of artifactType in ref's repository that
+// refer to the manifest d: the OCI referrers API, else the referrers tag
+// schema (an index tagged sha256-HEX, what clients write to a registry
+// without the API), as containerd's fetcher asks for them. None is an empty
+// list.
+func (c *Client) Referrers(ctx context.Context, ref string, d godigest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
+	ctx, cancel := context.WithTimeout(c.Quiet(ctx), c.timeout)
+	defer cancel()
+	rref, err := remoteRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.resolver.Fetcher(ctx, rref)
+	if err != nil {
+		return nil, classify(ref, "referrers", err)
+	}
+	rf, ok := f.(remotes.ReferrersFetcher)
+	if !ok {
+		return nil, fmt.Errorf("referrers %s: containerd's fetcher cannot list referrers", ref)
+	}
+	descs, err := rf.FetchReferrers(ctx, d, remotes.WithReferrerArtifactTypes(artifactType))
+	if err != nil {
+		return nil, classify(ref, "referrers", err)
+	}
+	return descs, nil
 }

@@ -11,7 +11,9 @@
 // "sha256-HEX.sig" in the module's repository, whose layers are simple-
 // signing payloads naming the module's manifest digest, each with its
 // signature in the layer annotation "dev.cosignproject.cosign/signature",
-// as `cosign sign --key K REF@DIGEST` writes it.
+// as cosign 2's `cosign sign --key K REF@DIGEST` writes it; or, as cosign 3
+// writes it by default, a Sigstore bundle referring to the manifest whose
+// DSSE envelope signs an in-toto statement naming it.
 package trust
 
 import (
@@ -36,6 +38,7 @@ import (
 	godigest "github.com/opencontainers/go-digest"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -192,12 +195,23 @@ func (ks Keys) VerifyBundle(data, bundle []byte) (Key, error) {
 	return k, nil
 }
 
-// Signature is one classic cosign signature: a simple-signing payload and
-// its base64 signature.
+// Signature is one signature of an image manifest: cosign's classic form
+// (a simple-signing payload and its base64 signature), or a Sigstore
+// bundle as cosign 3 attaches it (a referrer of the manifest).
 type Signature struct {
-	Payload   []byte `json:"payload"`
-	Signature string `json:"signature"`
+	Payload   []byte `json:"payload,omitempty"`
+	Signature string `json:"signature,omitempty"`
+	// Bundle is a Sigstore bundle holding a DSSE envelope of an in-toto
+	// statement whose subject is the manifest (cosign 3's `cosign sign`).
+	Bundle []byte `json:"bundle,omitempty"`
 }
+
+// In-toto and DSSE names of cosign 3's image signature.
+const (
+	// ImageSignaturePredicate is the predicate type of an image signature.
+	ImageSignaturePredicate = "https://sigstore.dev/cosign/sign/v1"
+	inTotoPayloadType       = "application/vnd.in-toto+json"
+)
 
 // VerifyManifest checks that one of sigs is a valid signature, by one of
 // the keys, of a payload that names the manifest digest want. A valid
@@ -209,6 +223,14 @@ func (ks Keys) VerifyManifest(want godigest.Digest, sigs []Signature) (Key, erro
 	}
 	var problems []string
 	for _, s := range sigs {
+		if s.Bundle != nil {
+			k, err := ks.verifyImageBundle(want, s.Bundle)
+			if err != nil {
+				problems = append(problems, "a bundle: "+err.Error())
+				continue
+			}
+			return k, nil
+		}
 		k, err := ks.verifyBlob(s.Payload, []byte(s.Signature))
 		if err != nil {
 			problems = append(problems, err.Error())
@@ -226,6 +248,57 @@ func (ks Keys) VerifyManifest(want godigest.Digest, sigs []Signature) (Key, erro
 		return k, nil
 	}
 	return Key{}, fmt.Errorf("%w for %s: %s", ErrUnsigned, want, strings.Join(problems, "; "))
+}
+
+// verifyImageBundle checks a bundle as cosign 3 signs an image: a DSSE
+// envelope (signed over its pre-authentication encoding) of an in-toto
+// statement with the image-signature predicate and want among its
+// subjects.
+func (ks Keys) verifyImageBundle(want godigest.Digest, bundle []byte) (Key, error) {
+	var b protobundle.Bundle
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(bundle, &b); err != nil {
+		return Key{}, fmt.Errorf("not a Sigstore bundle: %v", err)
+	}
+	env := b.GetDsseEnvelope()
+	if env == nil {
+		return Key{}, errors.New("holds no DSSE envelope (an image signature is a signed in-toto statement)")
+	}
+	if env.GetPayloadType() != inTotoPayloadType {
+		return Key{}, fmt.Errorf("its payload type is %q, not %q", env.GetPayloadType(), inTotoPayloadType)
+	}
+	var k Key
+	var err error = errors.New("the envelope carries no signature")
+	for _, sig := range env.GetSignatures() {
+		if k, err = ks.verifyRaw(pae(env.GetPayloadType(), env.GetPayload()), sig.GetSig()); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return Key{}, err
+	}
+	var st struct {
+		PredicateType string `json:"predicateType"`
+		Subject       []struct {
+			Digest map[string]string `json:"digest"`
+		} `json:"subject"`
+	}
+	if err := json.Unmarshal(env.GetPayload(), &st); err != nil {
+		return Key{}, fmt.Errorf("the signed statement does not parse: %v", err)
+	}
+	if st.PredicateType != ImageSignaturePredicate {
+		return Key{}, fmt.Errorf("by key %s, a %q statement, not an image signature", k.ID, st.PredicateType)
+	}
+	for _, s := range st.Subject {
+		if s.Digest[want.Algorithm().String()] == want.Encoded() {
+			return k, nil
+		}
+	}
+	return Key{}, fmt.Errorf("by key %s, for another manifest than %s", k.ID, want)
+}
+
+// pae is DSSE's pre-authentication encoding, what its signatures sign.
+func pae(payloadType string, payload []byte) []byte {
+	return fmt.Appendf(nil, "DSSEv1 %d %s %d %s", len(payloadType), payloadType, len(payload), payload)
 }
 
 // simpleSigning is cosign's payload (containers/image's "simple signing").
@@ -351,6 +424,42 @@ func (s *Signer) Bundle(data []byte) ([]byte, error) {
 		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
 			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
 			Signature:     raw,
+		}},
+	})
+}
+
+// ImageBundle returns the Sigstore bundle of an image signature of the
+// manifest d, as cosign 3's `cosign sign --key` makes it: a DSSE envelope of
+// an in-toto statement with the image-signature predicate and d as its
+// subject (named repo).
+func (s *Signer) ImageBundle(repo string, d godigest.Digest) ([]byte, error) {
+	statement, err := json.Marshal(map[string]any{
+		"_type":         "https://in-toto.io/Statement/v1",
+		"subject":       []map[string]any{{"name": repo, "digest": map[string]string{d.Algorithm().String(): d.Encoded()}}},
+		"predicateType": ImageSignaturePredicate,
+		"predicate":     map[string]any{},
+	})
+	if err != nil {
+		return nil, err
+	}
+	sig, err := s.Sign(pae(inTotoPayloadType, statement))
+	if err != nil {
+		return nil, err
+	}
+	raw, _ := base64.StdEncoding.DecodeString(sig) // Sign's own encoding
+	pub, err := x509.MarshalPKIXPublicKey(s.key.Public())
+	if err != nil {
+		return nil, err
+	}
+	hint := sha256.Sum256(pub)
+	return protojson.Marshal(&protobundle.Bundle{
+		MediaType: BundleMediaType + ".v0.3+json",
+		VerificationMaterial: &protobundle.VerificationMaterial{
+			Content: &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{Hint: base64.StdEncoding.EncodeToString(hint[:])}},
+		},
+		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{
+			Payload: statement, PayloadType: inTotoPayloadType,
+			Signatures: []*protodsse.Signature{{Sig: raw}},
 		}},
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -263,5 +264,72 @@ func TestBundles(t *testing.T) {
 	}
 	if _, err := (Policy{Broken: errors.New("vendor.pub: no such file")}).VerifyFile(file, module); !errors.Is(err, ErrUnsigned) || !strings.Contains(err.Error(), "cannot be read") {
 		t.Errorf("broken keys must trust nothing: %v", err)
+	}
+}
+
+// imageBundle builds, independently of Signer.ImageBundle, the bundle
+// cosign 3's `cosign sign --key` attaches to an image: a DSSE envelope over
+// an in-toto statement, signed over DSSE's pre-authentication encoding.
+func imageBundle(t *testing.T, priv, predicate string, subject godigest.Digest) []byte {
+	t.Helper()
+	statement := fmt.Sprintf(`{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"registry.local/policies/night","digest":{"sha256":%q}}],"predicateType":%q,"predicate":{}}`,
+		subject.Encoded(), predicate)
+	const typ = "application/vnd.in-toto+json"
+	signed := fmt.Sprintf("DSSEv1 %d %s %d %s", len(typ), typ, len(statement), statement)
+	raw, _ := base64.StdEncoding.DecodeString(sign(t, priv, []byte(signed)))
+	out, err := protojson.Marshal(&protobundle.Bundle{
+		MediaType: "application/vnd.dev.sigstore.bundle.v0.3+json",
+		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{
+			Payload: []byte(statement), PayloadType: typ, Signatures: []*protodsse.Signature{{Sig: raw}},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestImageBundles: cosign 3's image signature (a bundle referring to the
+// manifest) counts for that manifest, signed by a trusted key, and nothing
+// else.
+func TestImageBundles(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub := newKey(t, dir, "vendor", "ecdsa")
+	otherPriv, _ := newKey(t, dir, "other", "ecdsa")
+	keys, _ := LoadKeys([]string{pub})
+	d := godigest.FromString("the module's manifest")
+	good := imageBundle(t, priv, ImageSignaturePredicate, d)
+	if k, err := keys.VerifyManifest(d, []Signature{{Bundle: good}}); err != nil || k.Path != pub {
+		t.Fatalf("a good image bundle: %+v, %v", k, err)
+	}
+	s, _ := LoadSigner(priv)
+	ours, err := s.ImageBundle("registry.local/policies/night", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.VerifyManifest(d, []Signature{{Bundle: ours}}); err != nil {
+		t.Errorf("Signer.ImageBundle: %v", err)
+	}
+	var b protobundle.Bundle
+	if err := protojson.Unmarshal(good, &b); err != nil {
+		t.Fatal(err)
+	}
+	env := b.GetDsseEnvelope()
+	env.Payload = []byte(strings.Replace(string(env.Payload), "policies/night", "policies/evil", 1))
+	tampered, _ := protojson.Marshal(&b)
+	blob := bundleFor(t, priv, []byte(d.String()))
+	for name, c := range map[string]struct {
+		bundle []byte
+		want   string
+	}{
+		"another manifest":     {imageBundle(t, priv, ImageSignaturePredicate, godigest.FromString("other")), "for another manifest"},
+		"another predicate":    {imageBundle(t, priv, "https://slsa.dev/provenance/v1", d), "not an image signature"},
+		"another key":          {imageBundle(t, otherPriv, ImageSignaturePredicate, d), "matches none"},
+		"a message signature":  {blob, "no DSSE envelope"},
+		"a tampered statement": {tampered, "matches none"},
+	} {
+		if _, err := keys.VerifyManifest(d, []Signature{{Bundle: c.bundle}}); !errors.Is(err, ErrUnsigned) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want ErrUnsigned, %q", name, err, c.want)
+		}
 	}
 }
