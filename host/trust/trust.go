@@ -2,7 +2,7 @@
 // formats, with keys the device's configuration lists, offline: no network,
 // no transparency log, nothing but the keys and the signed bytes.
 //
-// Three forms are checked. A drop-in module file carries NAME.wasm.sig, the
+// Four forms are checked. A drop-in module file carries NAME.wasm.sig, the
 // base64 signature over the file's bytes that `cosign sign-blob --key K
 // --output-signature NAME.wasm.sig NAME.wasm` writes, or
 // NAME.wasm.sigstore.json, the Sigstore bundle that `cosign sign-blob --key
