@@ -11,8 +11,6 @@ import (
 	"regexp"
 	"strings"
 	"text/template"
-
-	"github.com/pullwise/pullwise/sdk"
 )
 
 //go:embed template
@@ -71,7 +69,11 @@ func New(dir string, p Project) error {
 		return err
 	}
 	if p.SDK == "" {
-		if err := copyFS(sdk.Source, ".", filepath.Join(dir, filepath.FromSlash(VendoredSDK)), nil); err != nil {
+		src := sdkSource()
+		if src == nil {
+			return fmt.Errorf("this build carries no SDK sources: give the SDK's directory (--sdk)")
+		}
+		if err := copyFS(src, ".", filepath.Join(dir, filepath.FromSlash(VendoredSDK)), nil); err != nil {
 			return fmt.Errorf("writing the SDK into the project: %w", err)
 		}
 		p.SDK = "./" + VendoredSDK
