@@ -53,13 +53,9 @@ func (c *Client) FetchBlob(ctx context.Context, ref string, desc ocispec.Descrip
 	}
 	ctx, cancel := context.WithTimeout(c.Quiet(ctx), c.timeout)
 	defer cancel()
-	rref, err := remoteRef(ref)
+	f, err := c.fetcher(ctx, ref, "fetch blob")
 	if err != nil {
 		return nil, err
-	}
-	f, err := c.resolver.Fetcher(ctx, rref)
-	if err != nil {
-		return nil, classify(ref, "fetch blob", err)
 	}
 	rc, err := f.Fetch(ctx, desc)
 	if err != nil {
@@ -126,13 +122,9 @@ func digestOf(ref string) (godigest.Digest, bool) {
 func (c *Client) Referrers(ctx context.Context, ref string, d godigest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
 	ctx, cancel := context.WithTimeout(c.Quiet(ctx), c.timeout)
 	defer cancel()
-	rref, err := remoteRef(ref)
+	f, err := c.fetcher(ctx, ref, "referrers")
 	if err != nil {
 		return nil, err
-	}
-	f, err := c.resolver.Fetcher(ctx, rref)
-	if err != nil {
-		return nil, classify(ref, "referrers", err)
 	}
 	rf, ok := f.(remotes.ReferrersFetcher)
 	if !ok {
@@ -143,4 +135,18 @@ func (c *Client) Referrers(ctx context.Context, ref string, d godigest.Digest, a
 		return nil, classify(ref, "referrers", err)
 	}
 	return descs, nil
+}
+
+// fetcher is containerd's fetcher for ref's repository; op names the
+// operation in errors.
+func (c *Client) fetcher(ctx context.Context, ref, op string) (remotes.Fetcher, error) {
+	rref, err := remoteRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.resolver.Fetcher(ctx, rref)
+	if err != nil {
+		return nil, classify(ref, op, err)
+	}
+	return f, nil
 }

@@ -405,27 +405,38 @@ func (s *Signer) Sign(data []byte) (string, error) {
 // signature with its SHA-256, the key named only by a hint), as `cosign
 // sign-blob --key K --bundle FILE --tlog-upload=false` writes it.
 func (s *Signer) Bundle(data []byte) ([]byte, error) {
-	sig, err := s.Sign(data)
+	b, raw, err := s.newBundle(data)
 	if err != nil {
 		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	b.Content = &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
+		MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
+		Signature:     raw,
+	}}
+	return protojson.Marshal(b)
+}
+
+// newBundle signs signed and returns a bundle naming the signer's key by a
+// hint (the SHA-256 of its DER form), with the raw signature for the
+// caller's content.
+func (s *Signer) newBundle(signed []byte) (*protobundle.Bundle, []byte, error) {
+	sig, err := s.Sign(signed)
+	if err != nil {
+		return nil, nil, err
 	}
 	raw, _ := base64.StdEncoding.DecodeString(sig) // Sign's own encoding
 	pub, err := x509.MarshalPKIXPublicKey(s.key.Public())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	hint := sha256.Sum256(pub)
-	sum := sha256.Sum256(data)
-	return protojson.Marshal(&protobundle.Bundle{
+	return &protobundle.Bundle{
 		MediaType: BundleMediaType + ".v0.3+json",
 		VerificationMaterial: &protobundle.VerificationMaterial{
 			Content: &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{Hint: base64.StdEncoding.EncodeToString(hint[:])}},
 		},
-		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
-			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
-			Signature:     raw,
-		}},
-	})
+	}, raw, nil
 }
 
 // ImageBundle returns the Sigstore bundle of an image signature of the
@@ -442,26 +453,15 @@ func (s *Signer) ImageBundle(repo string, d godigest.Digest) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	sig, err := s.Sign(pae(inTotoPayloadType, statement))
+	b, raw, err := s.newBundle(pae(inTotoPayloadType, statement))
 	if err != nil {
 		return nil, err
 	}
-	raw, _ := base64.StdEncoding.DecodeString(sig) // Sign's own encoding
-	pub, err := x509.MarshalPKIXPublicKey(s.key.Public())
-	if err != nil {
-		return nil, err
-	}
-	hint := sha256.Sum256(pub)
-	return protojson.Marshal(&protobundle.Bundle{
-		MediaType: BundleMediaType + ".v0.3+json",
-		VerificationMaterial: &protobundle.VerificationMaterial{
-			Content: &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{Hint: base64.StdEncoding.EncodeToString(hint[:])}},
-		},
-		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{
-			Payload: statement, PayloadType: inTotoPayloadType,
-			Signatures: []*protodsse.Signature{{Sig: raw}},
-		}},
-	})
+	b.Content = &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{
+		Payload: statement, PayloadType: inTotoPayloadType,
+		Signatures: []*protodsse.Signature{{Sig: raw}},
+	}}
+	return protojson.Marshal(b)
 }
 
 // Public is the signer's public key in PEM, for the devices' key files.
