@@ -73,25 +73,30 @@ func TestPolicyModulesFromARegistry(t *testing.T) {
 	}
 	t.Logf("web runs on %s, module sha256 %s", ref, want)
 
-	// Offline: the module is kept in the state directory; a new agent asks
-	// the registry nothing for it (and could not: the registry is down).
-	e.stopAgent()
-	e.proxy.Reset()
-	e.proxy.Down(true)
-	e.startAgent()
-	e.status("adopted", running)
-	if out, err := e.cli("restart", "web"); err != nil {
-		t.Fatalf("restart: %v\n%s", err, out)
+	// Kept: a new agent asks the registry nothing for the module (the
+	// registry is up and counting), and runs it offline too.
+	restartAndDecide := func(what string) {
+		t.Helper()
+		e.stopAgent()
+		e.startAgent()
+		e.status("adopted", running)
+		if out, err := e.cli("restart", "web"); err != nil {
+			t.Fatalf("restart: %v\n%s", err, out)
+		}
+		e.status(what, func(st agent.Status) bool {
+			src, sha := policyOf(st, "web")
+			return running(st) && src == "registry" && sha == want && st.Agent.ConfigError == ""
+		})
 	}
-	e.status("web decided again offline", func(st agent.Status) bool {
-		src, sha := policyOf(st, "web")
-		return running(st) && src == "registry" && sha == want && st.Agent.ConfigError == ""
-	})
+	e.proxy.Reset()
+	restartAndDecide("web decided again by the kept module")
 	for _, r := range e.proxy.Requests() {
 		if strings.Contains(r, "/policies/") {
 			t.Errorf("the agent asked the registry for a kept module: %s", r)
 		}
 	}
+	e.proxy.Down(true)
+	restartAndDecide("web decided again offline")
 	e.proxy.Down(false)
 
 	// A tag alone is refused, naming the fix; the app keeps its module.

@@ -237,7 +237,9 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		func() { go a.reconcile() }); err != nil {
 		return nil, err
 	}
-	a.modules.SetTrust(policyTrust)
+	if a.modules.SetTrust(policyTrust) && policyTrust.Broken != nil {
+		a.log.Error("device.policyTrust: the trusted keys cannot be read; no module that needs a signature runs", "error", policyTrust.Broken)
+	}
 	a.uplink = uplink.New()
 	a.uplink.UseNetworkManager(useNetworkManager(first.Device))
 	if a.meter, err = budget.Open(a.db, a.reg.Received); err != nil {
@@ -517,10 +519,9 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		// old ones is tried under the new, in whichever order file, key and
 		// pin arrive.
 		policyTrust, verifyDropIn, verifierID := verifiers(c.Device)
-		if policyTrust.Broken != nil {
+		if a.modules.SetTrust(policyTrust) && policyTrust.Broken != nil {
 			a.log.Error("device.policyTrust: the trusted keys cannot be read; no module that needs a signature runs", "error", policyTrust.Broken)
 		}
-		a.modules.SetTrust(policyTrust)
 		if _, perr := a.dir.SetVerify(a.ctx, verifyDropIn, verifierID); perr != nil {
 			a.log.Error("scanning policy modules", "error", perr)
 		}

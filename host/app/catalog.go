@@ -103,7 +103,7 @@ func (c *Catalog) registryModule(ctx context.Context, ref config.PolicyRef) (*pl
 	}
 	// Reading, verifying and compiling (a second, cold) run outside the
 	// lock: another app's decision never waits for this module.
-	wasm, _, err := c.keeper.Get(ref.Module)
+	wasm, err := c.keeper.Get(ref.Module)
 	if err != nil {
 		c.mu.Lock()
 		delete(c.fetched, ref.Module) // no longer trusted: never runs again

@@ -95,17 +95,18 @@ func New(ctx context.Context, dir string, reg Registry, maxSize int64, log hclog
 		fetches: map[godigest.Digest]*fetchState{}}, nil
 }
 
-// SetTrust sets what a module's signature must be. It returns the trust
-// generation, which changes with the policy: a module returned under
-// another generation must be asked for again (and so verified again).
-func (k *Keeper) SetTrust(p trust.Policy) int {
+// SetTrust sets what a module's signature must be, and reports whether
+// that changed. A change starts a new trust generation: a module returned
+// under another generation must be asked for again (and so verified again).
+func (k *Keeper) SetTrust(p trust.Policy) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.trust.ID() != p.ID() {
-		k.trust = p
-		k.gen++
+	if k.trust.ID() == p.ID() {
+		return false
 	}
-	return k.gen
+	k.trust = p
+	k.gen++
+	return true
 }
 
 // Generation is the current trust generation (see SetTrust).
@@ -148,34 +149,33 @@ func ParseRef(ref string) (Ref, error) {
 // background (ErrFetching now, and changed is called when it arrives); a
 // module whose signature does not verify never returns, and its signatures
 // are fetched again in case the vendor signs it later.
-func (k *Keeper) Get(ref string) ([]byte, trust.Key, error) {
+func (k *Keeper) Get(ref string) ([]byte, error) {
 	r, err := ParseRef(ref)
 	if err != nil {
-		return nil, trust.Key{}, err
+		return nil, err
 	}
 	k.mu.Lock()
 	policy := k.trust
 	k.mu.Unlock()
 	wasm, sigs, err := k.load(r.Digest)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, trust.Key{}, k.wait(ref, r)
+		return nil, k.wait(ref, r)
 	}
 	if err != nil {
 		k.start(ref, r) // a damaged copy is replaced
-		return nil, trust.Key{}, fmt.Errorf("policy module %s: the kept copy: %w", ref, err)
+		return nil, fmt.Errorf("policy module %s: the kept copy: %w", ref, err)
 	}
 	if !policy.Required() {
-		return wasm, trust.Key{}, nil
+		return wasm, nil
 	}
-	key, err := policy.VerifyManifest(r.Digest, sigs)
-	if err != nil {
+	if _, err := policy.VerifyManifest(r.Digest, sigs); err != nil {
 		k.start(ref, r) // the vendor may sign it later
 		if last := k.lastError(r.Digest); last != nil {
 			err = last // what the registry had is the better reason
 		}
-		return nil, trust.Key{}, fmt.Errorf("policy module %s: %w", ref, err)
+		return nil, fmt.Errorf("policy module %s: %w", ref, err)
 	}
-	return wasm, key, nil
+	return wasm, nil
 }
 
 // lastError is the error of the last failed fetch of d, if any.

@@ -105,17 +105,17 @@ func TestKeeper(t *testing.T) {
 	wasm := []byte("\x00asm\x01\x00\x00\x00 night")
 	ref := reg.publish(t, wasm)
 
-	if _, _, err := k.Get(ref); !errors.Is(err, ErrFetching) {
+	if _, err := k.Get(ref); !errors.Is(err, ErrFetching) {
 		t.Fatalf("first Get: %v; want ErrFetching", err)
 	}
 	waitArrival(t, arrived)
-	got, _, err := k.Get(ref)
+	got, err := k.Get(ref)
 	if err != nil || string(got) != string(wasm) {
 		t.Fatalf("after the fetch: %q, %v", got, err)
 	}
 	before := reg.count()
 	for range 3 {
-		if _, _, err := k.Get(ref); err != nil {
+		if _, err := k.Get(ref); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -126,11 +126,11 @@ func TestKeeper(t *testing.T) {
 	// A damaged copy never runs; the keeper fetches it again.
 	r, _ := ParseRef(ref)
 	os.WriteFile(filepath.Join(k.path(r.Digest), moduleFile), []byte("tampered"), 0o600)
-	if _, _, err := k.Get(ref); err == nil || !strings.Contains(err.Error(), "damaged") {
+	if _, err := k.Get(ref); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("a tampered module: %v", err)
 	}
 	waitArrival(t, arrived)
-	if got, _, err := k.Get(ref); err != nil || string(got) != string(wasm) {
+	if got, err := k.Get(ref); err != nil || string(got) != string(wasm) {
 		t.Fatalf("after the fetch again: %q, %v", got, err)
 	}
 
@@ -141,7 +141,7 @@ func TestKeeper(t *testing.T) {
 		"a tag alone": {"registry.local/policies/night:1.0", "names no digest"},
 		"not a ref":   {"Not A Ref", "not an OCI reference"},
 	} {
-		if _, _, err := k.Get(c.ref); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := k.Get(c.ref); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v; want %q", name, err, c.want)
 		}
 	}
@@ -161,7 +161,7 @@ func TestKeeper(t *testing.T) {
 	} {
 		k.Get(c.ref)
 		waitArrival(t, arrived)
-		_, _, err := k.Get(c.ref)
+		_, err := k.Get(c.ref)
 		if !errors.Is(err, ErrFetching) || !strings.Contains(err.Error(), "attempt 1 failed") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v; want ErrFetching, attempt 1, %q", name, err, c.want)
 		}

@@ -510,28 +510,19 @@ func (p Policy) ID() string {
 	return strings.Join(ids, ",")
 }
 
-// VerifyBlob is Keys.VerifyBlob, failing closed when the keys are broken.
-func (p Policy) VerifyBlob(data, sig []byte) (Key, error) {
-	if p.Broken != nil {
-		return Key{}, fmt.Errorf("%w: the trusted keys cannot be read: %v", ErrUnsigned, p.Broken)
+// broken is the failure of every check when the keys cannot be read.
+func (p Policy) broken() error {
+	if p.Broken == nil {
+		return nil
 	}
-	return p.Keys.VerifyBlob(data, sig)
-}
-
-// VerifyBundle is Keys.VerifyBundle, failing closed when the keys are
-// broken.
-func (p Policy) VerifyBundle(data, bundle []byte) (Key, error) {
-	if p.Broken != nil {
-		return Key{}, fmt.Errorf("%w: the trusted keys cannot be read: %v", ErrUnsigned, p.Broken)
-	}
-	return p.Keys.VerifyBundle(data, bundle)
+	return fmt.Errorf("%w: the trusted keys cannot be read: %v", ErrUnsigned, p.Broken)
 }
 
 // VerifyManifest is Keys.VerifyManifest, failing closed when the keys are
 // broken.
 func (p Policy) VerifyManifest(want godigest.Digest, sigs []Signature) (Key, error) {
-	if p.Broken != nil {
-		return Key{}, fmt.Errorf("%w: the trusted keys cannot be read: %v", ErrUnsigned, p.Broken)
+	if err := p.broken(); err != nil {
+		return Key{}, err
 	}
 	return p.Keys.VerifyManifest(want, sigs)
 }
@@ -545,14 +536,18 @@ const (
 )
 
 // VerifyFile checks the signature of the module file at path (its contents
-// data): NAME.wasm.sig if it exists, else NAME.wasm.sigstore.json.
+// data): NAME.wasm.sig if it exists, else NAME.wasm.sigstore.json. It fails
+// closed when the keys are broken.
 func (p Policy) VerifyFile(path string, data []byte) (Key, error) {
+	if err := p.broken(); err != nil {
+		return Key{}, fmt.Errorf("%s: %w", path, err)
+	}
 	var k Key
 	sig, err := os.ReadFile(path + SigSuffix)
 	if err == nil {
-		k, err = p.VerifyBlob(data, sig)
+		k, err = p.Keys.VerifyBlob(data, sig)
 	} else if bundle, berr := os.ReadFile(path + BundleSuffix); berr == nil {
-		k, err = p.VerifyBundle(data, bundle)
+		k, err = p.Keys.VerifyBundle(data, bundle)
 	} else {
 		return k, fmt.Errorf("%w: %s has no signature file (%s or %s)", ErrUnsigned, path, filepath.Base(path)+SigSuffix, filepath.Base(path)+BundleSuffix)
 	}
