@@ -369,6 +369,53 @@ func TestInvalidConfigRejectedAppsUntouched(t *testing.T) {
 	}
 }
 
+// TestRejectedEditNeverRemovesAnApp: an edit that mangles an app's uuid
+// leaves that app out of the valid part of the file; it must not count as
+// removed (its volume would go with it) while any app part is rejected.
+func TestRejectedEditNeverRemovesAnApp(t *testing.T) {
+	w := newWorld(t)
+	w.push("web:latest", "v1", false)
+	web, db := appOpts{uuid: "web", ref: "web:latest"}, appOpts{uuid: "db", ref: "web:latest"}
+	if err := w.apply(w.config(web, db)); err != nil {
+		t.Fatal(err)
+	}
+	w.starts("web", 1)
+	for _, mangled := range []string{"12345", strings.Repeat("a", 1<<20), "０a7c3b1e-0000-4000-8000-000000000001"} {
+		bad := w.config(web, db)
+		bad.Apps[0].UUID = mangled
+		err := w.apply(bad)
+		if err == nil || !strings.Contains(err.Error(), "is not a UUID") {
+			t.Fatalf("a mangled uuid: %.200v", err)
+		}
+		settle()
+		if st, _ := w.cm.Status(w.ctx, id("web")); !st.Running {
+			t.Fatalf("uuid %.20q: the app left out by a rejected file was removed", mangled)
+		}
+		info, _ := w.app("web")
+		if !strings.Contains(info.ConfigError, "not removed") {
+			t.Fatalf("the kept app's report says nothing of it: %+v", info)
+		}
+	}
+	// The good file again: nothing happens (the app was never touched).
+	if err := w.apply(w.config(web, db)); err != nil {
+		t.Fatal(err)
+	}
+	settle()
+	if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 1 {
+		t.Fatalf("the app was restarted or emptied: %q", got)
+	}
+	if info, _ := w.app("web"); info.ConfigError != "" {
+		t.Fatalf("still reported: %q", info.ConfigError)
+	}
+	// A valid file without the app removes it.
+	if err := w.apply(w.config(db)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := w.cm.Status(w.ctx, id("web")); err != nil || st.Exists {
+		t.Fatalf("a valid file without the app did not remove it: %+v %v", st, err)
+	}
+}
+
 // TestHostRestartNeitherRepeatsNorLoses restarts the host between actions.
 func TestHostRestartNeitherRepeatsNorLoses(t *testing.T) {
 	w := newWorld(t)

@@ -320,6 +320,20 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 			w.publish()
 		}
 	}
+	// An app the file no longer lists is removed only by a file whose every
+	// app part is valid. A rejected part may be that very app with its uuid
+	// mangled ("12345" for its UUID): taking the file at its word would
+	// remove the app with its volume, and the fixed file would bring it back
+	// empty. So while any app part is rejected, the apps it leaves out are
+	// kept as they were, and say why.
+	if len(rejected) > 0 {
+		for _, old := range h.desired.AppsNotIn(cfg) {
+			eff.Apps = append(eff.Apps, old)
+			why := fmt.Sprintf("not removed although the configuration no longer lists it: %d app part(s) of the file were rejected, and an app is removed only by a file whose every app part is valid", len(rejected))
+			h.rejected[old.UUID] = why
+			rejected = append(rejected, fmt.Errorf("%w: app %s (%s): %s", ErrRejected, old.UUID, old.DisplayName, why))
+		}
+	}
 	// What the device part and each app were submitted as, serialized: a
 	// caller may change the configuration it passed after passing it.
 	submitted := map[string][]byte{}

@@ -727,7 +727,7 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 		_, known := prevApps[a.UUID]
 		switch {
 		case !validID(a.UUID, known):
-			bad(f+".uuid", "%q is not a UUID (8-4-4-4-12 hex digits, such as 0a7c3b1e-0000-4000-8000-000000000002)", a.UUID)
+			bad(f+".uuid", "%s is not a UUID (8-4-4-4-12 hex digits, such as 0a7c3b1e-0000-4000-8000-000000000002)", quoteShort(a.UUID))
 		case uuids[a.UUID] > 0:
 			bad(f+".uuid", "duplicate uuid %q (also apps[%d])", a.UUID, uuids[a.UUID]-1)
 		default:
@@ -885,6 +885,29 @@ func (c *Config) App(uuid string) (App, bool) {
 	return App{}, false
 }
 
+// AppsNotIn lists c's apps that other does not list (by uuid), in c's
+// order; none when c is nil.
+func (c *Config) AppsNotIn(other *Config) []App {
+	var out []App
+	if c != nil {
+		for _, a := range c.Apps {
+			if _, ok := other.App(a.UUID); !ok {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// quoteShort quotes a value for an error message, cut to 64 bytes: a
+// mangled field may hold a megabyte, and the message is printed and kept.
+func quoteShort(s string) string {
+	if len(s) <= 64 {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q… (%d bytes)", strings.ToValidUTF8(s[:64], ""), len(s))
+}
+
 // validID reports whether id may name an app or an image: a UUID, or an
 // id of an earlier version's looser form that the configuration in force
 // already uses (known).
@@ -894,7 +917,7 @@ func validID(id string, known bool) bool {
 
 func validateImage(f string, img Image, known bool, bad func(string, string, ...any)) {
 	if !validID(img.UUID, known) {
-		bad(f+".uuid", "%q is not a UUID (8-4-4-4-12 hex digits, such as 6f1e0c1e-0000-4000-8000-000000000001)", img.UUID)
+		bad(f+".uuid", "%s is not a UUID (8-4-4-4-12 hex digits, such as 6f1e0c1e-0000-4000-8000-000000000001)", quoteShort(img.UUID))
 	}
 	ref, err := name.ParseReference(img.Name)
 	if err != nil {

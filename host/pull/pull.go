@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -155,7 +156,11 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 		release()
 	}
 	if err != nil {
-		return Result{}, &registry.Error{Ref: res.Ref, Op: "pull", Kind: kindOfPull(err), Err: err}
+		kind := kindOfPull(err)
+		if kind == registry.ErrDigestMismatch {
+			err = errors.Join(err, p.discardMismatched(ctx, err))
+		}
+		return Result{}, &registry.Error{Ref: res.Ref, Op: "pull", Kind: kind, Err: err}
 	}
 	// The pull was by digest and containerd checked every digest on the way
 	// in; check the result names what was resolved all the same.
@@ -193,6 +198,32 @@ func (p *Puller) checkPlatformManifest(ctx context.Context, index ocispec.Descri
 		}
 	}
 	return fmt.Errorf("pulled index of %s has no manifest for the platform", res.Ref)
+}
+
+// mismatchRE finds the ingest a failed commit names in containerd's error
+// ("failed commit on ref \"layer-sha256:...\": commit failed: unexpected commit digest
+// sha256:..., expected sha256:...: failed precondition"). containerd
+// reports the ref only in the message, through gRPC as through its local
+// store.
+var mismatchRE = regexp.MustCompile(`failed commit on ref "([^"]+)": [^"]*unexpected commit digest`)
+
+// discardMismatched aborts the ingests whose commit failed verification.
+// containerd keeps a failed ingest, and its fetcher, finding an ingest as
+// long as the blob, commits it again without a request: one corrupt
+// download would then fail every later pull of the image, with the
+// registry serving the right bytes, until someone cleaned containerd's
+// content store by hand. Only the ingests that failed are aborted (bytes
+// that failed verification are never resumed from); the other partial
+// downloads of the pull stay for the retry to resume.
+func (p *Puller) discardMismatched(ctx context.Context, err error) error {
+	cs := p.client.ContentStore()
+	var errs []error
+	for _, m := range mismatchRE.FindAllStringSubmatch(err.Error(), -1) {
+		if aerr := cs.Abort(context.WithoutCancel(ctx), m[1]); aerr != nil && !errdefs.IsNotFound(aerr) {
+			errs = append(errs, fmt.Errorf("discarding the download that failed verification (%s): %w", m[1], aerr))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // PartialTTL is how long the partial downloads of a failed pull are kept for

@@ -198,6 +198,28 @@ func TestPullRejectsCorruptBlobAndKeepsPrevious(t *testing.T) {
 	if !e.unpacked(t, r1.Name) {
 		t.Fatal("the previous image is no longer usable")
 	}
+	// The registry serves the right bytes again: the next pull fetches the
+	// blob anew instead of committing the bytes that failed once more.
+	e.proxy.Corrupt(ld.String(), false)
+	e.proxy.Reset()
+	if _, err := e.pull(t, e.proxy.Host+"/app:latest", ""); err != nil {
+		t.Fatalf("after the registry mended the blob: %v (requests %q)", err, e.proxy.Requests())
+	}
+	if n := countRequests(e.proxy, "GET", ld.String()); n != 1 {
+		t.Fatalf("%d GETs of the blob that failed verification; want 1 (requests %q)", n, e.proxy.Requests())
+	}
+}
+
+// countRequests counts the proxy's requests of method whose path ends in
+// suffix.
+func countRequests(p *regtest.Proxy, method, suffix string) int {
+	n := 0
+	for _, r := range p.Requests() {
+		if strings.HasPrefix(r, method+" ") && strings.HasSuffix(r, suffix) {
+			n++
+		}
+	}
+	return n
 }
 
 func TestPullRejectsCorruptManifestAndKeepsPrevious(t *testing.T) {
@@ -221,6 +243,14 @@ func TestPullRejectsCorruptManifestAndKeepsPrevious(t *testing.T) {
 	}
 	if !e.unpacked(t, r1.Name) {
 		t.Fatal("the previous image is no longer usable")
+	}
+	e.proxy.Corrupt(next.String(), false)
+	e.proxy.Reset()
+	if _, err := e.puller.Pull(e.ctx, res, "", nil); err != nil {
+		t.Fatalf("after the registry mended the manifest: %v (requests %q)", err, e.proxy.Requests())
+	}
+	if n := countRequests(e.proxy, "GET", next.String()); n != 1 {
+		t.Fatalf("%d GETs of the manifest that failed verification; want 1 (requests %q)", n, e.proxy.Requests())
 	}
 }
 
