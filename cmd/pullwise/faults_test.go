@@ -208,6 +208,49 @@ func TestFaults(t *testing.T) {
 			t.Fatalf("after a corrupt blob: %s, %s, %q\n%s", state, imageOf(st, webUUID), why, out)
 		}
 		t.Logf("checked: rejected (%.90s…); the app still runs on %s", why, v1[:19])
+		e.proxy.Corrupt(ld.String(), false)
+		e.proxy.Reset()
+		t.Log("mended: the registry serves the layer's right bytes again")
+		if out, err := e.cli("refresh", "web"); err != nil {
+			t.Fatalf("the refresh after the registry mended the layer: %v\n%s", err, out)
+		}
+		st = e.status("the new image", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) != v1 })
+		gets := 0
+		for _, r := range e.proxy.Requests() {
+			if r == "GET /v2/demo/web/blobs/"+ld.String() {
+				gets++
+			}
+		}
+		if gets != 1 {
+			t.Fatalf("%d GETs of the layer that failed verification (requests %q); want 1", gets, e.proxy.Requests())
+		}
+		t.Logf("checked: the next refresh fetched the layer anew (1 GET) and the app runs %s", imageOf(st, webUUID)[:19])
+	})
+
+	t.Run("rejected edit with an unidentifiable app", func(t *testing.T) {
+		e, v1 := startWeb(t)
+		b, _ := os.ReadFile(e.config)
+		good := string(b)
+		e.writeConfig(strings.Replace(good, webUUID, "12345", 1))
+		t.Log("broke: the app's uuid is edited into 12345")
+		st := e.status("the rejection", func(st agent.Status) bool { return strings.Contains(st.Agent.ConfigError, "is not a UUID") })
+		time.Sleep(time.Second)
+		st = e.status("status", func(agent.Status) bool { return true })
+		kept := false
+		for _, a := range st.Info.Apps {
+			kept = kept || a.UUID == webUUID && a.State == "RUNNING" && strings.Contains(a.ConfigError, "not removed")
+		}
+		if !kept || imageOf(st, webUUID) != v1 || len(regtest.StartLines(e.volume())) != 1 {
+			t.Fatalf("the app left out by the rejected file was touched, or its report does not say why: %+v", st.Info.Apps)
+		}
+		t.Logf("checked: rejected (%.80s…); the app kept and says why", st.Agent.ConfigError)
+		e.writeConfig(good)
+		e.status("the good file", func(st agent.Status) bool { return st.Agent.ConfigError == "" && running(st) })
+		time.Sleep(time.Second)
+		if starts := regtest.StartLines(e.volume()); len(starts) != 1 {
+			t.Fatalf("restoring the file restarted or emptied the app: %q", starts)
+		}
+		t.Log("checked: the restored file finds the app as it was: 1 start in its volume, never emptied")
 	})
 
 	// Mid-download crashes: the agent killed, containerd restarted under a
