@@ -108,7 +108,7 @@ func New(opts ...Option) *Client {
 		platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
 		timeout:  2 * time.Minute,
 		retry: &retrying{maxTries: 5, maxElapsed: 30 * time.Second, initial: 500 * time.Millisecond,
-			maxWait: 10 * time.Second, sleep: sleepCtx, paused: &pauses{}, limits: &limits{}, link: &linkStats{}},
+			maxWait: 10 * time.Second, sleep: sleepCtx, paused: &pauses{}, limits: &limits{}, link: &linkStats{}, down: &downs{}},
 	}
 	for _, o := range opts {
 		o(c)

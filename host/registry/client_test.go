@@ -342,6 +342,55 @@ func TestHostsDir(t *testing.T) {
 	}
 }
 
+// TestDeadMirrorCostsNothing: a hosts.toml mirror whose port is closed is
+// not retried with back-off (that cost 7.5 s on every request): the
+// request moves to the next endpoint at once, and the mirror is skipped
+// until DownFor has passed.
+func TestDeadMirrorCostsNothing(t *testing.T) {
+	ctx := context.Background()
+	backend := regtest.NewRegistry(t)
+	dir := t.TempDir()
+	c := New(WithHostsDir(dir)) // the default retries: 5 tries with back-off
+	var slept time.Duration
+	c.retry.sleep = func(_ context.Context, d time.Duration) error { slept += d; return nil }
+	now := time.Now()
+	c.retry.down.now = func() time.Time { return now }
+
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := l.Addr().String()
+	l.Close()
+	upstream := regtest.NewProxy(t, backend)
+	want := regtest.PushImage(t, upstream.Host+"/app:latest", regtest.RandomImage(t, 1024, 1))
+	upDir := filepath.Join(dir, strings.Replace(upstream.Host, ":", "_", 1)+"_")
+	writeFile(t, filepath.Join(upDir, "hosts.toml"), fmt.Sprintf("server = %q\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n",
+		"http://"+upstream.Host, "http://"+dead))
+	for i := range 3 {
+		res, err := c.Resolve(ctx, upstream.Host+"/app:latest", nil)
+		if err != nil || res.Digest != want.String() {
+			t.Fatalf("resolve %d: %+v %v", i, res, err)
+		}
+	}
+	if slept != 0 {
+		t.Fatalf("a refused connection was retried with back-off: %s slept", slept)
+	}
+	if c.retry.down.get(dead) == nil {
+		t.Fatal("the dead mirror is not remembered as down")
+	}
+	now = now.Add(DownFor)
+	if c.retry.down.get(dead) != nil {
+		t.Fatal("the dead mirror is still skipped after DownFor")
+	}
+
+	// The only endpoint refusing: the error says unreachable, at once.
+	_, err := c.Resolve(ctx, dead+"/app:latest", nil)
+	if !errors.Is(err, ErrUnreachable) || slept != 0 {
+		t.Fatalf("a registry refusing connections: %v (slept %s); want ErrUnreachable at once", err, slept)
+	}
+	if _, err := c.Resolve(ctx, dead+"/app:latest", nil); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "skipped") {
+		t.Fatalf("asked again at once: %v; want it skipped as down, still ErrUnreachable", err)
+	}
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -38,6 +40,97 @@ type retrying struct {
 	limits *limits
 	// link learns the uplink's state from every request and body.
 	link *linkStats
+	// down is shared by every endpoint of a Client: an endpoint that
+	// refused a connection is skipped at once for a while (circuit
+	// breaker), so a dead mirror costs nothing but its first refusal.
+	down *downs
+}
+
+// DownFor is how long an endpoint that could not be connected to is
+// skipped before a request tries it again.
+const DownFor = 30 * time.Second
+
+// downs are the endpoints (host:port) no connection could be made to, why,
+// and until when they are skipped.
+type downs struct {
+	mu    sync.Mutex
+	until map[string]downEntry
+	// now is time.Now; tests make it virtual.
+	now func() time.Time
+}
+
+type downEntry struct {
+	until time.Time
+	err   error
+}
+
+// get is the connection error host is remembered for, or nil.
+func (d *downs) get(host string) error {
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.until[host]
+	if !ok || !d.clock().Before(e.until) {
+		return nil
+	}
+	return e.err
+}
+
+func (d *downs) set(host string, err error) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.until == nil {
+		d.until = map[string]downEntry{}
+	}
+	if err == nil {
+		delete(d.until, host)
+		return
+	}
+	d.until[host] = downEntry{until: d.clock().Add(DownFor), err: err}
+}
+
+func (d *downs) clock() time.Time {
+	if d.now != nil {
+		return d.now()
+	}
+	return time.Now()
+}
+
+// EndpointDownError is a request not sent: its endpoint refused (or could
+// not be reached for) a connection less than DownFor ago. containerd's
+// resolver then tries the next endpoint (a hosts.toml mirror's registry)
+// at once.
+type EndpointDownError struct {
+	Host string
+	Err  error // the connection error the endpoint was marked down for
+}
+
+func (e *EndpointDownError) Unwrap() error { return e.Err }
+
+func (e *EndpointDownError) Error() string {
+	return fmt.Sprintf("%s skipped: %v (not tried again for %s)", e.Host, e.Err, DownFor)
+}
+
+// connectFailed reports whether err is a failure to connect at all
+// (refused, no route, no such host, a dial timeout): retrying at once
+// would fail the same way, and the next endpoint may answer.
+func connectFailed(err error) bool {
+	var op *net.OpError
+	var dns *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return true
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return true
+	case errors.As(err, &op) && op.Op == "dial":
+		return true
+	}
+	return false
 }
 
 // pauses are the registries (host:port) that asked for less, and until
@@ -91,6 +184,9 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	b.Reset()
 	start := time.Now()
+	if err := r.down.get(req.URL.Host); err != nil {
+		return nil, &GaveUpError{Err: &EndpointDownError{Host: req.URL.Host, Err: err}}
+	}
 	for {
 		tries++
 		// A registry that answered 429 to any request is paused for all.
@@ -110,6 +206,12 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err := r.inner.RoundTrip(attempt)
 		r.link.contact(err)
+		if err != nil && connectFailed(err) && ctx.Err() == nil {
+			// Not retried: the endpoint is skipped for DownFor, and
+			// containerd moves to the next one now.
+			r.down.set(req.URL.Host, err)
+			return nil, &GaveUpError{Tries: int(tries), Err: err}
+		}
 		wait, retry := r.decide(resp, err, b)
 		if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
 			r.paused.pause(req.URL.Host, wait)
