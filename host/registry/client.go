@@ -218,6 +218,10 @@ func (c *Client) Resolve(ctx context.Context, ref string, prev *Resolution) (Res
 	if err != nil {
 		return Resolution{}, classify(ref, "resolve", err)
 	}
+	if !isImageType(top.MediaType) {
+		return Resolution{}, &Error{Ref: ref, Op: "resolve", Kind: ErrNotManifest,
+			Err: fmt.Errorf("the registry answered with media type %q", top.MediaType)}
+	}
 	topDigest := NormalizeDigest(top.Digest.String())
 	if prev != nil && (topDigest == prev.IndexDigest || (prev.IndexDigest == "" && topDigest == prev.Digest)) {
 		same := *prev
@@ -251,6 +255,13 @@ func (c *Client) Resolve(ctx context.Context, ref string, prev *Resolution) (Res
 	return Resolution{}, classify(ref, "resolve", fmt.Errorf("%w: the index %s has no manifest for platform %s", ErrNotFound, topDigest, c.platform))
 }
 
+// isImageType reports whether a resolved media type may be an image
+// manifest or index: one of their types, or none or plain JSON (which old
+// registries send, and the manifest's own mediaType then tells).
+func isImageType(mt string) bool {
+	return mt == "" || mt == "application/json" || images.IsManifestType(mt) || images.IsIndexType(mt)
+}
+
 // maxManifestSize bounds what is read of a manifest or index (containerd's
 // default limit for manifests, docker.MaxManifestSize).
 const maxManifestSize = 4 << 20
@@ -281,7 +292,7 @@ func (c *Client) fetch(ctx context.Context, rref string, desc ocispec.Descriptor
 		return nil, err
 	}
 	if len(body) > maxManifestSize {
-		return nil, fmt.Errorf("manifest %s is larger than %d bytes", desc.Digest, maxManifestSize)
+		return nil, fmt.Errorf("%w: manifest %s is larger than %d bytes", ErrTooLarge, desc.Digest, maxManifestSize)
 	}
 	if got := godigest.FromBytes(body); got != desc.Digest {
 		return nil, fmt.Errorf("%w: the registry served %s for %s", ErrDigestMismatch, got, desc.Digest)

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	godigest "github.com/opencontainers/go-digest"
 
 	"github.com/pullwise/pullwise/internal/regtest"
 )
@@ -459,5 +462,63 @@ func TestDownloadLimitsFollowTheConfiguration(t *testing.T) {
 	c.SetDownloads(Downloads{})
 	if _, lim := c.retry.limits.get(); lim != nil {
 		t.Fatal("the cap was removed but a limiter remains")
+	}
+}
+
+// TestErrorsNameTheCause: a hostile registry's answers are reported by what
+// happened, each with a hint that fits, never as "not found" when the tag
+// exists.
+func TestErrorsNameTheCause(t *testing.T) {
+	manifest := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`)
+	for _, tc := range []struct {
+		name  string
+		serve func(w http.ResponseWriter, r *http.Request)
+		kind  error
+		hint  string
+	}{
+		{"manifest over the size limit", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", godigest.FromBytes(manifest).String())
+			w.Header().Set("Content-Length", "5000000")
+			if r.Method == http.MethodGet {
+				w.Write(bytes.Repeat([]byte(" "), 5000000))
+			}
+		}, ErrTooLarge, "larger than any image manifest"},
+		{"manifest served as text/html", func(w http.ResponseWriter, r *http.Request) {
+			page := []byte("<html><body>Please log in to the hotel's Wi-Fi</body></html>")
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("Content-Length", strconv.Itoa(len(page)))
+			w.Write(page)
+		}, ErrNotManifest, "a web page"},
+		{"tag missing", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, `{"errors":[{"code":"MANIFEST_UNKNOWN"}]}`, http.StatusNotFound)
+		}, ErrNotFound, "repository and tag names"},
+		{"credentials refused", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, `{"errors":[{"code":"DENIED"}]}`, http.StatusForbidden)
+		}, ErrUnauthorized, "docker login"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/v2/" {
+					return
+				}
+				tc.serve(w, r)
+			}))
+			defer srv.Close()
+			host := strings.TrimPrefix(srv.URL, "http://")
+			c := New(WithInsecure(host), WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+			_, err := c.Resolve(context.Background(), host+"/app:latest", nil)
+			if !errors.Is(err, tc.kind) {
+				t.Fatalf("%v; want %v", err, tc.kind)
+			}
+			for _, other := range []error{ErrNotFound, ErrTooLarge, ErrNotManifest, ErrUnauthorized} {
+				if other != tc.kind && errors.Is(err, other) {
+					t.Fatalf("%v is also %v", err, other)
+				}
+			}
+			if h := Hint(err, "--insecure"); !strings.Contains(h, tc.hint) {
+				t.Fatalf("hint %q; want it to mention %q", h, tc.hint)
+			}
+		})
 	}
 }

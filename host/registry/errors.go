@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	remoteserrors "github.com/containerd/containerd/v2/core/remotes/errors"
@@ -33,6 +34,10 @@ var (
 	// ErrTooLarge: a blob is larger than the caller accepts (a policy
 	// module over the size limit, say); nothing of it was downloaded.
 	ErrTooLarge = errors.New("too large")
+	// ErrNotManifest: the registry answered with something that is not an
+	// image manifest or index (an HTML page from a proxy or captive portal,
+	// say), although the reference exists as far as it said.
+	ErrNotManifest = errors.New("not an image manifest")
 	// ErrNotTLS: the registry answered HTTPS with plain HTTP, and it is
 	// not listed as insecure. Nothing was sent in clear, and plain HTTP is
 	// not tried. Also an ErrUnreachable.
@@ -104,12 +109,16 @@ func KindOf(err error) error {
 	} else if errors.As(err, &pstatus) {
 		code = pstatus.StatusCode
 	}
-	for _, k := range []error{ErrNotTLS, ErrUntrusted, ErrStalled, ErrUnauthorized, ErrNotFound, ErrDigestMismatch} {
+	for _, k := range []error{ErrNotTLS, ErrUntrusted, ErrStalled, ErrUnauthorized, ErrNotFound, ErrDigestMismatch, ErrTooLarge, ErrNotManifest} {
 		if errors.Is(err, k) {
 			return k
 		}
 	}
 	switch {
+	case errdefs.IsNotFound(err) && oversizeRE.MatchString(err.Error()):
+		// containerd's resolver refuses a manifest over its limit as "not
+		// found"; only its message tells (the tag does exist).
+		return ErrTooLarge
 	case code == 401, code == 403, errors.Is(err, docker.ErrInvalidAuthorization):
 		return ErrUnauthorized
 	case code == 404, errdefs.IsNotFound(err):
@@ -130,6 +139,10 @@ func KindOf(err error) error {
 	return nil
 }
 
+// oversizeRE is containerd's resolver's message for a manifest over
+// docker.MaxManifestSize.
+var oversizeRE = regexp.MustCompile(`rejecting \d+ byte manifest for `)
+
 // Hint says what a person can do about err, or "" when there is nothing
 // to say. insecureFix is how to mark a plain-HTTP registry where the hint
 // is read (a command-line flag, a configuration field).
@@ -145,6 +158,10 @@ func Hint(err error, insecureFix string) string {
 		return "give its CA certificate as HOSTS_DIR/HOST[_PORT_]/ca.crt (containerd's certs.d layout; HOSTS_DIR is device.registryHostsDir, default " + DefaultHostsDir + ")"
 	case errors.Is(err, ErrUnreachable):
 		return "check the registry's address and that it is up; for a plain-HTTP registry " + insecureFix
+	case errors.Is(err, ErrTooLarge):
+		return "the registry's answer is larger than any image manifest should be (4 MiB): check that the address is a registry and that no proxy in between rewrites its answers"
+	case errors.Is(err, ErrNotManifest):
+		return "the registry answered with something else than an image manifest (a web page?): check that the address is a registry and that no proxy or captive portal in between answers instead"
 	case errors.Is(err, ErrNotFound):
 		return "check the repository and tag names"
 	case errors.Is(err, ErrDigestMismatch):
