@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,8 +32,6 @@ type problem struct {
 	Line    int    `json:"line,omitempty"`
 	Column  int    `json:"column,omitempty"`
 }
-
-var unknownFieldRE = regexp.MustCompile(`unknown field "([^"]+)"`)
 
 func newConfigValidateCmd(state *string) *cobra.Command {
 	var policyDir string
@@ -76,15 +73,8 @@ against what the agent has acted upon.`,
 				}
 			} else {
 				for _, p := range problems {
-					where := file
-					if p.Line > 0 {
-						where = fmt.Sprintf("%s:%d:%d", file, p.Line, p.Column)
-					}
-					if p.Field != "" {
-						fmt.Fprintf(out, "%s: %s: %s\n", where, p.Field, printable.String(p.Message))
-					} else {
-						fmt.Fprintf(out, "%s: %s\n", where, printable.String(p.Message))
-					}
+					fe := config.FieldError{File: file, Line: p.Line, Column: p.Column, Field: p.Field, Message: printable.String(p.Message)}
+					fmt.Fprintln(out, fe.Error())
 				}
 				if len(problems) == 0 {
 					fmt.Fprintf(out, "%s: valid (%d apps)\n", file, apps)
@@ -107,13 +97,14 @@ against what the agent has acted upon.`,
 func validateConfig(ctx context.Context, src []byte, policyDir, state string) ([]problem, int, error) {
 	c, err := config.Parse(src)
 	if err != nil {
-		p := problem{Message: err.Error()}
-		if m := unknownFieldRE.FindStringSubmatch(err.Error()); m != nil {
-			if pos, path, ok := config.FindKey(src, m[1]); ok {
-				p = problem{Field: path, Message: fmt.Sprintf("unknown field %q", m[1]), Line: pos.Line, Column: pos.Column}
-			}
+		var problems []problem
+		for _, fe := range config.FieldErrors(err) {
+			problems = append(problems, problem{Field: fe.Field, Message: fe.Message, Line: fe.Line, Column: fe.Column})
 		}
-		return []problem{p}, 0, nil
+		if len(problems) == 0 {
+			problems = []problem{{Message: err.Error()}}
+		}
+		return problems, 0, nil
 	}
 	if policyDir == "" {
 		policyDir = c.Device.PolicyDir
@@ -169,8 +160,8 @@ func validateConfig(ctx context.Context, src []byte, policyDir, state string) ([
 	}
 	var problems []problem
 	for _, e := range errs {
-		p := problem{Field: e.Field, Message: e.Message}
-		if pos, ok := config.Locate(src, e.Field); ok {
+		p := problem{Field: e.Field, Message: e.Message, Line: e.Line, Column: e.Column}
+		if pos, ok := config.Locate(src, e.Field); ok && p.Line == 0 {
 			p.Line, p.Column = pos.Line, pos.Column
 		}
 		problems = append(problems, p)

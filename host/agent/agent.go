@@ -189,7 +189,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		if rerr != nil {
 			return nil, fmt.Errorf("reading config: %w", rerr)
 		}
-		if first, err = config.Parse(b); err != nil {
+		if first, err = config.ParseFile(o.ConfigPath, b); err != nil {
 			first = &config.Config{}
 		}
 		a.log.Error("the configuration is invalid; starting with the apps as they run", "error", err)
@@ -569,10 +569,10 @@ func (a *Agent) readConfig() (*config.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading config: %w", err)
 		}
-		c, err := config.Parse(b)
+		c, err := config.ParseFile(a.o.ConfigPath, b)
 		if err != nil {
 			a.parsed = nil
-			return nil, fmt.Errorf("%s: %w", a.o.ConfigPath, err)
+			return nil, err
 		}
 		a.parsed, a.parsedKey = c, key
 	}

@@ -26,7 +26,6 @@ import (
 	"unicode"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"sigs.k8s.io/yaml"
 
 	"github.com/pullwise/pullwise/host/modules"
 
@@ -40,6 +39,11 @@ const DefaultPolicy = "always"
 type Config struct {
 	Device Device `json:"device"`
 	Apps   []App  `json:"apps"`
+
+	// file and src are where the configuration was read from (ParseFile),
+	// so that every problem Check finds names its line and column.
+	file string
+	src  []byte
 }
 
 // Device is the device-wide part.
@@ -526,22 +530,31 @@ func (a App) RootDrive() *Drive {
 // ErrEmpty is Parse's error for a document with nothing in it.
 var ErrEmpty = errors.New("the document is empty (write `apps: []` for a device with no apps)")
 
-// Parse reads a configuration (YAML or JSON). Unknown fields are errors.
-// It does not validate: call Validate.
+// Parse reads a configuration (YAML or JSON), strictly: field names match
+// exactly, a key given twice, a value of the wrong type, a second document
+// or text after the first are errors. Every problem is a *FieldError
+// (joined) with its line and column. It does not validate: call Validate.
 //
 // An empty document (no bytes, blanks or comments only) is an error, not a
 // configuration with no apps: it is what a reader sees while a controller
 // rewrites the file in place (truncate, then write), and taking it for "no
 // apps" would remove every app and its volumes until the write completes.
-func Parse(b []byte) (*Config, error) {
-	var doc any
-	if err := yaml.Unmarshal(b, &doc); err == nil && doc == nil {
-		return nil, fmt.Errorf("config: %w", ErrEmpty)
-	}
+func Parse(b []byte) (*Config, error) { return ParseFile("", b) }
+
+// ParseFile is Parse for the file named file: its problems, and those
+// Check finds in the result, are given as FILE:LINE:COLUMN.
+func ParseFile(file string, b []byte) (*Config, error) {
 	var c Config
-	if err := yaml.UnmarshalStrict(b, &c); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	if err := decode(b, &c); err != nil {
+		if errors.Is(err, ErrEmpty) {
+			return nil, &FieldError{File: file, Message: err.Error(), err: ErrEmpty}
+		}
+		for _, fe := range FieldErrors(err) {
+			fe.File = file
+		}
+		return nil, err
 	}
+	c.file, c.src = file, b
 	return &c, nil
 }
 
@@ -552,12 +565,12 @@ func Load(file string, prev *Config, known func(string) bool) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	c, err := Parse(b)
+	c, err := ParseFile(file, b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, err
 	}
 	if err := c.Validate(prev, known); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, err
 	}
 	return c, nil
 }
@@ -809,6 +822,10 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 		checkRuntime(f, a, bad)
 		perApp[a.UUID] = append(perApp[a.UUID], errs...)
 	}
+	c.place(devErrs)
+	for _, errs := range perApp {
+		c.place(errs)
+	}
 	apps = map[string]error{}
 	for id, errs := range perApp {
 		if err := errors.Join(errs...); err != nil {
@@ -936,12 +953,67 @@ func validateImage(f string, img Image, known bool, bad func(string, string, ...
 }
 
 // FieldError is one problem of a configuration, at a field path such as
-// "apps[0].drives[1].image.sha256".
+// "apps[0].drives[1].image.sha256", and where the file has it when known.
 type FieldError struct {
+	// File, Line and Column (1-based) are where the problem is written;
+	// zero when not known (a YAML syntax error has no column).
+	File         string
+	Line, Column int
+	// Field is the path of the field ("syntax" for a syntax error, empty
+	// for the document as a whole).
 	Field, Message string
+
+	err error // what errors.Is sees, if anything (ErrEmpty)
 }
 
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+// Error is "FILE:LINE:COLUMN: FIELD: MESSAGE", with what is known of it.
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.File != "":
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+			if e.Column > 0 {
+				fmt.Fprintf(&b, ":%d", e.Column)
+			}
+		}
+		b.WriteString(": ")
+	case e.Line > 0 && e.Column > 0:
+		fmt.Fprintf(&b, "line %d, column %d: ", e.Line, e.Column)
+	case e.Line > 0:
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Message)
+	return b.String()
+}
+
+func (e *FieldError) Unwrap() error { return e.err }
+
+// place gives the field errors of a parsed configuration their file,
+// line and column (the source is parsed again once, only when there are
+// errors).
+func (c *Config) place(errs []error) {
+	if len(errs) == 0 || c.src == nil {
+		return
+	}
+	root := parseNode(c.src)
+	for _, err := range errs {
+		for _, fe := range FieldErrors(err) {
+			if fe.File == "" {
+				fe.File = c.file
+			}
+			if fe.Line == 0 && root != nil {
+				pos := locateNode(root, fe.Field)
+				fe.Line, fe.Column = pos.Line, pos.Column
+			}
+		}
+	}
+}
 
 // FieldErrors lists the field problems in err (joined or wrapped), in order.
 func FieldErrors(err error) []*FieldError {

@@ -265,9 +265,6 @@ apps:
 			t.Errorf("%s: %+v, want %+v", path, got, want)
 		}
 	}
-	if pos, path, ok := FindKey(src, "mountPath"); !ok || path != "apps[0].drives[1].mountPath" || pos != (Position{8, 9}) {
-		t.Errorf("FindKey: %+v %q", pos, path)
-	}
 	if _, ok := Locate([]byte("apps: [{"), "apps"); ok {
 		t.Error("a file that does not parse was located in")
 	}

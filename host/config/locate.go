@@ -18,22 +18,36 @@ type Position struct {
 // last field that exists along the path (a missing field is reported where
 // its parent is). ok is false when the text does not parse.
 func Locate(src []byte, path string) (Position, bool) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(src, &doc); err != nil || len(doc.Content) == 0 {
+	root := parseNode(src)
+	if root == nil {
 		return Position{}, false
 	}
-	node, at := doc.Content[0], Position{doc.Content[0].Line, doc.Content[0].Column}
+	return locateNode(root, path), true
+}
+
+// parseNode is the document's root node, or nil when src does not parse.
+func parseNode(src []byte) *yaml.Node {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil || len(doc.Content) == 0 {
+		return nil
+	}
+	return doc.Content[0]
+}
+
+// locateNode is Locate in a parsed document.
+func locateNode(root *yaml.Node, path string) Position {
+	node, at := root, Position{root.Line, root.Column}
 	for _, seg := range splitPath(path) {
 		if seg.index >= 0 {
 			if node.Kind != yaml.SequenceNode || seg.index >= len(node.Content) {
-				return at, true
+				return at
 			}
 			node = node.Content[seg.index]
 			at = Position{node.Line, node.Column}
 			continue
 		}
 		if node.Kind != yaml.MappingNode {
-			return at, true
+			return at
 		}
 		found := false
 		for i := 0; i+1 < len(node.Content); i += 2 {
@@ -44,47 +58,10 @@ func Locate(src []byte, path string) (Position, bool) {
 			}
 		}
 		if !found {
-			return at, true
+			return at
 		}
 	}
-	return at, true
-}
-
-// FindKey finds the first key named name anywhere in the file and returns
-// its position and its field path (for an unknown field the decoder names
-// without saying where).
-func FindKey(src []byte, name string) (Position, string, bool) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(src, &doc); err != nil || len(doc.Content) == 0 {
-		return Position{}, "", false
-	}
-	var walk func(n *yaml.Node, path string) (Position, string, bool)
-	walk = func(n *yaml.Node, path string) (Position, string, bool) {
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k := n.Content[i]
-				p := k.Value
-				if path != "" {
-					p = path + "." + k.Value
-				}
-				if k.Value == name {
-					return Position{k.Line, k.Column}, p, true
-				}
-				if pos, fp, ok := walk(n.Content[i+1], p); ok {
-					return pos, fp, ok
-				}
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				if pos, fp, ok := walk(c, path+"["+strconv.Itoa(i)+"]"); ok {
-					return pos, fp, ok
-				}
-			}
-		}
-		return Position{}, "", false
-	}
-	return walk(doc.Content[0], "")
+	return at
 }
 
 type segment struct {
