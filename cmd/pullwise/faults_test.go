@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -581,4 +582,29 @@ func TestFaults(t *testing.T) {
 		}
 		t.Logf("checked: the pull did not fit, the unused image was removed, web moved to v2, v1 kept for a rollback")
 	})
+}
+
+// TestActionWhileContainerdIsDown: an action asked while containerd does not
+// answer is reported as queued, with its own exit code, and the agent
+// carries it out once containerd is back.
+func TestActionWhileContainerdIsDown(t *testing.T) {
+	e, v1 := startWeb(t)
+	v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v2", false)).String()
+	e.d.Stop(t)
+	out, err := e.cli("refresh", "web")
+	var exit *exec.ExitError
+	code := -1
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	}
+	t.Logf("refresh with containerd down: exit %d\n%s", code, out)
+	if code != exitQueued || !strings.Contains(out, "containerd is unreachable") || !strings.Contains(out, "queued") || strings.Contains(out, "transport:") {
+		t.Fatalf("exit %d, want %d and a plain word that the refresh is queued:\n%s", code, exitQueued, out)
+	}
+	e.d.Start(t)
+	st := e.status("the refresh carried out", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v2 })
+	if imageOf(st, webUUID) == v1 {
+		t.Fatal("still on v1")
+	}
+	regtest.Starts(t, e.volume(), 2, "")
 }

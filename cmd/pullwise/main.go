@@ -28,6 +28,7 @@ const (
 	exitNotRunning  = 3 // no agent answers on the state directory's socket
 	exitPermission  = 4 // the agent's socket (or a file) may not be opened by this user
 	exitCouldNotChk = 5 // a --dry-run could not check every image
+	exitQueued      = 6 // containerd is unreachable: the action is queued, the agent carries it out when containerd answers
 )
 
 // execute runs the command line and says how the process should exit.
@@ -54,6 +55,8 @@ func execute(root *cobra.Command, stderr io.Writer) int {
 		return exitPermission
 	case errors.As(err, &unchecked):
 		return exitCouldNotChk
+	case errors.As(err, new(*agent.QueuedError)):
+		return exitQueued
 	}
 	return exitFailed
 }

@@ -168,6 +168,12 @@ func printOp(out io.Writer, r opResult, prefix bool) {
 		fmt.Fprintf(out, "%s requested for %s\n", r.Op, printable.String(r.App))
 	case r.Result != nil:
 		fmt.Fprintf(out, "%s: %s, %d restart(s)", printable.String(r.Result.DisplayName), r.Result.State, r.Restarts)
+		if errors.As(r.err, new(*agent.QueuedError)) {
+			// The queued action's own line (on stderr) says it all; the
+			// gRPC text of the dial failure helps nobody.
+			fmt.Fprintln(out, ", waiting for containerd")
+			return
+		}
 		if r.Result.LastError != "" {
 			fmt.Fprintf(out, ", last error: %s", printable.String(r.Result.LastError))
 		}
@@ -179,15 +185,20 @@ func printOp(out io.Writer, r opResult, prefix bool) {
 
 // opError is the command's outcome over every app: the first error of the
 // most serious kind (an agent that does not answer, then a failed action,
-// then a dry run that could not check).
+// then an action queued while containerd does not answer, then a dry run
+// that could not check).
 func opError(results []opResult) error {
-	var failed, unchecked error
+	var failed, queued, unchecked error
 	for _, r := range results {
 		var u *couldNotCheckError
 		switch {
 		case r.err == nil:
 		case errors.Is(r.err, agent.ErrNotRunning), errors.Is(r.err, agent.ErrPermission):
 			return r.err
+		case errors.As(r.err, new(*agent.QueuedError)):
+			if queued == nil {
+				queued = r.err
+			}
 		case errors.As(r.err, &u):
 			if unchecked == nil {
 				unchecked = r.err
@@ -203,6 +214,9 @@ func opError(results []opResult) error {
 	}
 	if failed != nil {
 		return failed
+	}
+	if queued != nil {
+		return queued
 	}
 	return unchecked
 }

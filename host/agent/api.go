@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/config"
 )
 
@@ -144,6 +145,9 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 				result = &st
 			}
 			switch {
+			case containers.Unreachable(err):
+				// Not a failure of the action: it waits for containerd.
+				enc.Encode(map[string]any{"error": err.Error(), "queued": true, "result": result})
 			case err != nil:
 				enc.Encode(map[string]any{"error": err.Error(), "result": result})
 			default:

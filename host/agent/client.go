@@ -130,6 +130,7 @@ func (c *Client) Op(ctx context.Context, appName, op string, wait bool, progress
 			Progress *pull.Progress `json:"progress"`
 			Result   *app.AppInfo   `json:"result"`
 			Error    string         `json:"error"`
+			Queued   bool           `json:"queued"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 			return nil, fmt.Errorf("agent answer: %w", err)
@@ -139,6 +140,8 @@ func (c *Client) Op(ctx context.Context, appName, op string, wait bool, progress
 			if progress != nil {
 				progress(*line.Progress)
 			}
+		case line.Queued:
+			return line.Result, &QueuedError{Op: op, Err: errors.New(line.Error)}
 		case line.Error != "":
 			return line.Result, errors.New(line.Error)
 		default:
@@ -150,3 +153,17 @@ func (c *Client) Op(ctx context.Context, appName, op string, wait bool, progress
 	}
 	return nil, errors.New("the agent closed the connection before answering")
 }
+
+// QueuedError is an action the agent could not carry out yet because
+// containerd does not answer: it is kept (the counter is increased and
+// persisted) and carried out when containerd answers again.
+type QueuedError struct {
+	Op  string
+	Err error // what containerd's client said
+}
+
+func (e *QueuedError) Error() string {
+	return fmt.Sprintf("containerd is unreachable: the %s is queued, and the agent carries it out when containerd answers again (is containerd running? `systemctl status containerd`)", e.Op)
+}
+
+func (e *QueuedError) Unwrap() error { return e.Err }

@@ -610,6 +610,9 @@ func (w *worker) fail(err error) {
 	now := w.h.o.Now().UTC()
 	w.rec.LastError, w.rec.LastErrorAt = err.Error(), &now
 	w.rec.Hint = registry.Hint(err, "list it in device.insecureRegistries")
+	if containers.Unreachable(err) {
+		w.rec.Hint = "containerd does not answer (is it running? `systemctl status containerd`): the action is tried again when it does"
+	}
 }
 
 // spec builds the container spec for the images the app is to run.

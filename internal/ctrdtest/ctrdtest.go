@@ -34,6 +34,7 @@ type Daemon struct {
 	cfgPath string
 	logf    *os.File
 	cmd     *exec.Cmd
+	stopped bool // by Stop, until Start
 }
 
 // Context is a background context in the daemon's namespace.
@@ -108,6 +109,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if d.stopped {
+			// Stopped by the test and not started again (it failed): the
+			// shims it left are stopped through a containerd again.
+			if d.startProcess() == nil {
+				d.waitReady(t)
+			}
+		}
 		if d.Client != nil {
 			d.removeAll()
 			d.Client.Close()
@@ -172,6 +180,25 @@ func (d *Daemon) Restart(t testing.TB) {
 	if err := d.startProcess(); err != nil {
 		t.Fatal(err)
 	}
+	d.waitReady(t)
+}
+
+// Stop stops containerd (SIGTERM; shims and containers keep running) and
+// leaves it stopped until Start: a device whose containerd is down.
+func (d *Daemon) Stop(t testing.TB) {
+	t.Helper()
+	d.stopProcess()
+	d.stopped = true
+}
+
+// Start starts a containerd that Stop stopped, on the same root, state and
+// socket.
+func (d *Daemon) Start(t testing.TB) {
+	t.Helper()
+	if err := d.startProcess(); err != nil {
+		t.Fatal(err)
+	}
+	d.stopped = false
 	d.waitReady(t)
 }
 
