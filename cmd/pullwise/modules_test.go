@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/internal/regtest"
@@ -125,6 +126,22 @@ func TestPolicyModulesFromARegistry(t *testing.T) {
 	}
 	if state, _ := appState(st, "other"); state != "" {
 		t.Errorf("the app whose module is missing was created: %s", state)
+	}
+
+	// No configuration names the module any more: it is removed, as
+	// containerd collects the images no app uses.
+	e.configure(e.web())
+	e.status("web on the built-in", func(st agent.Status) bool { return running(st) && st.Agent.ConfigError == "" })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		kept, _ := filepath.Glob(filepath.Join(e.state, "modules", "sha256-*"))
+		if len(kept) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("modules no configuration names are still kept: %q", kept)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -135,6 +136,7 @@ type Agent struct {
 	reconciling sync.Mutex
 	parsed      *config.Config // the last parse of the file, and its size and times
 	parsedKey   string
+	moduleRefs  *string // the registry modules named at the last collection (nil: none yet)
 	statusPoke  chan struct{}
 	lastStatus  []byte // the status file's content, its time left out
 	mu          sync.Mutex
@@ -533,6 +535,7 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		a.reg.SetDownloads(downloads(c.Device))
 		a.uplink.UseNetworkManager(useNetworkManager(c.Device))
 		t, err = a.host.Submit(a.ctx, c)
+		a.collectModules(c)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -549,6 +552,46 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		}
 	}
 	return t, err
+}
+
+// collectModules removes the kept registry modules that neither the file
+// nor the configuration in force (an app whose new part was rejected keeps
+// its old module) names any more. It looks only when the set of named
+// modules changed: an action on one app costs no directory read.
+func (a *Agent) collectModules(file *config.Config) {
+	var refs []string
+	for _, c := range []*config.Config{file, a.host.Desired()} {
+		if c == nil {
+			continue
+		}
+		for _, p := range append([]*config.PolicyRef{c.Device.PullPolicy}, appPolicies(c)...) {
+			if p != nil && p.Module != "" {
+				refs = append(refs, p.Module)
+			}
+		}
+	}
+	slices.Sort(refs)
+	refs = slices.Compact(refs)
+	key := strings.Join(refs, "\n")
+	if a.moduleRefs != nil && *a.moduleRefs == key {
+		return
+	}
+	a.moduleRefs = &key
+	removed, err := a.modules.Collect(refs)
+	if err != nil {
+		a.log.Warn("removing policy modules no configuration names", "error", err)
+	}
+	for _, d := range removed {
+		a.log.Info("policy module removed: no configuration names it", "digest", d.String())
+	}
+}
+
+func appPolicies(c *config.Config) []*config.PolicyRef {
+	out := make([]*config.PolicyRef, 0, len(c.Apps))
+	for _, ap := range c.Apps {
+		out = append(out, ap.PullPolicy)
+	}
+	return out
 }
 
 // readConfig parses the configuration file, or returns a copy of the last

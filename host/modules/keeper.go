@@ -370,6 +370,46 @@ func bundleSignatures(ctx context.Context, reg Registry, r Ref) ([]trust.Signatu
 	return sigs, nil
 }
 
+// Collect removes the kept modules that no reference in keep names (the
+// configuration in force no longer uses them), as containerd collects the
+// images no app uses, and returns their digests. A module being fetched is
+// left alone. Unparsable references in keep are ignored.
+func (k *Keeper) Collect(keep []string) ([]godigest.Digest, error) {
+	wanted := map[string]bool{}
+	for _, ref := range keep {
+		if r, err := ParseRef(ref); err == nil {
+			wanted[filepath.Base(k.path(r.Digest))] = true
+		}
+	}
+	entries, err := os.ReadDir(k.dir)
+	if err != nil {
+		return nil, fmt.Errorf("policy module store: %w", err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for d, f := range k.fetches {
+		if f.running {
+			wanted[filepath.Base(k.path(d))] = true
+		}
+	}
+	var removed []godigest.Digest
+	var errs []error
+	for _, e := range entries {
+		algo, hex, ok := strings.Cut(e.Name(), "-")
+		d := godigest.NewDigestFromEncoded(godigest.Algorithm(algo), hex)
+		if !ok || !e.IsDir() || wanted[e.Name()] || d.Validate() != nil {
+			continue // in use, or not a module's directory (a fetch's temporary one)
+		}
+		if err := os.RemoveAll(filepath.Join(k.dir, e.Name())); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(k.fetches, d)
+		removed = append(removed, d)
+	}
+	return removed, errors.Join(errs...)
+}
+
 func (k *Keeper) path(d godigest.Digest) string {
 	return filepath.Join(k.dir, d.Algorithm().String()+"-"+d.Encoded())
 }

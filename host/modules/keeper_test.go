@@ -167,3 +167,32 @@ func TestKeeper(t *testing.T) {
 		}
 	}
 }
+
+// TestCollect: kept modules no reference names any more are removed; the
+// ones named stay and are served without a request.
+func TestCollect(t *testing.T) {
+	reg := &fakeRegistry{manifests: map[string][]byte{}, blobs: map[godigest.Digest][]byte{}}
+	k, arrived := newKeeper(t, reg)
+	old := reg.publish(t, []byte("\x00asm\x01\x00\x00\x00 old"))
+	cur := reg.publish(t, []byte("\x00asm\x01\x00\x00\x00 new"))
+	for _, ref := range []string{old, cur} {
+		k.Get(ref)
+		waitArrival(t, arrived)
+	}
+	os.MkdirAll(filepath.Join(k.dir, ".fetch-123"), 0o700) // a fetch under way
+	removed, err := k.Collect([]string{cur, "not a ref"})
+	r, _ := ParseRef(old)
+	if err != nil || len(removed) != 1 || removed[0] != r.Digest {
+		t.Fatalf("removed %v, %v; want only %s", removed, err, r.Digest)
+	}
+	if _, err := os.Stat(k.path(r.Digest)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the unused module is still kept: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(k.dir, ".fetch-123")); err != nil {
+		t.Fatal("a fetch's temporary directory was removed")
+	}
+	before := reg.count()
+	if _, err := k.Get(cur); err != nil || reg.count() != before {
+		t.Fatalf("the module in use: %v, %d requests", err, reg.count()-before)
+	}
+}
