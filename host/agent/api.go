@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/app"
-	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/containers"
 )
 
 // The local API, on a unix socket (mode 0600) in the state directory:
