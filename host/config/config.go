@@ -318,6 +318,46 @@ type App struct {
 	// User runs the app's process as "UID[:GID]" (numeric), instead of the
 	// image's user. Its volumes are owned by that user.
 	User string `json:"user,omitempty"`
+	// UserNS is the app's user namespace: "host" (the default: root in
+	// the container is root on the host) or "auto" (a user namespace of
+	// its own: the container's UIDs and GIDs 0-65535 are an unprivileged
+	// range of the host's, chosen from the app's uuid; its root filesystem
+	// is a copy chowned into that range, and its volumes are owned by it).
+	UserNS UserNSMode `json:"userns,omitempty"`
+}
+
+// UserNSMode is an app's user namespace.
+type UserNSMode string
+
+// The user namespace modes.
+const (
+	UserNSHost UserNSMode = "host"
+	UserNSAuto UserNSMode = "auto"
+)
+
+// IDRangeSize is how many UIDs (and GIDs) an app's user namespace maps:
+// 0-65535 in the container.
+const IDRangeSize = 1 << 16
+
+// userNSBase and userNSSlots place the apps' ranges: 2^30 and up, above
+// what /etc/subuid hands out to users (100000 and up, 65536 each) for a
+// long way, in 16384 slots of IDRangeSize.
+const (
+	userNSBase  = 1 << 30
+	userNSSlots = 1 << 14
+)
+
+// UserNSRange is the first host UID (and GID) of the app's user namespace,
+// and false when the app runs in the host's. It is derived from the uuid
+// alone, so it is the same at every start, for every container the app
+// gets, and needs no state; Check refuses two apps whose ranges meet.
+func (a App) UserNSRange() (uint32, bool) {
+	if a.UserNS != UserNSAuto {
+		return 0, false
+	}
+	sum := sha256.Sum256([]byte("pullwise userns\x00" + a.UUID))
+	slot := binary.BigEndian.Uint32(sum[:4]) % userNSSlots
+	return userNSBase + slot*IDRangeSize, true
 }
 
 // NetworkMode is an app's network.
@@ -733,6 +773,7 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 	names := map[string]int{}
 	images := map[string]string{} // image uuid -> field where first seen
 	imageRefs := map[string]string{}
+	ranges := map[uint32]int{} // user namespace range -> the app that has it
 	for i, a := range c.Apps {
 		var errs []error
 		bad := badIn(&errs)
@@ -820,6 +861,14 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 			mounts[path.Clean(d.MountPath)] = true
 		}
 		checkRuntime(f, a, bad)
+		if base, ok := a.UserNSRange(); ok {
+			if j, taken := ranges[base]; taken {
+				// 1 in 16384 for two apps: rare, and never silently shared.
+				bad(f+".userns", "this app's automatic UID range (%d-%d, from its uuid) is apps[%d]'s too: one of them needs another uuid, or userns host", base, base+IDRangeSize-1, j)
+			} else {
+				ranges[base] = i
+			}
+		}
 		perApp[a.UUID] = append(perApp[a.UUID], errs...)
 	}
 	c.place(devErrs)
@@ -887,6 +936,14 @@ func checkRuntime(f string, a App, bad func(string, string, ...any)) {
 	}
 	if _, _, _, err := a.UserIDs(); err != nil {
 		bad(f+".user", "%v", err)
+	}
+	switch a.UserNS {
+	case "", UserNSHost, UserNSAuto:
+	default:
+		bad(f+".userns", "%q: want host (the default) or auto", a.UserNS)
+	}
+	if uid, _, ok, _ := a.UserIDs(); ok && a.UserNS == UserNSAuto && uid >= IDRangeSize {
+		bad(f+".user", "%d: with userns auto, the user must be inside the container's range (0-%d)", uid, IDRangeSize-1)
 	}
 }
 

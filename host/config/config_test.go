@@ -83,6 +83,8 @@ func TestInvalid(t *testing.T) {
 		{"uplink without interface", `device: {pullPolicy: use-existing}`, `device: {link: {uplinks: [{cost: 10}]}}`, "device.link.uplinks[0].interface"},
 		{"uplink twice", `device: {pullPolicy: use-existing}`, `device: {link: {uplinks: [{interface: wwan0, cost: 10}, {interface: wwan0}]}}`, `device.link.uplinks[1].interface: "wwan0" is listed twice`},
 		{"uplink cost", `device: {pullPolicy: use-existing}`, `device: {link: {uplinks: [{interface: wwan0, cost: 256}]}}`, "device.link.uplinks[0].cost: 256"},
+		{"unknown userns", `displayName: web`, "displayName: web\n    userns: private", `apps[0].userns: "private": want host (the default) or auto`},
+		{"user outside the userns", `displayName: web`, "displayName: web\n    userns: auto\n    user: \"70000\"", "apps[0].user: 70000: with userns auto, the user must be inside"},
 		{"bad insecure registry", `device: {pullPolicy: use-existing}`, `device: {insecureRegistries: ["http://x/y"]}`, "device.insecureRegistries[0]"},
 	}
 	for _, tc := range tests {
@@ -333,5 +335,42 @@ func TestLinkOn(t *testing.T) {
 	}
 	if m, c := (Device{}).LinkOn("eth0"); m != nil || c != nil {
 		t.Errorf("no link settings: %v, %v", m, c)
+	}
+}
+
+// TestUserNSRanges: an app's range is its uuid's, the same every time,
+// above what /etc/subuid hands out, aligned and inside the 32-bit IDs; two
+// apps whose ranges meet are refused, never silently share one.
+func TestUserNSRanges(t *testing.T) {
+	seen := map[uint32]string{}
+	var clash [2]string
+	for i := range 20000 {
+		a := App{UUID: fmt.Sprintf("0a7c3b1e-0000-4000-8000-%012x", i), UserNS: UserNSAuto}
+		base, ok := a.UserNSRange()
+		again, _ := a.UserNSRange()
+		if !ok || base != again || base < 1<<30 || (base-1<<30)%IDRangeSize != 0 || uint64(base)+IDRangeSize > 1<<32-1 {
+			t.Fatalf("%s: range %d %v", a.UUID, base, ok)
+		}
+		if other, dup := seen[base]; dup && clash[0] == "" {
+			clash = [2]string{other, a.UUID}
+		}
+		seen[base] = a.UUID
+	}
+	if _, ok := (App{UUID: "x"}).UserNSRange(); ok {
+		t.Fatal("an app without userns auto has a range")
+	}
+	if clash[0] == "" {
+		t.Fatal("20000 apps in 16384 slots and no clash")
+	}
+	src := "apps:\n"
+	for _, id := range clash {
+		src += fmt.Sprintf("  - {uuid: %s, displayName: %s, userns: auto, drives: [{kind: container, image: {uuid: 6f1e0c1e-0000-4000-8000-000000000001, name: r/a:1}}]}\n", id, id[len(id)-4:])
+	}
+	c, err := Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(nil, nil); err == nil || !strings.Contains(err.Error(), "apps[1].userns: this app's automatic UID range") {
+		t.Fatalf("two apps on one range: %v", err)
 	}
 }

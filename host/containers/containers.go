@@ -24,6 +24,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	containerstore "github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/contrib/apparmor"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/mount"
@@ -104,6 +105,27 @@ type Spec struct {
 	// volumes.
 	UID, GID uint32
 	HasUser  bool
+	// UserNS, when HasUserNS, is the first host UID and GID of the app's
+	// user namespace (config.IDRangeSize of them map 0 and up inside).
+	UserNS    uint32
+	HasUserNS bool
+}
+
+// idMap is the spec's user namespace mapping.
+func (s Spec) idMap() []specs.LinuxIDMapping {
+	return []specs.LinuxIDMapping{{ContainerID: 0, HostID: s.UserNS, Size: config.IDRangeSize}}
+}
+
+// hostIDs are the host UID and GID the app's process (and so its volumes)
+// has: its user's, moved into its user namespace's range.
+func (s Spec) hostIDs() (uid, gid uint32) {
+	if s.HasUser {
+		uid, gid = s.UID, s.GID
+	}
+	if s.HasUserNS {
+		uid, gid = uid+s.UserNS, gid+s.UserNS
+	}
+	return uid, gid
 }
 
 // SpecFromConfig fills the runtime part of a Spec (network, limits, user)
@@ -126,6 +148,7 @@ func SpecFromConfig(app config.App) (Spec, error) {
 	}
 	var err error
 	s.UID, s.GID, s.HasUser, err = app.UserIDs()
+	s.UserNS, s.HasUserNS = app.UserNSRange()
 	return s, err
 }
 
@@ -214,11 +237,18 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 	labels := network.Labels(s.Network, s.Ports)
 	maps.Copy(labels, map[string]string{LabelApp: s.ID, LabelRootfs: rootfs, LabelGeneration: strconv.Itoa(gen),
 		LabelImages: strings.Join(s.Images(), ",")})
+	snapshot := containerd.WithNewSnapshot(rootfs, img)
+	if s.HasUserNS {
+		// containerd's way without idmapped mounts (which a 1.6 daemon
+		// lacks): a copy of the image's layers chowned into the app's
+		// range, shared by every container of that image and range.
+		snapshot = containerd.WithUserNSRemappedSnapshot(rootfs, img, s.idMap(), s.idMap())
+	}
 	_, err = m.client.NewContainer(ctx, s.ID,
 		containerd.WithContainerLabels(labels),
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(m.snapshotter),
-		containerd.WithNewSnapshot(rootfs, img),
+		snapshot,
 		containerd.WithNewSpec(specOpts...),
 	)
 	if err != nil {
@@ -252,7 +282,24 @@ func hardening(s Spec) []oci.SpecOpts {
 	if s.HasUser {
 		opts = append(opts, oci.WithUIDGID(s.UID, s.GID))
 	}
+	if s.HasUserNS {
+		opts = append(opts, oci.WithUserNamespace(s.idMap(), s.idMap()), withSysBind)
+	}
 	return opts
+}
+
+// withSysBind gives a container in a user namespace the host's /sys,
+// read-only, instead of a sysfs of its own: the kernel lets a user
+// namespace mount sysfs only in a network namespace it owns, and the
+// app's namespace is the host's (made and pinned for CNI before the
+// container exists). runc 1.1 does not fall back by itself.
+func withSysBind(_ context.Context, _ oci.Client, _ *containerstore.Container, s *oci.Spec) error {
+	for i, m := range s.Mounts {
+		if m.Destination == "/sys" {
+			s.Mounts[i] = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
+		}
+	}
+	return nil
 }
 
 // networkFiles are the spec options of the app's network: the host's
@@ -307,7 +354,7 @@ func (m *Manager) volume(s Spec, name string) (string, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return "", fmt.Errorf("app %s: volume %s: %w", s.ID, name, err)
 	}
-	if s.HasUser {
+	if s.HasUser || s.HasUserNS {
 		// The volumes and app directories above stay root's; only the
 		// volume itself is handed over (searchable by its owner: 0711).
 		if err := os.Chmod(filepath.Join(m.dir, "volumes", s.ID), 0o711); err != nil {
@@ -316,11 +363,59 @@ func (m *Manager) volume(s Spec, name string) (string, error) {
 		if err := os.Chmod(filepath.Join(m.dir, "volumes"), 0o711); err != nil {
 			return "", err
 		}
-		if err := os.Lchown(dir, int(s.UID), int(s.GID)); err != nil {
+		uid, gid := s.hostIDs()
+		if err := shiftVolume(dir, s.UserNS); err != nil {
+			return "", fmt.Errorf("app %s: volume %s: moving it into the app's user namespace: %w", s.ID, name, err)
+		}
+		if err := os.Lchown(dir, int(uid), int(gid)); err != nil {
 			return "", fmt.Errorf("app %s: volume %s: %w", s.ID, name, err)
 		}
+	} else if err := shiftVolume(dir, 0); err != nil {
+		return "", fmt.Errorf("app %s: volume %s: moving it out of the app's user namespace: %w", s.ID, name, err)
 	}
 	return dir, nil
+}
+
+// rangeOf is the user namespace range a host ID falls in: 0 for the
+// host's own IDs, else the first ID of its app's range.
+func rangeOf(id uint32) uint32 {
+	const base = config.IDRangeSize << 14 // config's userNSBase, 2^30
+	if id < base {
+		return 0
+	}
+	return id - (id-base)%config.IDRangeSize
+}
+
+// shiftVolume moves a volume's files into the user namespace range that
+// starts at base (0: the host's), when its directory is in another: an app
+// whose userns changed finds its data owned as before, seen from inside.
+// Nothing is walked when the volume is already in the range (every start
+// after the first).
+func shiftVolume(dir string, base uint32) error {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil {
+		return err
+	}
+	from := rangeOf(st.Uid)
+	if from == base {
+		return nil
+	}
+	shift := func(id uint32) uint32 {
+		if id >= from && id-from < config.IDRangeSize {
+			return id - from + base
+		}
+		return id // outside the old range: not the app's to move
+	}
+	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		return os.Lchown(p, int(shift(st.Uid)), int(shift(st.Gid)))
+	})
 }
 
 // view makes a read-only view of an image's unpacked layers.

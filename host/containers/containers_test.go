@@ -1,12 +1,18 @@
 package containers
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	hostapparmor "github.com/containerd/containerd/v2/pkg/apparmor"
+
+	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/network"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -163,5 +169,135 @@ func TestStartFailureIsVisible(t *testing.T) {
 			t.Fatalf("status %+v: want exited with 1", st)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestUserNamespace: an app with userns auto runs with its container root
+// mapped to an unprivileged host range (the kernel's uid_map says so), its
+// root filesystem chowned into that range and its volume owned by it, so
+// it can write there; back in the host's namespace, its volume's files are
+// moved back and it still can.
+func TestUserNamespace(t *testing.T) {
+	d := ctrdtest.Start(t)
+	ctx := d.Context()
+	host := regtest.NewRegistry(t)
+	reg := registry.New(registry.WithInsecure(host))
+	puller := pull.New(d.Client, reg)
+	regtest.PushImage(t, host+"/app:v1", regtest.AppImage(t, "v1", false))
+	regtest.PushImage(t, host+"/app:v2", regtest.AppImage(t, "v2", false))
+	var names []string
+	for _, ref := range []string{host + "/app:v1", host + "/app:v2"} {
+		res, err := reg.Resolve(ctx, ref, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := puller.Pull(ctx, res, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, r.Name)
+	}
+	app := config.App{UUID: "0a7c3b1e-0000-4000-8000-0000000005e1", UserNS: config.UserNSAuto}
+	spec, err := SpecFromConfig(app)
+	if err != nil || !spec.HasUserNS {
+		t.Fatalf("%+v %v", spec, err)
+	}
+	base := spec.UserNS
+	spec.Image, spec.Volumes = names[0], []Mount{{Source: "data", Path: "/data"}}
+	m := New(d.Client, t.TempDir())
+	id := spec.ID
+	if err := m.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Remove(ctx, id) })
+	if got := starts(t, m, id, 1)[0]; got != "start version=v1 freshrootfs=true ro=" {
+		t.Fatalf("first start in a user namespace: %q", got)
+	}
+	st, _ := m.Status(ctx, id)
+	uidMap, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", st.Pid))
+	if err != nil || strings.Join(strings.Fields(string(uidMap)), " ") != fmt.Sprintf("0 %d %d", base, config.IDRangeSize) {
+		t.Fatalf("the app's uid_map: %q %v; want 0 %d %d", uidMap, err, base, config.IDRangeSize)
+	}
+	owner := func(p string) uint32 {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Uid
+	}
+	vol := m.VolumeDir(id, "data")
+	entries, _ := os.ReadDir(vol)
+	if len(entries) == 0 || owner(vol) != base || owner(filepath.Join(vol, entries[0].Name())) != base {
+		t.Fatalf("the volume and what the app wrote there: owned by %d; want %d", owner(vol), base)
+	}
+	// An image change: a new chowned root filesystem, the same range.
+	spec.Image = names[1]
+	if err := m.Replace(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if got := starts(t, m, id, 2)[1]; got != "start version=v2 freshrootfs=true ro=" {
+		t.Fatalf("after an image change: %q", got)
+	}
+	// Back in the host's namespace: the volume's files are root's again.
+	spec.HasUserNS = false
+	if err := m.Replace(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if got := starts(t, m, id, 3)[2]; got != "start version=v2 freshrootfs=true ro=" {
+		t.Fatalf("back in the host's namespace: %q", got)
+	}
+	if owner(vol) != 0 || owner(filepath.Join(vol, entries[0].Name())) != 0 {
+		t.Fatalf("the volume after leaving the user namespace: owned by %d", owner(vol))
+	}
+}
+
+// TestAppArmor: where the kernel has AppArmor, the app's process runs
+// confined by pullwise's profile; where it does not (as on these test
+// machines: the test says which), the app runs without one and nothing
+// asks for it.
+func TestAppArmor(t *testing.T) {
+	d := ctrdtest.Start(t)
+	ctx := d.Context()
+	host := regtest.NewRegistry(t)
+	reg := registry.New(registry.WithInsecure(host))
+	regtest.PushImage(t, host+"/app:v1", regtest.AppImage(t, "v1", false))
+	res, err := reg.Resolve(ctx, host+"/app:v1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pull.New(d.Client, reg).Pull(ctx, res, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(d.Client, t.TempDir())
+	spec := Spec{ID: "aa-1", Image: r.Name, Volumes: []Mount{{Source: "data", Path: "/data"}}}
+	if err := m.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Remove(ctx, spec.ID) })
+	if err := m.Start(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	starts(t, m, spec.ID, 1)
+	c, _ := d.Client.LoadContainer(ctx, spec.ID)
+	s, err := c.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := m.Status(ctx, spec.ID)
+	label, _ := os.ReadFile(fmt.Sprintf("/proc/%d/attr/current", st.Pid))
+	if hostapparmor.HostSupports() {
+		t.Logf("this kernel has AppArmor: the app runs under %q", strings.TrimSpace(string(label)))
+		if s.Process.ApparmorProfile != AppArmorProfile || !strings.HasPrefix(string(label), AppArmorProfile) {
+			t.Fatalf("spec profile %q, process label %q; want %s", s.Process.ApparmorProfile, label, AppArmorProfile)
+		}
+		return
+	}
+	t.Log("this kernel has no AppArmor: the profile is not asked for, and the app runs (the confined path is not exercised here)")
+	if s.Process.ApparmorProfile != "" {
+		t.Fatalf("a profile was asked of a kernel without AppArmor: %q", s.Process.ApparmorProfile)
 	}
 }

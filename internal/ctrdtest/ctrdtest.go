@@ -77,6 +77,12 @@ func StartWithRoot(t testing.TB, rootBytes int64) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Searchable by all, as /run/containerd is: a container in a user
+	// namespace reaches its root filesystem under the state directory as
+	// an unprivileged host user.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	sock := filepath.Join(dir, "c.sock")
 	if rootBytes > 0 {
 		root := filepath.Join(dir, "root")
