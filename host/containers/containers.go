@@ -24,9 +24,9 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	containerstore "github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/contrib/apparmor"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
+	containerstore "github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/defaults"
