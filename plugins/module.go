@@ -67,7 +67,7 @@ func (m *Module) Decide(ctx context.Context, in sdk.Input) (sdk.Decision, error)
 	if err != nil {
 		return sdk.Decision{}, fmt.Errorf("policy module %s: encoding input: %w", m.Name, err)
 	}
-	out, err := m.exchange(ctx, "decide", "pullwise_decide", payload)
+	out, err := m.exchange(context.WithValue(ctx, clockKey{}, in.Now), "decide", "pullwise_decide", payload)
 	if err != nil {
 		return sdk.Decision{}, err
 	}
@@ -236,14 +236,18 @@ func (m *Module) put(ctx context.Context, inst *instance) {
 
 // instantiate starts a new sandboxed instance: no filesystem, network,
 // environment or arguments; wazero's clocks and randomness are its fake,
-// deterministic ones (a policy's time is Input.Now); stdout and stderr go to
+// deterministic ones, but for the wall clock, which reads the decision's
+// Input.Now (see instance.clock); stdout and stderr go to
 // the module's logger, bounded per call.
 func (m *Module) instantiate(ctx context.Context, code wazero.CompiledModule) (*instance, error) {
 	out := newOutput(m.logger, m.rt.cfg.outputLimit)
+	inst := &instance{out: out, fns: map[string]api.Function{}}
+	inst.clock.Store(time.Now().UnixNano())
 	cfg := wazero.NewModuleConfig().
 		WithName(""). // anonymous: many instances of one module may coexist
 		WithStdout(out.stream("stdout")).
 		WithStderr(out.stream("stderr")).
+		WithWalltime(inst.walltime, sys.ClockResolution(1)).
 		WithStartFunctions() // _initialize is run below, under a time limit
 	// The Wasm start section runs inside InstantiateModule: it gets the same
 	// limit as _initialize, so a module that loops there is stopped too.
@@ -251,9 +255,9 @@ func (m *Module) instantiate(ctx context.Context, code wazero.CompiledModule) (*
 	defer cancel()
 	mod, err := m.rt.wr.InstantiateModule(context.WithValue(sctx, outputKey{}, out), code, cfg)
 	if err != nil {
-		return nil, m.fault("instantiate (start section)", err, &instance{out: out}, m.rt.cfg.initTimeout)
+		return nil, m.fault("instantiate (start section)", err, inst, m.rt.cfg.initTimeout)
 	}
-	inst := &instance{mod: mod, out: out, fns: map[string]api.Function{}}
+	inst.mod = mod
 	if init := mod.ExportedFunction("_initialize"); init != nil {
 		ictx, cancel := context.WithTimeout(ctx, m.rt.cfg.initTimeout)
 		defer cancel()
@@ -307,6 +311,19 @@ type instance struct {
 	// fns caches exported functions: looking one up builds a call engine with
 	// its own stack, which per call would cost more than the call itself.
 	fns map[string]api.Function
+	// clock is what WASI's wall clock reads inside the instance, in Unix
+	// nanoseconds: the decision's Now during a decision (so a policy that
+	// calls time.Now decides on the input's time, replayably), the host's
+	// time at the call's start otherwise.
+	clock atomic.Int64
+}
+
+// clockKey carries a decision's Now to the call that makes it.
+type clockKey struct{}
+
+func (i *instance) walltime() (sec int64, nsec int32) {
+	n := i.clock.Load()
+	return n / 1e9, int32(n % 1e9)
 }
 
 func (i *instance) close(ctx context.Context) { _ = i.mod.Close(ctx) }
@@ -320,6 +337,11 @@ func (i *instance) call(ctx context.Context, fn string, params ...uint64) (uint6
 		i.fns[fn] = f
 	}
 	i.out.reset()
+	if now, ok := ctx.Value(clockKey{}).(time.Time); ok && !now.IsZero() {
+		i.clock.Store(now.UnixNano())
+	} else {
+		i.clock.Store(time.Now().UnixNano())
+	}
 	res, err := f.Call(context.WithValue(ctx, outputKey{}, i.out), params...)
 	if err != nil {
 		return 0, err

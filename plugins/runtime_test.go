@@ -129,6 +129,34 @@ func TestDecideWithBuiltin(t *testing.T) {
 	}
 }
 
+// TestModuleClockIsTheDecisionsNow: inside a module, WASI's wall clock (Go's
+// time.Now) reads the decision's Now, not wazero's fixed 2022-01-01: a
+// policy that calls time.Now decides on the input's date, and a replay of
+// the same input decides the same, on the same warm instance or a new one.
+func TestModuleClockIsTheDecisionsNow(t *testing.T) {
+	ctx := context.Background()
+	rt, _ := newRuntime(t)
+	m, err := rt.Load(ctx, "hostile", testModule(t, "hostile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, now := range []time.Time{
+		time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.UTC),
+		time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC),
+		time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.UTC), // again: replayable
+	} {
+		in := input("clock")
+		in.Now = now
+		d, err := m.Decide(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Reason != now.Format(time.RFC3339Nano) {
+			t.Fatalf("the module's time.Now() read %s; want the decision's now %s", d.Reason, now.Format(time.RFC3339Nano))
+		}
+	}
+}
+
 // TestSandboxFaults breaks the sandbox in every way the issue names and
 // checks that each gives a clear error and that the same module decides
 // correctly right afterwards, in a fresh instance.

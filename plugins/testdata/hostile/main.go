@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 	"unsafe"
 )
 
@@ -63,6 +64,9 @@ func decide(_, n uint32) uint64 {
 		answer = `{"action":"use-local","restartOnChange":false}`
 	case mode("badaction"):
 		answer = `{"action":"reboot","restartOnChange":false,"reason":"why not"}`
+	case mode("clock"):
+		// What a Go policy gets from time.Now: the decision's now.
+		answer = `{"action":"use-local","restartOnChange":false,"reason":"` + time.Now().UTC().Format(time.RFC3339Nano) + `"}`
 	case mode("outofbounds"):
 		return 0xFFFFFF00<<32 | 4096
 	}
