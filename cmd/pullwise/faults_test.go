@@ -232,9 +232,16 @@ func TestFaults(t *testing.T) {
 		e, v1 := startWeb(t)
 		b, _ := os.ReadFile(e.config)
 		good := string(b)
+		// Unquoted, 12345 is a number: the file does not decode, and is
+		// refused whole.
 		e.writeConfig(strings.Replace(good, webUUID, "12345", 1))
-		t.Log("broke: the app's uuid is edited into 12345")
-		st := e.status("the rejection", func(st agent.Status) bool { return strings.Contains(st.Agent.ConfigError, "is not a UUID") })
+		st := e.status("the file refused", func(st agent.Status) bool { return strings.Contains(st.Agent.ConfigError, "want a string") })
+		t.Logf("broke: the app's uuid is edited into 12345; refused whole (%s)", st.Agent.ConfigError)
+		// Quoted, it decodes: only the app's part is refused, and the app
+		// the file no longer lists is kept.
+		e.writeConfig(strings.Replace(good, webUUID, `"12345"`, 1))
+		t.Log(`broke: the app's uuid is edited into "12345"`)
+		st = e.status("the rejection", func(st agent.Status) bool { return strings.Contains(st.Agent.ConfigError, "is not a UUID") })
 		time.Sleep(time.Second)
 		st = e.status("status", func(agent.Status) bool { return true })
 		kept := false
