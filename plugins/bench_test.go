@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pullwise/pullwise/internal/regtest"
-	"github.com/pullwise/pullwise/internal/testcache"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
+	"github.com/pullwise/pullwise/internal/testing/testcache"
 	"github.com/pullwise/pullwise/policies"
 	"github.com/pullwise/pullwise/sdk"
 )

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pullwise/pullwise/internal/wattest"
+	"github.com/pullwise/pullwise/internal/testing/wattest"
 	"github.com/pullwise/pullwise/policies"
 )
 

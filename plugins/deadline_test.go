@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pullwise/pullwise/internal/regtest"
-	"github.com/pullwise/pullwise/internal/wattest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
+	"github.com/pullwise/pullwise/internal/testing/wattest"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
 )

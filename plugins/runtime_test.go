@@ -14,7 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/pullwise/pullwise/internal/testcache"
+	"github.com/pullwise/pullwise/internal/testing/testcache"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/plugins/policybuild"
 	"github.com/pullwise/pullwise/policies"

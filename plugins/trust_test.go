@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pullwise/pullwise/internal/wattest"
+	"github.com/pullwise/pullwise/internal/testing/wattest"
 	"github.com/pullwise/pullwise/plugins"
 )
 

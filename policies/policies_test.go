@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/pullwise/pullwise/internal/testcache"
+	"github.com/pullwise/pullwise/internal/testing/testcache"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/plugins/moduletest"
 	"github.com/pullwise/pullwise/sdk"

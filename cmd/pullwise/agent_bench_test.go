@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/agent"
-	"github.com/pullwise/pullwise/internal/ctrdtest"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 // BenchmarkAgent measures the agent as an operator runs it: resident memory

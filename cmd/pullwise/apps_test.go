@@ -8,7 +8,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/agent"
 	hostapp "github.com/pullwise/pullwise/host/app"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 // TestActionsTouchOneApp: a CLI action on one app acts on that app alone,

@@ -20,7 +20,7 @@ import (
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/pull"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 // TestOutputFormatsCompletionAndWatch drives the operator's CLI against a

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/agent"
-	"github.com/pullwise/pullwise/internal/ctrdtest"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 // e2e drives the real pullwise binary: an agent on a private containerd and

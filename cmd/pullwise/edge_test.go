@@ -12,8 +12,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/pullwise/pullwise/host/agent"
-	"github.com/pullwise/pullwise/internal/nmtest"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/nmtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 	"github.com/pullwise/pullwise/plugins/policybuild"
 )
 

@@ -18,8 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/pullwise/pullwise/host/agent"
-	"github.com/pullwise/pullwise/internal/regtest"
-	"github.com/pullwise/pullwise/internal/wattest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
+	"github.com/pullwise/pullwise/internal/testing/wattest"
 	"github.com/pullwise/pullwise/plugins/policybuild"
 )
 

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/agent"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
 )

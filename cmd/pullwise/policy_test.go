@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pullwise/pullwise/internal/testcache"
-	"github.com/pullwise/pullwise/internal/wattest"
+	"github.com/pullwise/pullwise/internal/testing/testcache"
+	"github.com/pullwise/pullwise/internal/testing/wattest"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/sdk"
 )

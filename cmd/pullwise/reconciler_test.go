@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/agent"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 // The per-app reconciler, proved against the real binary: presence by what

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/pullwise/pullwise/host/registry"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 func TestResolve(t *testing.T) {

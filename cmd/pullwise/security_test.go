@@ -13,7 +13,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/host/network"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 // TestRegistryTrustFollowsTheConfiguration: an app on a plain-HTTP registry

@@ -13,8 +13,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/pullwise/pullwise/host/config"
-	"github.com/pullwise/pullwise/internal/ctrdtest"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 // BenchmarkCreateVsCtr creates one app from a cold cache (resolve, pull,

@@ -22,8 +22,8 @@ import (
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/statedb"
-	"github.com/pullwise/pullwise/internal/testcache"
-	"github.com/pullwise/pullwise/internal/wattest"
+	"github.com/pullwise/pullwise/internal/testing/testcache"
+	"github.com/pullwise/pullwise/internal/testing/wattest"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/sdk"
 )

@@ -11,8 +11,8 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 
 	"github.com/pullwise/pullwise/host/registry"
-	"github.com/pullwise/pullwise/internal/ctrdtest"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 // BenchmarkPullVsCtr pulls a 5-layer image of 100 MiB from the Debian

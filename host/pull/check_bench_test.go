@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/pullwise/pullwise/host/registry"
-	"github.com/pullwise/pullwise/internal/ctrdtest"
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 // BenchmarkNoChangeCheck counts what checking an up-to-date tag costs, in

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pullwise/pullwise/internal/nmtest"
+	"github.com/pullwise/pullwise/internal/testing/nmtest"
 )
 
 const table = `Iface	Destination	Gateway 	Flags	RefCnt	Use	Metric	Mask		MTU	Window	IRTT

@@ -8,7 +8,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/pullwise/pullwise/internal/wattest"
+	"github.com/pullwise/pullwise/internal/testing/wattest"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/plugins/moduletest"
 )

@@ -1,4 +1,4 @@
-// Command demoimage builds the demo app image (internal/testapp with a
+// Command demoimage builds the demo app image (internal/testing/testapp with a
 // /version file) and pushes it to a plain-HTTP registry: `make demo` uses it
 // to publish a version and then move the tag.
 package main
@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/pullwise/pullwise/internal/regtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
 func main() {

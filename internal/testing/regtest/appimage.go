@@ -23,7 +23,7 @@ var testapp = struct {
 	err error
 }{}
 
-// AppImage is a runnable image of internal/testapp (a static binary) plus a
+// AppImage is a runnable image of internal/testing/testapp (a static binary) plus a
 // /version file holding version; with failFast the app exits 1 at once.
 // Different versions share the binary's layer.
 func AppImage(t testing.TB, version string, failFast bool) v1.Image {
