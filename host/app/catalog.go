@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/modules"
 	"github.com/pullwise/pullwise/plugins"
@@ -23,6 +25,12 @@ type Catalog struct {
 	rt     *plugins.Runtime
 	dir    *plugins.Dir    // may be nil
 	keeper *modules.Keeper // may be nil: no registry modules
+
+	// loading makes the apps that ask for a built-in not loaded yet wait
+	// for one load: fifty apps created at once used to load it fifty
+	// times side by side, and on two cores a load's 100 ms handshake
+	// could then time out.
+	loading singleflight.Group
 
 	mu       sync.Mutex
 	builtins map[string]*plugins.Module
@@ -170,16 +178,23 @@ func (c *Catalog) builtin(ctx context.Context, name string) (*plugins.Module, er
 	if ok {
 		return m, nil
 	}
-	wasm, err := policies.Module(name)
+	v, err, _ := c.loading.Do(name, func() (any, error) {
+		wasm, err := policies.Module(name)
+		if err != nil {
+			return nil, err
+		}
+		// Compiled outside the lock, as registry modules are.
+		m, err := c.rt.Load(ctx, name, wasm)
+		if err != nil {
+			return nil, err
+		}
+		return c.keep(ctx, m, func() (*plugins.Module, bool) {
+			first, ok := c.builtins[name]
+			return first, ok
+		}, func() { c.builtins[name] = m }), nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	// Compiled outside the lock, as registry modules are.
-	if m, err = c.rt.Load(ctx, name, wasm); err != nil {
-		return nil, err
-	}
-	return c.keep(ctx, m, func() (*plugins.Module, bool) {
-		first, ok := c.builtins[name]
-		return first, ok
-	}, func() { c.builtins[name] = m }), nil
+	return v.(*plugins.Module), nil
 }

@@ -64,8 +64,15 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 	h := w.h
 	m, err := h.o.Policies.Module(ctx, cfg.Policy(app))
 	if err != nil {
+		// No policy to ask when to try again (a load that timed out on a
+		// busy device, say): the host tries again with back-off, 10 s
+		// doubling to 5 min, rather than leave the app failed until its
+		// configuration changes.
+		w.moduleFails++
+		w.schedule(ptr(h.o.Now().Add(min(MinNextCheck<<min(w.moduleFails-1, 10), MaxNextCheckBackoff))))
 		return choice{}, err
 	}
+	w.moduleFails = 0
 	w.rec.PolicyModule = &PolicyModule{Source: h.o.Policies.Source(m), SHA256: m.Info.SHA256}
 	r, have, err := h.o.Images.Get(img.UUID)
 	if err != nil {

@@ -320,7 +320,7 @@ func newRigWith(t *testing.T, prepare func(*bolt.DB, *imagestore.Store)) (r *rig
 }
 
 // newRigOpts is newRigWith with the policy catalog's drop-in directory.
-func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin func(*plugins.Runtime) *plugins.Dir) (r *rig) {
+func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin func(*plugins.Runtime) *plugins.Dir, rtOpts ...plugins.Option) (r *rig) {
 	t.Helper()
 	db, err := statedb.Open(t.TempDir())
 	if err != nil {
@@ -331,7 +331,7 @@ func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin 
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := plugins.NewRuntime(context.Background(), plugins.WithCacheDir(testcache.ModuleDir()))
+	rt, err := plugins.NewRuntime(context.Background(), append([]plugins.Option{plugins.WithCacheDir(testcache.ModuleDir())}, rtOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -632,6 +632,34 @@ func TestNextCheckFloor(t *testing.T) {
 	}
 	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second}
 	if !slices.Equal(waits, want) {
+		t.Fatalf("waits %v, want %v", waits, want)
+	}
+}
+
+// TestModuleThatCannotLoadIsTriedAgain: when an app's policy module cannot
+// be had (here every load's handshake times out, as one did under fifty
+// creates at once on two cores), there is no policy to ask when to try
+// again: the host tries with back-off, 10 s doubling, instead of leaving
+// the app failed until its configuration changes.
+func TestModuleThatCannotLoadIsTriedAgain(t *testing.T) {
+	r := newRigOpts(t, nil, nil, plugins.WithTimeout(time.Nanosecond))
+	err := r.apply(fakeApp("web", fakeRepo+":latest"))
+	if err == nil || !strings.Contains(err.Error(), "handshake") {
+		t.Fatalf("%v; want the handshake's failure", err)
+	}
+	var waits []time.Duration
+	for i := 0; i < 3; i++ {
+		info, _ := r.h.App(id("web"))
+		if info.NextCheck == nil || info.State != StateError {
+			t.Fatalf("no retry scheduled: %+v", info)
+		}
+		waits = append(waits, info.NextCheck.Sub(r.clock.now()).Round(time.Second))
+		r.clock.set(time.Until(*info.NextCheck) + time.Second)
+		if err := r.h.Tick(r.ctx); err == nil {
+			t.Fatal("the load succeeded with a 1 ns limit")
+		}
+	}
+	if want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second}; !slices.Equal(waits, want) {
 		t.Fatalf("waits %v, want %v", waits, want)
 	}
 }

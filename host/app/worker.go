@@ -43,6 +43,7 @@ type worker struct {
 	holds       []func()             // images held from garbage collection until this piece of work ends
 	dirty       bool                 // rec (or applied) has changes not yet written (see settle)
 	eager       int                  // consecutive decisions that asked to be consulted again too soon
+	moduleFails int                  // consecutive rounds whose policy module could not be had
 	loggedAt    map[string]time.Time // when each image's decision was last logged at info level
 	booted      bool                 // the first piece of work has run (boot event)
 	exitWatch   context.CancelFunc
