@@ -1,0 +1,63 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestSectionValidators: each section's validator alone, on the values it
+// owns: what it accepts says nothing, what it refuses names the field.
+func TestSectionValidators(t *testing.T) {
+	cost := func(n int) *int { return &n }
+	tests := []struct {
+		name  string
+		check func(*problems)
+		want  string // "" when valid; else a field and problem the error names
+	}{
+		{"registries: host and port", func(p *problems) { checkRegistries(p, Device{InsecureRegistries: []string{"127.0.0.1:5000"}}) }, ""},
+		{"registries: a URL", func(p *problems) { checkRegistries(p, Device{InsecureRegistries: []string{"http://x/y"}}) }, "device.insecureRegistries[0]"},
+		{"registries: relative hosts dir", func(p *problems) { checkRegistries(p, Device{RegistryHostsDir: "certs.d"}) }, "device.registryHostsDir"},
+		{"trust: absolute keys", func(p *problems) { checkTrust(p, &PolicyTrust{Keys: []string{"/k.pub"}}) }, ""},
+		{"trust: no keys", func(p *problems) { checkTrust(p, &PolicyTrust{}) }, "device.policyTrust.keys: no keys"},
+		{"link: cost in range", func(p *problems) { checkLink(p, &LinkSettings{Cost: cost(255)}) }, ""},
+		{"link: cost out of range", func(p *problems) { checkLink(p, &LinkSettings{Cost: cost(-1)}) }, "device.link.cost: -1"},
+		{"link: interface with a slash", func(p *problems) { checkLink(p, &LinkSettings{Uplinks: []UplinkSettings{{Interface: "a/b"}}}) }, "device.link.uplinks[0].interface"},
+		{"download: rate and budget", func(p *problems) {
+			checkDownload(p, &DownloadSettings{RateLimit: "4Mi", Budget: &BudgetSettings{Bytes: "2Gi", Period: "week", ResetDay: 1}})
+		}, ""},
+		{"download: rate below 1Ki", func(p *problems) { checkDownload(p, &DownloadSettings{RateLimit: "10"}) }, "device.download.rateLimit: 10: want at least 1Ki"},
+		{"download: stall window under a second", func(p *problems) { checkDownload(p, &DownloadSettings{StallWindow: "10ms"}) }, "device.download.stallWindow"},
+		{"download: a day's reset day", func(p *problems) {
+			checkDownload(p, &DownloadSettings{Budget: &BudgetSettings{Bytes: "2Gi", Period: "day", ResetDay: 3}})
+		}, "device.download.budget.resetDay: 3"},
+		{"logs: 1Mi, 3 files", func(p *problems) { checkLogs(p, &LogSettings{MaxSize: "1Mi", MaxFiles: 3}) }, ""},
+		{"logs: too small", func(p *problems) { checkLogs(p, &LogSettings{MaxSize: "1k"}) }, "device.logs.maxSize: 1k"},
+		{"policy: a name", func(p *problems) { checkPolicy(p, "device.pullPolicy", &PolicyRef{Name: "always"}, nil) }, ""},
+		{"policy: settings not JSON", func(p *problems) {
+			checkPolicy(p, "device.pullPolicy", &PolicyRef{Name: "always", Settings: []byte("{")}, nil)
+		}, "device.pullPolicy.settings: not valid JSON"},
+		{"counters: forward", func(p *problems) {
+			ac := newAppChecker(&Config{Apps: []App{{UUID: "u", Restart: InstanceOps{1}}}}, nil)
+			ac.counters(p, "apps[0]", App{UUID: "u", Restart: InstanceOps{2}})
+		}, ""},
+		{"counters: backwards", func(p *problems) {
+			ac := newAppChecker(&Config{Apps: []App{{UUID: "u", Purge: InstanceOps{3}}}}, nil)
+			ac.counters(p, "apps[0]", App{UUID: "u", Purge: InstanceOps{2}})
+		}, "apps[0].purge.counter: went backwards from 3 to 2"},
+		{"runtime: ports on the host network", func(p *problems) {
+			checkRuntime(p, "apps[0]", App{Network: NetworkHost, Ports: []string{"80:80"}})
+		}, "apps[0].ports[0]: ports are published on the bridge network only"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var p problems
+			tc.check(&p)
+			switch {
+			case tc.want == "" && len(p) > 0:
+				t.Fatalf("refused: %v", p)
+			case tc.want != "" && (len(p) == 0 || !strings.Contains(p[0].Error(), tc.want)):
+				t.Fatalf("%v; want a problem naming %q", p, tc.want)
+			}
+		})
+	}
+}
