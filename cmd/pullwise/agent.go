@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ func newAgentCmd(state *string) *cobra.Command {
 	var o agent.Options
 	var logLevel string
 	var logJSON bool
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "agent --config FILE [--state DIR]",
 		Short: "Run the agent: apply the configuration and keep it applied",
@@ -44,9 +46,22 @@ store under DIR, and containerd at its usual socket.`,
 			o.Logger = hclog.New(&hclog.LoggerOptions{Name: "pullwise", Level: hclog.LevelFromString(logLevel), JSONFormat: logJSON, Output: os.Stderr})
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return agent.Run(ctx, o)
 		},
 	}
+	cmd.Flags().StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the agent to this file until it stops (for `go tool pprof`)")
+	cmd.Flags().MarkHidden("cpu-profile")
 	cmd.Flags().StringVar(&o.ConfigPath, "config", "", "configuration file, YAML or JSON (required)")
 	cmd.Flags().StringVar(&o.ContainerdSocket, "containerd", agent.DefaultContainerd, "containerd's socket")
 	cmd.Flags().StringVar(&o.Namespace, "namespace", agent.DefaultNamespace, "containerd namespace for the apps")

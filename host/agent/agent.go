@@ -672,14 +672,11 @@ func (a *Agent) writeStatus() {
 		a.log.Error("building status", "error", err)
 		return
 	}
-	at := st.Info.GeneratedAt
-	st.Info.GeneratedAt = time.Time{}
-	same, _ := json.Marshal(st)
+	same := statusKey(st)
 	if bytes.Equal(same, a.lastStatus) {
 		return
 	}
 	a.lastStatus = same
-	st.Info.GeneratedAt = at
 	b, _ := json.MarshalIndent(st, "", "  ")
 	path := filepath.Join(a.o.StateDir, StatusName)
 	tmp := path + ".tmp"
@@ -689,6 +686,37 @@ func (a *Agent) writeStatus() {
 	if err != nil {
 		a.log.Error("writing status file", "error", err)
 	}
+}
+
+// statusKey is the status as compared between writes: without the times
+// that change when nothing else does (the report's, and those of checks and
+// decisions that found nothing new), so a no-change check, or an action that
+// changed nothing, costs no flash write. The live report (`pullwise status`,
+// from the API) always has them.
+func statusKey(st Status) []byte {
+	st.Info.GeneratedAt = time.Time{}
+	st.Info.Apps = slices.Clone(st.Info.Apps)
+	for i, ap := range st.Info.Apps {
+		if len(ap.Decisions) > 0 {
+			ds := make(map[string]app.DecisionInfo, len(ap.Decisions))
+			for k, d := range ap.Decisions {
+				d.At = time.Time{}
+				ds[k] = d
+			}
+			st.Info.Apps[i].Decisions = ds
+		}
+	}
+	st.Info.Images = slices.Clone(st.Info.Images)
+	for i, im := range st.Info.Images {
+		st.Info.Images[i].LastCheck = nil
+		if im.Decision != nil {
+			d := *im.Decision
+			d.At = time.Time{}
+			st.Info.Images[i].Decision = &d
+		}
+	}
+	b, _ := json.Marshal(st)
+	return b
 }
 
 // configWatcher watches the configuration file's directory, so editors that
