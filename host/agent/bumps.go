@@ -19,24 +19,18 @@ import (
 type bumps struct {
 	db *bolt.DB
 	mu sync.Mutex
-	m  map[string]*counters
-}
-
-type counters struct {
-	Restart      int64 `json:"restart"`
-	Purge        int64 `json:"purge"`
-	RefreshImage int64 `json:"refreshImage"`
+	m  map[string]*config.Counters
 }
 
 func loadBumps(db *bolt.DB) (*bumps, error) {
-	b := &bumps{db: db, m: map[string]*counters{}}
+	b := &bumps{db: db, m: map[string]*config.Counters{}}
 	err := db.Update(func(tx *bolt.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists(statedb.BucketAPICounters)
 		if err != nil {
 			return err
 		}
 		return bk.ForEach(func(k, v []byte) error {
-			var c counters
+			var c config.Counters
 			if err := json.Unmarshal(v, &c); err != nil {
 				return err
 			}
@@ -51,7 +45,7 @@ func loadBumps(db *bolt.DB) (*bumps, error) {
 func (b *bumps) add(uuid, op string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c := counters{}
+	c := config.Counters{}
 	if old := b.m[uuid]; old != nil {
 		c = *old
 	}
@@ -83,9 +77,7 @@ func (b *bumps) apply(c *config.Config) {
 	defer b.mu.Unlock()
 	for i := range c.Apps {
 		if x := b.m[c.Apps[i].UUID]; x != nil {
-			c.Apps[i].Restart.Counter += x.Restart
-			c.Apps[i].Purge.Counter += x.Purge
-			c.Apps[i].RefreshImage.Counter += x.RefreshImage
+			c.Apps[i].AddCounters(*x)
 		}
 	}
 }

@@ -404,8 +404,8 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 		Now:   h.o.Now().UTC(),
 		Event: ev,
 		Image: sdk.Image{ID: img.UUID, Ref: img.Name, PinnedDigest: img.Pin(), LastRemoteDigest: r.LastRemoteDigest},
-		App: sdk.App{UUID: app.UUID, Name: app.DisplayName, Counters: sdk.Counters{
-			Restart: rec.Counters.Restart, Purge: rec.Counters.Purge, RefreshImage: rec.Counters.RefreshImage}},
+		// The one conversion from the host's counters to the SDK's.
+		App:      sdk.App{UUID: app.UUID, Name: app.DisplayName, Counters: sdk.Counters(rec.Counters)},
 		Device:   h.o.Device(),
 		Settings: cfg.Policy(app).Settings,
 	}

@@ -104,11 +104,7 @@ type Pending struct {
 }
 
 // Counters are EVE's InstanceOpsCmd counters as acted upon.
-type Counters struct {
-	Restart      int64 `json:"restart"`
-	Purge        int64 `json:"purge"`
-	RefreshImage int64 `json:"refreshImage"`
-}
+type Counters = config.Counters
 
 // ImageInfo is one ImageObjectID of one app.
 type ImageInfo struct {

@@ -568,7 +568,7 @@ func (w *worker) release(ctx context.Context, cfg *config.Config) {
 // what it runs, in one transaction. ok clears the last error.
 func (w *worker) done(app config.App, ok bool) error {
 	w.rec.Pending = nil
-	w.rec.Counters = Counters{Restart: app.Restart.Counter, Purge: app.Purge.Counter, RefreshImage: app.RefreshImage.Counter}
+	w.rec.Counters = app.Counters()
 	if ok && w.rec.State != StateRolledBack {
 		w.rec.LastError, w.rec.LastErrorAt, w.rec.Hint = "", nil, ""
 	}
@@ -580,7 +580,7 @@ func (w *worker) done(app config.App, ok bool) error {
 // with the next save (or when the host closes).
 func (w *worker) settle(app config.App) {
 	w.rec.Pending = nil
-	w.rec.Counters = Counters{Restart: app.Restart.Counter, Purge: app.Purge.Counter, RefreshImage: app.RefreshImage.Counter}
+	w.rec.Counters = app.Counters()
 	w.rec.LastError, w.rec.LastErrorAt, w.rec.Hint = "", nil, ""
 	w.applied = &app
 	w.dirty = true

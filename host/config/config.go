@@ -495,6 +495,29 @@ type InstanceOps struct {
 	Counter int64 `json:"counter"`
 }
 
+// Counters are an app's three counters as one value: as configured, as
+// acted upon (the report), as increased through the API, and as a policy
+// sees them (sdk.Counters converts from it directly). The file keeps EVE's
+// form, {counter: N} each.
+type Counters struct {
+	Restart      int64 `json:"restart"`
+	Purge        int64 `json:"purge"`
+	RefreshImage int64 `json:"refreshImage"`
+}
+
+// Counters are the app's counters.
+func (a App) Counters() Counters {
+	return Counters{Restart: a.Restart.Counter, Purge: a.Purge.Counter, RefreshImage: a.RefreshImage.Counter}
+}
+
+// AddCounters increases the app's counters by c (what was asked through
+// the API, on top of the file's).
+func (a *App) AddCounters(c Counters) {
+	a.Restart.Counter += c.Restart
+	a.Purge.Counter += c.Purge
+	a.RefreshImage.Counter += c.RefreshImage
+}
+
 // DriveKind says what a drive is.
 type DriveKind string
 
