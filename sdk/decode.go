@@ -60,8 +60,8 @@ func (d Decision) Validate() error {
 	}
 	switch d.Action {
 	case ActionCheckRemote, ActionPull:
-		if d.OnPullFailure != FailApp && d.OnPullFailure != KeepExisting {
-			return fmt.Errorf("action %q needs onPullFailure %q or %q, got %q", d.Action, FailApp, KeepExisting, d.OnPullFailure)
+		if d.OnPullFailure != PullFailureFail && d.OnPullFailure != PullFailureKeepExisting {
+			return fmt.Errorf("action %q needs onPullFailure %q or %q, got %q", d.Action, PullFailureFail, PullFailureKeepExisting, d.OnPullFailure)
 		}
 	default:
 		if d.OnPullFailure != "" {

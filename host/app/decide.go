@@ -227,7 +227,7 @@ func (w *worker) failed(ctx context.Context, cfg *config.Config, app config.App,
 			w.schedule(d.NextCheck)
 		}
 	}
-	if onFailure == sdk.KeepExisting && present {
+	if onFailure == sdk.PullFailureKeepExisting && present {
 		return choice{}, fmt.Errorf("%w (keeping the image on disk)", cause)
 	}
 	return choice{}, cause

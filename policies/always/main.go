@@ -28,14 +28,14 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 	case sdk.EventStartFailed:
 		return sdk.Decision{Action: sdk.ActionRollback, Reason: "app failed to start on the new image; rolling back to the previous one"}, nil
 	case sdk.EventCreate:
-		return sdk.Converge(in.Image, sdk.FailApp), nil
+		return sdk.Converge(in.Image, sdk.PullFailureFail), nil
 	case sdk.EventRefresh:
-		return sdk.Converge(in.Image, sdk.KeepExisting), nil
+		return sdk.Converge(in.Image, sdk.PullFailureKeepExisting), nil
 	}
 	// start, boot, tick: the tag was checked at create or refresh; an absent
 	// or wrong image is still fetched.
 	if !in.Image.Satisfied() {
-		return sdk.Converge(in.Image, sdk.FailApp), nil
+		return sdk.Converge(in.Image, sdk.PullFailureFail), nil
 	}
 	return sdk.UseLocal("always checks the registry at create and refresh only; using the image on disk"), nil
 }

@@ -29,5 +29,5 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 			return sdk.UseLocal("check-on-start checks only when the app starts"), nil
 		}
 	}
-	return sdk.Converge(in.Image, sdk.KeepExisting), nil
+	return sdk.Converge(in.Image, sdk.PullFailureKeepExisting), nil
 }

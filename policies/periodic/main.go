@@ -74,7 +74,7 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 			}
 		}
 	}
-	d := sdk.Converge(img, sdk.KeepExisting)
+	d := sdk.Converge(img, sdk.PullFailureKeepExisting)
 	if d.Action == sdk.ActionUseLocal || d.Action == sdk.ActionPull {
 		next := nextCheck(in.Now, interval, in.Device.Splay)
 		d.NextCheck = &next

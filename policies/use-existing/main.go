@@ -25,10 +25,10 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 		return sdk.Decision{Action: sdk.ActionRollback, Reason: "app failed to start on the new image; rolling back to the previous one"}, nil
 	case sdk.EventRefresh:
 		// Falling back keeps the app running when the registry cannot be reached.
-		return sdk.Converge(in.Image, sdk.KeepExisting), nil
+		return sdk.Converge(in.Image, sdk.PullFailureKeepExisting), nil
 	}
 	if in.Image.Satisfied() {
 		return sdk.UseLocal("use-existing: image is on disk; not contacting the registry"), nil
 	}
-	return sdk.Converge(in.Image, sdk.FailApp), nil
+	return sdk.Converge(in.Image, sdk.PullFailureFail), nil
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func pullAlways(in sdk.Input) (sdk.Decision, error) {
-	return sdk.Pull(sdk.FailApp, "always pull "+in.Image.Ref), nil
+	return sdk.Pull(sdk.PullFailureFail, "always pull "+in.Image.Ref), nil
 }
 
 // TestChecksCanFail proves the harness reports wrong decisions, wrong errors
