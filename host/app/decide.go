@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -12,55 +11,20 @@ import (
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/host/round"
 	"github.com/pullwise/pullwise/internal/printable"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/sdk"
 )
 
 // RunImage is an image as an app's container runs it (or is to run it).
-type RunImage struct {
-	// Ref is the reference the drive configures.
-	Ref string `json:"ref"`
-	// Digest is the platform manifest's digest; IndexDigest the multi-arch
-	// index's, when the image came from one.
-	Digest      string `json:"digest"`
-	IndexDigest string `json:"indexDigest,omitempty"`
-}
+type RunImage = round.RunImage
 
-// matches reports whether the image satisfies a configured pin (empty:
-// any).
-func (r RunImage) matches(pin string) bool {
-	if pin == "" {
-		return true
-	}
-	return registry.Resolution{Digest: r.Digest, IndexDigest: r.IndexDigest}.Matches(pin)
-}
-
-// choice is what one decision round chose for one drive.
-type choice struct {
-	// run is the image the drive is to run.
-	run RunImage
-	// latch, when set, is the ImageObjectID's new resolution: the round
-	// pulled it, or the ID had none.
-	latch *imagestore.Record
-	// changed: run differs from what the app runs now.
-	changed         bool
-	restartOnChange bool
-	// deferred: the policy asked to wait (and be asked again at its
-	// NextCheck) instead of checking or downloading.
-	deferred bool
-}
-
-// maxSteps bounds a decision round: decide, (check, decide again), act.
-const maxSteps = 3
-
-// decide runs one decision round for an image: the policy decides, the host
-// acts, and after a check-remote the policy decides again with the registry's
-// answer. A failed check or pull is handled as the decision's onPullFailure
-// says, and the policy is then asked (pull-failed) when to look again.
-// Nothing is latched here: the caller latches with the container action it
-// journals.
-func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App, img config.Image, ev sdk.Event, since time.Time) (choice, error) {
+// decide runs one decision round for an image (host/round) and applies
+// what it asked for to the worker's state: the decisions for the report,
+// the next checks, the attempts. Nothing is latched here: the caller
+// latches with the container action it journals.
+func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App, img config.Image, ev sdk.Event, since time.Time) (round.Result, error) {
 	h := w.h
 	m, err := h.o.Policies.Module(ctx, cfg.Policy(app))
 	if err != nil {
@@ -70,168 +34,96 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 		// configuration changes.
 		w.moduleFails++
 		w.schedule(ptr(h.o.Now().Add(min(MinNextCheck<<min(w.moduleFails-1, 10), MaxNextCheckBackoff))))
-		return choice{}, err
+		return round.Result{}, err
 	}
 	w.moduleFails = 0
 	w.rec.PolicyModule = &PolicyModule{Source: h.o.Policies.Source(m), SHA256: m.Info.SHA256}
 	r, have, err := h.o.Images.Get(img.UUID)
 	if err != nil {
-		return choice{}, err
+		return round.Result{}, err
 	}
 	if have && r.Ref != img.Name {
 		// The configuration gave this ImageObjectID another reference: the old
 		// resolution no longer says anything about it.
 		if err := h.o.Images.Delete(img.UUID); err != nil {
-			return choice{}, err
+			return round.Result{}, err
 		}
 		have = false
 	}
-	cur, running := w.rec.Running[img.UUID]
-	running = running && cur.Ref == img.Name
+	req := round.Request{Image: img, Latched: have, Now: h.o.Now, LinkCheck: h.o.LinkCheck}
+	if cur, ok := w.rec.Running[img.UUID]; ok && cur.Ref == img.Name {
+		req.Running = &cur
+	}
 	var latched *imagestore.Record
 	if have {
 		latched = &r
 	}
-	var runs *RunImage
-	if running {
-		runs = &cur
+	req.Local, req.Present = h.local(ctx, img, req.Running, latched)
+	req.Input = h.input(cfg, app, img, r, req.Local, req.Present, ev, &w.rec)
+	req.Input.Attempt = w.rec.Attempts[img.UUID]
+	res, err := round.Run(ctx, roundPolicy{w: w, m: m, img: img},
+		&roundHost{w: w, app: app, img: img, latch: r, have: have, since: since}, req)
+	// What the round asked for, written by the worker alone.
+	if p := res.Paused; p != nil {
+		h.log.Info("download paused: the link changed", "app", w.uuid, "image", img.Name, "action", p.Action,
+			"reason", printable.String(p.Reason))
 	}
-	local, present := h.local(ctx, img, runs, latched)
-	in := h.input(cfg, app, img, r, local, present, ev, &w.rec)
-	in.Attempt = w.rec.Attempts[img.UUID]
-	unchanged := func() choice {
-		c := choice{run: local, changed: !running || cur != local}
-		if !have {
-			c.latch = &imagestore.Record{ID: img.UUID, Ref: img.Name, Digest: local.Digest, IndexDigest: local.IndexDigest,
-				Reason: imagestore.LatchCreate, ResolvedAt: h.o.Now().UTC()}
-		}
-		return c
+	for _, next := range res.NextChecks {
+		w.schedule(&next)
 	}
-	var res *registry.Resolution
-	var onFailure sdk.PullFailure
-	for step := 0; step < maxSteps; step++ {
-		d, err := w.ask(ctx, m, img, in)
-		if err != nil {
-			return choice{}, err
+	switch {
+	case res.Attempts == 0:
+		delete(w.rec.Attempts, img.UUID)
+	case res.Attempts > 0:
+		if w.rec.Attempts == nil {
+			w.rec.Attempts = map[string]int{}
 		}
-		w.record(cfg, img, in.Event, d)
-		switch d.Action {
-		case sdk.ActionCheckRemote:
-			if res != nil {
-				return choice{}, fmt.Errorf("policy %s asked to check the registry twice in one round", m.Name)
-			}
-			onFailure = d.OnPullFailure
-			w.setState(StateResolving)
-			got, err := h.resolve(ctx, img, r, have, since)
-			if err != nil {
-				return w.failed(ctx, cfg, app, img, in, onFailure, present, err)
-			}
-			res = &got
-			in.Image.RemoteDigest = got.Digest
-			in.Image.LastCheck = ptr(got.ResolvedAt)
-			in.Image.LastRemoteDigest = got.Digest
-			if got.Digest != in.Image.LocalDigest {
-				// What a pull would cost, for policies that weigh it (one small
-				// request: the manifest, which the pull needs anyway).
-				n := h.need(ctx, img, got)
-				in.Image.DownloadBytes, in.Image.DiskBytes = n.Download, n.Disk
-			}
-		case sdk.ActionPull:
-			onFailure = d.OnPullFailure
-			if res == nil && present && img.Pin() != "" && local.matches(img.Pin()) {
-				// A pinned digest on disk: what it resolves to is known
-				// without asking the registry.
-				res = &registry.Resolution{Ref: img.Name, Digest: local.Digest, IndexDigest: local.IndexDigest, ResolvedAt: h.o.Now().UTC()}
-			}
-			if res == nil {
-				w.setState(StateResolving)
-				got, err := h.resolve(ctx, img, r, have, since)
-				if err != nil {
-					return w.failed(ctx, cfg, app, img, in, onFailure, present, err)
-				}
-				res = &got
-			}
-			ask := func(ctx context.Context, in sdk.Input) (sdk.Decision, error) { return w.ask(ctx, m, img, in) }
-			pr, paused, err := w.fetchWatched(ctx, in, ask, func(ctx context.Context) (pull.Result, error) {
-				return w.fetch(ctx, app, img, *res)
-			})
-			if paused != nil {
-				// The link changed during the download and the policy no
-				// longer pulls over it: as if it had answered so before.
-				w.record(cfg, img, in.Event, *paused)
-				h.log.Info("download paused: the link changed", "app", w.uuid, "image", img.Name, "action", paused.Action,
-					"reason", printable.String(paused.Reason))
-				w.schedule(paused.NextCheck)
-				if paused.Action == sdk.ActionFail {
-					return choice{}, fmt.Errorf("policy %s: %s", m.Name, paused.Reason)
-				}
-				if present {
-					c := unchanged()
-					c.deferred = true
-					return c, nil
-				}
-				return choice{deferred: true}, fmt.Errorf("policy %s paused the download: %s", m.Name, paused.Reason)
-			}
-			if err != nil {
-				return w.failed(ctx, cfg, app, img, in, onFailure, present, err)
-			}
-			reason := imagestore.LatchPolicy
-			switch {
-			case ev == sdk.EventCreate && !have:
-				reason = imagestore.LatchCreate
-			case ev == sdk.EventRefresh:
-				reason = imagestore.LatchRefresh
-			}
-			got := RunImage{Ref: img.Name, Digest: pr.Digest, IndexDigest: pr.IndexDigest}
-			w.schedule(d.NextCheck)
-			delete(w.rec.Attempts, img.UUID)
-			return choice{run: got, changed: !running || cur != got, restartOnChange: d.RestartOnChange,
-				latch: &imagestore.Record{ID: img.UUID, Ref: img.Name, Digest: pr.Digest, IndexDigest: pr.IndexDigest,
-					Size: pr.Size, Reason: reason, ResolvedAt: res.ResolvedAt, LastPull: h.o.Now().UTC()}}, nil
-		case sdk.ActionUseLocal:
-			if !present {
-				return choice{}, fmt.Errorf("policy %s chose the image on disk, but %s is not on disk (%s)", m.Name, img.Name, d.Reason)
-			}
-			w.schedule(d.NextCheck)
-			return unchanged(), nil
-		case sdk.ActionFail:
-			return choice{}, fmt.Errorf("policy %s: %s", m.Name, d.Reason)
-		case sdk.ActionDefer:
-			w.schedule(d.NextCheck)
-			if present {
-				c := unchanged()
-				c.deferred = true
-				return c, nil
-			}
-			return choice{deferred: true}, fmt.Errorf("policy %s deferred: %s", m.Name, d.Reason)
-		default:
-			return choice{}, fmt.Errorf("policy %s answered %q to %q, which the host cannot act on", m.Name, d.Action, ev)
-		}
+		w.rec.Attempts[img.UUID] = res.Attempts
 	}
-	return choice{}, fmt.Errorf("policy %s did not settle in %d decisions", m.Name, maxSteps)
+	return res, err
 }
 
-// failed handles a failed check or pull: onFailure decides whether the app
-// can go on with the image on disk, and the policy is asked when to try
-// again. The error is returned either way for the report.
-func (w *worker) failed(ctx context.Context, cfg *config.Config, app config.App, img config.Image, in sdk.Input, onFailure sdk.PullFailure, present bool, cause error) (choice, error) {
-	h := w.h
-	if w.rec.Attempts == nil {
-		w.rec.Attempts = map[string]int{}
-	}
-	w.rec.Attempts[img.UUID]++
-	if m, err := h.o.Policies.Module(ctx, cfg.Policy(app)); err == nil {
-		in.Event, in.Attempt, in.LastError = sdk.EventPullFailed, w.rec.Attempts[img.UUID], cause.Error()
-		if d, err := w.ask(ctx, m, img, in); err == nil {
-			w.record(cfg, img, sdk.EventPullFailed, d)
-			w.schedule(d.NextCheck)
-		}
-	}
-	if onFailure == sdk.PullFailureKeepExisting && present {
-		return choice{}, fmt.Errorf("%w (keeping the image on disk)", cause)
-	}
-	return choice{}, cause
+// roundPolicy is the app's policy module as a round asks it: each
+// decision goes to the decision record.
+type roundPolicy struct {
+	w   *worker
+	m   *plugins.Module
+	img config.Image
 }
+
+func (p roundPolicy) Name() string { return p.m.Name }
+
+func (p roundPolicy) Decide(ctx context.Context, in sdk.Input) (sdk.Decision, error) {
+	return p.w.ask(ctx, p.m, p.img, in)
+}
+
+// roundHost is what a round has the host do for one image of one app.
+type roundHost struct {
+	w     *worker
+	app   config.App
+	img   config.Image
+	latch imagestore.Record
+	have  bool
+	since time.Time
+}
+
+func (r *roundHost) Resolve(ctx context.Context) (registry.Resolution, error) {
+	return r.w.h.resolve(ctx, r.img, r.latch, r.have, r.since)
+}
+
+func (r *roundHost) Need(ctx context.Context, res registry.Resolution) pull.Need {
+	return r.w.h.need(ctx, r.img, res)
+}
+
+func (r *roundHost) Fetch(ctx context.Context, res registry.Resolution) (pull.Result, error) {
+	return r.w.fetch(ctx, r.app, r.img, res)
+}
+
+func (r *roundHost) Device() sdk.Device { return r.w.h.o.Device() }
+
+func (r *roundHost) Resolving() { r.w.setState(StateResolving) }
+
+func (r *roundHost) Decided(ev sdk.Event, d sdk.Decision) { r.w.record(r.img, ev, d) }
 
 // resolve asks what img's reference names now, sharing the answer with the
 // other apps that ask about it (see checks), and notes the check.
@@ -341,7 +233,7 @@ func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latc
 			return RunImage{}, false
 		}
 		got := RunImage{Ref: img.Name, Digest: res.Digest, IndexDigest: res.IndexDigest}
-		if !got.matches(pin) {
+		if !got.Matches(pin) {
 			return RunImage{}, false
 		}
 		// Found under another name (a tag, another repository): give it the
@@ -355,14 +247,14 @@ func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latc
 		return got, true
 	}
 	var names []string
-	if runs != nil && runs.matches(pin) {
+	if runs != nil && runs.Matches(pin) {
 		if n, err := h.imageName(*runs); err == nil {
 			names, runsName = append(names, n), n
 		}
 	}
 	if latch != nil {
 		l := RunImage{Ref: latch.Ref, Digest: latch.Digest, IndexDigest: latch.IndexDigest}
-		if n, err := h.imageName(l); err == nil && l.matches(pin) {
+		if n, err := h.imageName(l); err == nil && l.Matches(pin) {
 			names = append(names, n)
 		}
 	}
@@ -374,7 +266,7 @@ func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latc
 		if recs, err := h.o.Images.List(); err == nil {
 			for _, r := range recs {
 				l := RunImage{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
-				if l.matches(pin) {
+				if l.Matches(pin) {
 					if n, err := h.imageName(l); err == nil {
 						names = append(names, n)
 					}
@@ -457,7 +349,7 @@ func (w *worker) ask(ctx context.Context, m *plugins.Module, img config.Image, i
 	return d, err
 }
 
-func (w *worker) record(cfg *config.Config, img config.Image, ev sdk.Event, d sdk.Decision) {
+func (w *worker) record(img config.Image, ev sdk.Event, d sdk.Decision) {
 	if w.rec.Decisions == nil {
 		w.rec.Decisions = map[string]DecisionInfo{}
 	}

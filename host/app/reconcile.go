@@ -13,6 +13,7 @@ import (
 	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/host/round"
 	"github.com/pullwise/pullwise/internal/faultpoint"
 	"github.com/pullwise/pullwise/sdk"
 )
@@ -130,7 +131,7 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 // whatever configuration arrived meanwhile, then one container action.
 func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, gen uint64, d config.Delta, ev sdk.Event, since time.Time) (uint64, error) {
 	h := w.h
-	targets := map[string]choice{}
+	targets := map[string]round.Result{}
 	changed, restartOnChange, deferred := false, false, false
 	var refreshErr error
 	if ev != "" {
@@ -148,9 +149,9 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 				continue
 			}
 			targets[img.UUID] = c
-			deferred = deferred || c.deferred
-			changed = changed || c.changed
-			restartOnChange = restartOnChange || (c.changed && c.restartOnChange)
+			deferred = deferred || c.Deferred
+			changed = changed || c.Changed
+			restartOnChange = restartOnChange || (c.Changed && c.RestartOnChange)
 		}
 		refreshErr = errors.Join(errs...)
 		if ev == sdk.EventRefresh {
@@ -185,10 +186,10 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 		// another reference, a pin): resolved and verified as at create, before
 		// the container changes. A failure leaves the app running as it was.
 		for i, img := range containerImages(app) {
-			if c, ok := targets[img.UUID]; ok && c.run.Ref == img.Name {
+			if c, ok := targets[img.UUID]; ok && c.Run.Ref == img.Name {
 				continue
 			}
-			if run, ok := w.rec.Running[img.UUID]; ok && run.Ref == img.Name && run.matches(img.Pin()) {
+			if run, ok := w.rec.Running[img.UUID]; ok && run.Ref == img.Name && run.Matches(img.Pin()) {
 				continue
 			}
 			c, err := w.decide(ctx, cfg, app, img, sdk.EventCreate, since)
@@ -208,7 +209,7 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 	run := map[string]RunImage{}
 	for _, img := range containerImages(app) {
 		if c, ok := targets[img.UUID]; ok {
-			run[img.UUID] = c.run
+			run[img.UUID] = c.Run
 		} else {
 			run[img.UUID] = w.rec.Running[img.UUID]
 		}
@@ -404,12 +405,12 @@ func (w *worker) create(ctx context.Context, cfg *config.Config, app config.App,
 	h := w.h
 	w.attempted = attemptKey(cfg, app)
 	w.setState(StateResolving)
-	targets := map[string]choice{}
+	targets := map[string]round.Result{}
 	for _, img := range containerImages(app) {
 		c, err := w.decide(ctx, cfg, app, img, sdk.EventCreate, since)
 		if err != nil {
 			state := StateError
-			if c.deferred {
+			if c.Deferred {
 				state = StateDeferred
 			}
 			w.fail(err)
@@ -422,7 +423,7 @@ func (w *worker) create(ctx context.Context, cfg *config.Config, app config.App,
 	err := w.latch(latchesOf(targets))
 	run := map[string]RunImage{}
 	for id, c := range targets {
-		run[id] = c.run
+		run[id] = c.Run
 	}
 	var spec containers.Spec
 	if err == nil {
@@ -511,7 +512,7 @@ func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config
 	if err != nil {
 		return err
 	}
-	w.record(cfg, *root, sdk.EventStartFailed, d)
+	w.record(*root, sdk.EventStartFailed, d)
 	if d.Action != sdk.ActionRollback || len(before) == 0 {
 		w.fail(errors.New(msg))
 		w.setState(StateError)
@@ -662,11 +663,11 @@ func (w *worker) releaseHolds() {
 	w.holds = nil
 }
 
-func latchesOf(targets map[string]choice) []imagestore.Record {
+func latchesOf(targets map[string]round.Result) []imagestore.Record {
 	var out []imagestore.Record
 	for _, c := range targets {
-		if c.latch != nil {
-			out = append(out, *c.latch)
+		if c.Latch != nil {
+			out = append(out, *c.Latch)
 		}
 	}
 	return out
