@@ -26,16 +26,19 @@ func starts(t *testing.T, m *Manager, id string, n int) []string {
 	return regtest.Starts(t, m.VolumeDir(id, "data"), n, m.LogPath(id))
 }
 
-// TestLifecycle runs a real container through create, restart, image
-// change, purge and remove, checking what each keeps and discards.
-func TestLifecycle(t *testing.T) {
-	d := ctrdtest.Start(t)
+// appImages pushes the test app at each REPO:VERSION to a registry and
+// pulls it into d, returning the containerd names in order.
+func appImages(t *testing.T, d *ctrdtest.Daemon, repoVersions ...string) []string {
+	t.Helper()
 	ctx := d.Context()
 	host := regtest.NewRegistry(t)
 	reg := registry.New(registry.WithInsecure(host))
 	puller := pull.New(d.Client, reg)
-	get := func(ref string) string {
-		res, err := reg.Resolve(ctx, ref, nil)
+	var names []string
+	for _, rv := range repoVersions {
+		_, version, _ := strings.Cut(rv, ":")
+		regtest.PushImage(t, host+"/"+rv, regtest.AppImage(t, version, false))
+		res, err := reg.Resolve(ctx, host+"/"+rv, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,12 +46,18 @@ func TestLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return r.Name
+		names = append(names, r.Name)
 	}
-	regtest.PushImage(t, host+"/app:v1", regtest.AppImage(t, "v1", false))
-	regtest.PushImage(t, host+"/app:v2", regtest.AppImage(t, "v2", false))
-	regtest.PushImage(t, host+"/assets:a1", regtest.AppImage(t, "a1", false))
-	v1, v2, assets := get(host+"/app:v1"), get(host+"/app:v2"), get(host+"/assets:a1")
+	return names
+}
+
+// TestLifecycle runs a real container through create, restart, image
+// change, purge and remove, checking what each keeps and discards.
+func TestLifecycle(t *testing.T) {
+	d := ctrdtest.Start(t)
+	ctx := d.Context()
+	names := appImages(t, d, "app:v1", "app:v2", "assets:a1")
+	v1, v2, assets := names[0], names[1], names[2]
 
 	m := New(d.Client, t.TempDir())
 	spec := Spec{ID: "app-1", Image: v1,
@@ -180,23 +189,7 @@ func TestStartFailureIsVisible(t *testing.T) {
 func TestUserNamespace(t *testing.T) {
 	d := ctrdtest.Start(t)
 	ctx := d.Context()
-	host := regtest.NewRegistry(t)
-	reg := registry.New(registry.WithInsecure(host))
-	puller := pull.New(d.Client, reg)
-	regtest.PushImage(t, host+"/app:v1", regtest.AppImage(t, "v1", false))
-	regtest.PushImage(t, host+"/app:v2", regtest.AppImage(t, "v2", false))
-	var names []string
-	for _, ref := range []string{host + "/app:v1", host + "/app:v2"} {
-		res, err := reg.Resolve(ctx, ref, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := puller.Pull(ctx, res, "", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, r.Name)
-	}
+	names := appImages(t, d, "app:v1", "app:v2")
 	app := config.App{UUID: "0a7c3b1e-0000-4000-8000-0000000005e1", UserNS: config.UserNSAuto}
 	spec, err := SpecFromConfig(app)
 	if err != nil || !spec.HasUserNS {
@@ -261,19 +254,9 @@ func TestUserNamespace(t *testing.T) {
 func TestAppArmor(t *testing.T) {
 	d := ctrdtest.Start(t)
 	ctx := d.Context()
-	host := regtest.NewRegistry(t)
-	reg := registry.New(registry.WithInsecure(host))
-	regtest.PushImage(t, host+"/app:v1", regtest.AppImage(t, "v1", false))
-	res, err := reg.Resolve(ctx, host+"/app:v1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := pull.New(d.Client, reg).Pull(ctx, res, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	image := appImages(t, d, "app:v1")[0]
 	m := New(d.Client, t.TempDir())
-	spec := Spec{ID: "aa-1", Image: r.Name, Volumes: []Mount{{Source: "data", Path: "/data"}}}
+	spec := Spec{ID: "aa-1", Image: image, Volumes: []Mount{{Source: "data", Path: "/data"}}}
 	if err := m.Create(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
