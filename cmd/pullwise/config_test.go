@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pullwise/pullwise/plugins/policybuild"
 )
 
 // TestConfigValidate: the agent's validation, offline, every problem with
@@ -77,5 +79,23 @@ func TestConfigValidate(t *testing.T) {
 	var problems []problem
 	if err := json.Unmarshal([]byte(out), &problems); err != nil || len(problems) != 1 || problems[0].Line != 3 || problems[0].Field != "apps[0].nmae" {
 		t.Fatalf("-o json: %v\n%s", err, out)
+	}
+}
+
+// TestExampleConfigWithItsModules: the complete example configuration is
+// valid with the example modules built from their sources, so its sha256
+// pin of maintenance-window is the build of the source beside it (a
+// change to the module, the SDK or the toolchain moves the pin: the
+// failure names the new one).
+func TestExampleConfigWithItsModules(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"maintenance-window", "metered-link"} {
+		if err := policybuild.Build(t.Context(), filepath.Join("../../examples/policies", name), filepath.Join(dir, name+".wasm")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := run(t, "", "config", "validate", "../../examples/config/device.yaml", "--policy-dir", dir)
+	if err != nil || !strings.Contains(out, "valid (2 apps)") {
+		t.Fatalf("examples/config/device.yaml with the example modules: %v\n%s", err, out)
 	}
 }
