@@ -192,6 +192,14 @@ func TestEndToEnd(t *testing.T) {
 	if out, err := e.cli("status"); err != nil || !strings.Contains(out, "web") || !strings.Contains(out, shortDigest(v1)) {
 		t.Fatalf("status table: %v\n%s", err, out)
 	}
+	// The running agent's version beside the client's, as kubectl shows them.
+	var v versions
+	if out, err := e.cli("version", "-o", "json"); err != nil || json.Unmarshal([]byte(out), &v) != nil || v.Agent == nil || v.Agent.Go != v.Go {
+		t.Fatalf("version with an agent running: %v\n%s", err, out)
+	}
+	if out, _ := e.cli("version"); !strings.Contains(out, "agent:                devel") {
+		t.Fatalf("version's text with an agent running:\n%s", out)
+	}
 
 	// Nothing new: a dry run says so.
 	if out, err := e.cli("refresh", "web", "--dry-run"); err != nil || !strings.Contains(out, "up to date") {
