@@ -210,12 +210,20 @@ func TestEndToEnd(t *testing.T) {
 	if out, err := e.cli("refresh", "web", "--dry-run"); err != nil || !strings.Contains(out, "would change") {
 		t.Fatalf("dry run after the move: %v\n%s", err, out)
 	}
-	out, err := e.cli("refresh", "web")
-	if err != nil || !strings.Contains(out, "web: RUNNING, 1 restart(s)") {
-		t.Fatalf("refresh: %v\n%s\nagent log:\n%s", err, out, e.agentLog)
+	// For scripts: a change pending, then a refresh that updated the app,
+	// then one that found nothing new, each with its own exit code.
+	if out, err := e.cli("refresh", "web", "--dry-run", "--detailed-exitcode"); exitCode(err) != exitUpdated {
+		t.Fatalf("dry run with a change pending: exit %d, want %d\n%s", exitCode(err), exitUpdated, out)
+	}
+	out, err := e.cli("refresh", "web", "--detailed-exitcode")
+	if exitCode(err) != exitUpdated || !strings.Contains(out, "web: RUNNING, 1 restart(s)") {
+		t.Fatalf("refresh: exit %d, want %d\n%s\nagent log:\n%s", exitCode(err), exitUpdated, out, e.agentLog)
+	}
+	if out, err := e.cli("refresh", "web", "--detailed-exitcode"); err != nil || !strings.Contains(out, "0 restart(s)") {
+		t.Fatalf("a refresh with nothing new: %v, want exit 0\n%s", err, out)
 	}
 	st = e.status("the new digest", func(st agent.Status) bool { return running(st) && st.Info.Images[0].SHA256 == v2 })
-	if st.Info.Apps[0].Restarts != 1 || st.Info.Apps[0].Counters.RefreshImage != 1 {
+	if st.Info.Apps[0].Restarts != 1 || st.Info.Apps[0].Counters.RefreshImage != 2 {
 		t.Fatalf("after refresh: %+v", st.Info.Apps[0])
 	}
 	if got := regtest.Starts(t, e.volume(), 2, ""); len(got) != 2 || !strings.Contains(got[1], "version=v2") {
@@ -248,4 +256,17 @@ func TestEndToEnd(t *testing.T) {
 	if got := e.starts(); len(got) != 2 {
 		t.Fatalf("a rejected edit restarted the app: %q", got)
 	}
+}
+
+// TestRefreshRolledBackExitCode: a refresh onto an image that exits at once
+// is rolled back, and says so to a script (refresh --detailed-exitcode: 12).
+func TestRefreshRolledBackExitCode(t *testing.T) {
+	e, v1 := startWeb(t)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "broken", true))
+	out, err := e.cli("refresh", "web", "--detailed-exitcode")
+	if exitCode(err) != exitRolledBack || !strings.Contains(out, "ROLLED_BACK") {
+		t.Fatalf("a refresh rolled back: exit %d, want %d\n%s\nagent log:\n%s", exitCode(err), exitRolledBack, out, e.agentLog)
+	}
+	st := e.status("back on v1", func(st agent.Status) bool { return imageOf(st, webUUID) == v1 })
+	t.Logf("rolled back: %s (%s)", st.Info.Apps[0].State, st.Info.Apps[0].LastError)
 }

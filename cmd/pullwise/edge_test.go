@@ -49,7 +49,10 @@ func TestDataBudget(t *testing.T) {
 
 	v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", bigImage(t, "v2", 1, 20<<20)).String()
 	e.proxy.Reset()
-	e.cli("refresh", "web")
+	// A refresh put off says so, until when, and exits 11 for scripts.
+	if out, err := e.cli("refresh", "web", "--detailed-exitcode"); exitCode(err) != exitDeferred || !strings.Contains(out, "refresh deferred until ") {
+		t.Fatalf("a deferred refresh: exit %d, want %d\n%s", exitCode(err), exitDeferred, out)
+	}
 	st = e.status("the refresh deferred by the budget", func(st agent.Status) bool {
 		d := st.Info.Apps[0].Decisions
 		for _, v := range d {

@@ -29,6 +29,11 @@ const (
 	exitPermission  = 4 // the agent's socket (or a file) may not be opened by this user
 	exitCouldNotChk = 5 // a --dry-run could not check every image
 	exitQueued      = 6 // containerd is unreachable: the action is queued, the agent carries it out when containerd answers
+
+	// With refresh --detailed-exitcode (0 then means nothing new).
+	exitUpdated    = 10 // the app runs a new image (with --dry-run: a change is pending)
+	exitDeferred   = 11 // the refresh was deferred by its policy, or failed and waits to be tried again
+	exitRolledBack = 12 // the new image failed to start and the app was rolled back
 )
 
 // execute runs the command line and says how the process should exit.
@@ -38,7 +43,8 @@ func execute(root *cobra.Command, stderr io.Writer) int {
 		return exitOK
 	}
 	var quiet *exitError
-	if !errors.As(err, &quiet) {
+	var detailed *outcomeError
+	if !errors.As(err, &quiet) && !errors.As(err, &detailed) {
 		fmt.Fprintln(stderr, "pullwise:", err)
 	}
 	var usage *usageError
@@ -57,6 +63,8 @@ func execute(root *cobra.Command, stderr io.Writer) int {
 		return exitCouldNotChk
 	case errors.As(err, new(*agent.QueuedError)):
 		return exitQueued
+	case detailed != nil:
+		return detailed.code
 	}
 	return exitFailed
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -33,11 +34,12 @@ type opResult struct {
 	Checks []hostapp.ImageCheck `json:"checks,omitempty"`
 	Error  string               `json:"error,omitempty"`
 
-	err error
+	err    error
+	before map[string]hostapp.RunImage // what the app ran before the action
 }
 
 func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
-	var noWait, dryRun, all bool
+	var noWait, dryRun, all, detailed bool
 	var output *output
 	use := op + " APP"
 	if op == "refresh" {
@@ -100,7 +102,10 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 					printOp(out, r, all)
 				}
 			}
-			return opError(results)
+			if err := opError(results); err != nil || !detailed {
+				return err
+			}
+			return outcome(results)
 		},
 	}
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the agent has the request, without waiting for the outcome")
@@ -108,6 +113,7 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 	if op == "refresh" {
 		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only show which images would change; download nothing")
 		cmd.Flags().BoolVar(&all, "all", false, "every app of the configuration (with --dry-run: what a refresh of each would change)")
+		cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 0 only when nothing changed: 10 when an app runs a new image (with --dry-run: a change is pending), 11 when the refresh was deferred or waits to be tried again, 12 when the app was rolled back")
 	}
 	return cmd
 }
@@ -132,6 +138,7 @@ func runOp(ctx context.Context, c *agent.Client, name, op string, dryRun, noWait
 		r.Accepted = r.err == nil
 	default:
 		before, _ := c.App(ctx, name)
+		r.before = before.Running
 		r.Result, r.err = c.Op(ctx, name, op, true, progress)
 		if r.Result != nil {
 			r.Restarts = r.Result.Restarts - before.Restarts
@@ -166,6 +173,14 @@ func printOp(out io.Writer, r opResult, prefix bool) {
 		}
 	case r.Accepted:
 		fmt.Fprintf(out, "%s requested for %s\n", r.Op, printable.String(r.App))
+	case r.Result != nil && r.Result.RefreshDeferred && r.Result.NextCheck != nil:
+		// A refresh put off is not "nothing new": say so, and until when.
+		fmt.Fprintf(out, "%s: refresh deferred until %s (%s), %d restart(s)", printable.String(r.Result.DisplayName),
+			r.Result.NextCheck.UTC().Format(time.RFC3339), r.Result.State, r.Restarts)
+		if r.Result.LastError != "" {
+			fmt.Fprintf(out, ", last error: %s", printable.String(r.Result.LastError))
+		}
+		fmt.Fprintln(out)
 	case r.Result != nil:
 		fmt.Fprintf(out, "%s: %s, %d restart(s)", printable.String(r.Result.DisplayName), r.Result.State, r.Restarts)
 		if errors.As(r.err, new(*agent.QueuedError)) {
@@ -219,4 +234,72 @@ func opError(results []opResult) error {
 		return queued
 	}
 	return unchecked
+}
+
+// outcomeError ends a refresh --detailed-exitcode that did something: the
+// output already said what, the exit code says it to a script.
+type outcomeError struct {
+	code int
+	msg  string
+}
+
+func (e *outcomeError) Error() string { return e.msg }
+
+// outcome is the refresh's detailed exit: the most notable outcome over
+// the apps (rolled back, then deferred, then updated), nil when nothing
+// changed anywhere.
+func outcome(results []opResult) error {
+	var code int
+	var msg string
+	for _, r := range results {
+		c, m := 0, ""
+		switch {
+		case r.DryRun:
+			for _, ch := range r.Checks {
+				if ch.WouldChange {
+					c, m = exitUpdated, "changes pending"
+				}
+			}
+		case r.Result == nil:
+		case r.Result.State == hostapp.StateRolledBack:
+			c, m = exitRolledBack, "rolled back"
+		case r.Result.RefreshDeferred || r.Result.State == hostapp.StateDeferred:
+			c, m = exitDeferred, "deferred"
+		case r.Restarts > 0 || !sameRunning(r.before, r.Result.Running):
+			c, m = exitUpdated, "updated"
+		}
+		if rank(c) > rank(code) {
+			code, msg = c, m
+		}
+	}
+	if code == 0 {
+		return nil
+	}
+	return &outcomeError{code: code, msg: msg}
+}
+
+// rank orders the detailed outcomes by how much a script must hear of them.
+func rank(code int) int {
+	switch code {
+	case exitRolledBack:
+		return 3
+	case exitDeferred:
+		return 2
+	case exitUpdated:
+		return 1
+	}
+	return 0
+}
+
+// sameRunning reports whether an app runs the same images as before.
+func sameRunning(a, b map[string]hostapp.RunImage) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
 }
