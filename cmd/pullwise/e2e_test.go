@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -269,4 +270,48 @@ func TestRefreshRolledBackExitCode(t *testing.T) {
 	}
 	st := e.status("back on v1", func(st agent.Status) bool { return imageOf(st, webUUID) == v1 })
 	t.Logf("rolled back: %s (%s)", st.Info.Apps[0].State, st.Info.Apps[0].LastError)
+}
+
+// TestOneAgentPerNamespace: a second agent on the same state directory, or
+// on another state directory but the same containerd namespace (a wrong
+// --state), refuses to start and names the first; the first's app is not
+// touched. Once the first stops, its namespace may be taken over.
+func TestOneAgentPerNamespace(t *testing.T) {
+	e, _ := startWeb(t)
+	second := func(state string) (string, error) {
+		cmd := exec.Command(e.bin, "agent", "--config", e.config, "--state", state,
+			"--containerd", e.d.Socket, "--namespace", e.d.Namespace)
+		done := make(chan struct{})
+		var out []byte
+		var err error
+		go func() { out, err = cmd.CombinedOutput(); close(done) }()
+		select {
+		case <-done:
+			return string(out), err
+		case <-time.After(20 * time.Second):
+			cmd.Process.Signal(syscall.SIGTERM)
+			<-done
+			return string(out), errors.New("the second agent kept running")
+		}
+	}
+	pid := fmt.Sprint(e.agent.Process.Pid)
+	out, err := second(e.state)
+	if err == nil || !strings.Contains(out, "another pullwise agent (pid "+pid+") runs on the state directory") {
+		t.Fatalf("a second agent on the same state directory: %v\n%s", err, out)
+	}
+	other := t.TempDir()
+	out, err = second(other)
+	if err == nil || !strings.Contains(out, "is run by the pullwise agent (pid "+pid+") on the state directory "+e.state) {
+		t.Fatalf("a second agent on the same namespace: %v\n%s", err, out)
+	}
+	time.Sleep(time.Second)
+	if starts := e.starts(); len(starts) != 1 {
+		t.Fatalf("the refused agents touched the app: %q", starts)
+	}
+	// The first stops: its claim is stale, and another agent may take the
+	// namespace over (here for a moment: it adopts the app, then stops).
+	e.stopAgent()
+	e.state = other
+	e.startAgent()
+	e.status("the app adopted by the new agent", running)
 }

@@ -135,6 +135,7 @@ type Agent struct {
 	// never held while an app acts.
 	reconciling sync.Mutex
 	parsed      *config.Config // the last parse of the file, and its size and times
+	claim       *claim         // the state directory's lock, held while the agent runs
 	parsedKey   string
 	moduleRefs  *string // the registry modules named at the last collection (nil: none yet)
 	statusPoke  chan struct{}
@@ -177,7 +178,17 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if err := privateDir(o.StateDir, o.Logger); err != nil {
 		return nil, err
 	}
-	a := &Agent{o: o, log: o.Logger, statusPoke: make(chan struct{}, 1), subs: map[chan progressEvent]string{}}
+	cl, err := claimState(o.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			cl.release()
+		}
+	}()
+	a := &Agent{o: o, log: o.Logger, statusPoke: make(chan struct{}, 1), subs: map[chan progressEvent]string{}, claim: cl}
 	a.status.ConfigPath = o.ConfigPath
 	a.status.Version = version.Get()
 	ctx = namespaces.WithNamespace(ctx, o.Namespace)
@@ -204,6 +215,9 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		return nil, fmt.Errorf("cannot reach containerd at %s: %w (is containerd running? start it, or pass --containerd SOCKET)", o.ContainerdSocket, err)
 	}
 	a.client = client
+	if err := claimNamespace(ctx, client, o.Namespace, o.StateDir); err != nil {
+		return nil, err
+	}
 	// One idle instance per module: an agent makes a few decisions an hour,
 	// and each warm instance holds a few MiB.
 	if a.rt, err = plugins.NewRuntime(ctx, plugins.WithCacheDir(filepath.Join(o.StateDir, "module-cache")),
@@ -264,6 +278,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	started = true
 	return a, nil
 }
 
@@ -782,4 +797,5 @@ func (a *Agent) close() {
 	a.client.Close()
 	a.uplink.Close()
 	a.record.Close()
+	a.claim.release()
 }
