@@ -308,6 +308,11 @@ func TestOneAgentPerNamespace(t *testing.T) {
 	if starts := e.starts(); len(starts) != 1 {
 		t.Fatalf("the refused agents touched the app: %q", starts)
 	}
+	// The CLI pointed at the wrong state directory says where the agent is.
+	if out, err := exec.Command(e.bin, "status", "--state", other).CombinedOutput(); exitCode(err) != exitNotRunning ||
+		!strings.Contains(string(out), "an agent runs with --state "+e.state+" (pid "+pid+")") {
+		t.Fatalf("status on the wrong state directory: exit %d\n%s", exitCode(err), out)
+	}
 	// The first stops: its claim is stale, and another agent may take the
 	// namespace over (here for a moment: it adopts the app, then stops).
 	e.stopAgent()

@@ -52,7 +52,7 @@ func (c *Client) do(ctx context.Context, method, path string) (*http.Response, e
 		if errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("%w on the agent's socket %s: it is for root (run the command as root, or with sudo)", ErrPermission, c.sock)
 		}
-		return nil, fmt.Errorf("%w (no answer on %s): start it with `pullwise agent --config FILE --state %s`", ErrNotRunning, c.sock, filepath.Dir(c.sock))
+		return nil, fmt.Errorf("%w (no answer on %s): %s", ErrNotRunning, c.sock, notRunningHint("/proc", filepath.Dir(c.sock), unitPaths()))
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
