@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
 	"github.com/pullwise/pullwise/internal/version"
 )
 
@@ -94,5 +95,29 @@ func TestExitCodeDryRunCouldNotCheck(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != exitCouldNotChk || !strings.Contains(out, "cannot check") {
 		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// TestAgentNotRootSaysSo: an agent started by a user who may not open
+// containerd's socket says it needs root, not that containerd is down.
+func TestAgentNotRootSaysSo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the agent as another user")
+	}
+	d := ctrdtest.Start(t)
+	bin := binary(t)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755) // the test's own temporary directory
+	state, config := filepath.Join(dir, "state"), filepath.Join(dir, "config.yaml")
+	os.Mkdir(state, 0o700)
+	os.Chown(state, 65534, 65534)
+	os.WriteFile(config, []byte("apps: []\n"), 0o644)
+	cmd := exec.Command(bin, "agent", "--config", config, "--state", state, "--containerd", d.Socket, "--namespace", d.Namespace)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "needs root (containerd's socket is root's)") {
+		t.Fatalf("a non-root agent: %v\n%s", err, out)
 	}
 }

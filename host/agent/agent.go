@@ -211,6 +211,9 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if err == nil {
 		_, err = client.Version(ctx)
 	}
+	if err != nil && (errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "permission denied")) {
+		return nil, fmt.Errorf("cannot reach containerd at %s: permission denied: the agent needs root (containerd's socket is root's)", o.ContainerdSocket)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach containerd at %s: %w (is containerd running? start it, or pass --containerd SOCKET)", o.ContainerdSocket, err)
 	}
