@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mailru/easyjson/jlexer"
+
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -27,10 +29,30 @@ const (
 	minInterval     = time.Minute
 )
 
+// parse reads the settings with easyjson's lexer, which the SDK links
+// anyway: sdk.DecodeSettings (encoding/json's reflective decoder) would add
+// 0.6 MB to the module for one string field.
 func parse(raw json.RawMessage) (time.Duration, error) {
 	var s settings
-	if err := sdk.DecodeSettings(raw, &s); err != nil {
-		return 0, err
+	if len(raw) > 0 && string(raw) != "null" {
+		in := jlexer.Lexer{Data: raw}
+		in.Delim('{')
+		for !in.IsDelim('}') && in.Ok() {
+			key := in.UnsafeFieldName(false)
+			in.WantColon()
+			switch key {
+			case "interval":
+				s.Interval = in.String()
+			default:
+				in.AddError(fmt.Errorf("unknown field %q", key))
+			}
+			in.WantComma()
+		}
+		in.Delim('}')
+		in.Consumed()
+		if err := in.Error(); err != nil {
+			return 0, fmt.Errorf("settings: %w", err)
+		}
 	}
 	if s.Interval == "" {
 		return defaultInterval, nil
