@@ -230,6 +230,16 @@ func TestEndToEnd(t *testing.T) {
 	if got := regtest.Starts(t, e.volume(), 2, ""); len(got) != 2 || !strings.Contains(got[1], "version=v2") {
 		t.Fatalf("starts %q", got)
 	}
+	// The log tells the story, by the app's name: the download, the image
+	// change from which digest to which, the new root filesystem.
+	log := e.agentLog.String()
+	for _, want := range []string{"image downloaded: app=web uuid=" + webUUID, "bytes=", "took=",
+		"image changed: app=web uuid=" + webUUID + " image=" + e.registry + "/demo/web:latest from=" + v1 + " to=" + v2,
+		"app started on a new root filesystem (volumes kept): app=web"} {
+		if !strings.Contains(log, want) {
+			t.Fatalf("the agent's log lacks %q:\n%s", want, log)
+		}
+	}
 
 	// The agent stops, the app keeps running; a new agent adopts it without
 	// a restart.
@@ -269,6 +279,9 @@ func TestRefreshRolledBackExitCode(t *testing.T) {
 		t.Fatalf("a refresh rolled back: exit %d, want %d\n%s\nagent log:\n%s", exitCode(err), exitRolledBack, out, e.agentLog)
 	}
 	st := e.status("back on v1", func(st agent.Status) bool { return imageOf(st, webUUID) == v1 })
+	if log := e.agentLog.String(); !strings.Contains(log, "[WARN]  pullwise.apps: rolled back to the previous images: app=web") {
+		t.Fatalf("the rollback is not a warning in the log:\n%s", log)
+	}
 	t.Logf("rolled back: %s (%s)", st.Info.Apps[0].State, st.Info.Apps[0].LastError)
 }
 

@@ -65,7 +65,7 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 		&roundHost{w: w, app: app, img: img, latch: r, have: have, since: since}, req)
 	// What the round asked for, written by the worker alone.
 	if p := res.Paused; p != nil {
-		h.log.Info("download paused: the link changed", "app", w.uuid, "image", img.Name, "action", p.Action,
+		w.logger().Info("download paused: the link changed", "image", img.Name, "action", p.Action,
 			"reason", printable.String(p.Reason))
 	}
 	for _, next := range res.NextChecks {
@@ -193,6 +193,7 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 		if h.o.Progress != nil {
 			progress = func(p pull.Progress) { h.o.Progress(app.UUID, p) }
 		}
+		start := time.Now()
 		v, err, _ := h.pulls.Do(name, func() (any, error) {
 			release, err := h.preflight(ctx, img, res)
 			if err != nil {
@@ -202,9 +203,12 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 			return h.o.Puller.Pull(ctx, res, img.Pin(), progress)
 		})
 		if err != nil {
+			w.logger().Error("download failed", "image", img.Name, "digest", res.Digest, "error", err)
 			return pull.Result{}, err
 		}
 		pr = v.(pull.Result)
+		w.logger().Info("image downloaded", "image", img.Name, "digest", pr.Digest, "bytes", pr.Size,
+			"took", time.Since(start).Round(time.Millisecond).String())
 	}
 	if pr.Size == 0 {
 		pr.Size, _ = h.o.Puller.Size(ctx, name)
@@ -367,7 +371,7 @@ func (w *worker) record(img config.Image, ev sdk.Event, d sdk.Decision) {
 		}
 		w.loggedAt[img.UUID] = now
 	}
-	w.h.log.Log(level, "policy decision", "app", w.uuid, "image", img.Name, "policy", w.rec.Policy, "event", ev, "action", d.Action, "reason", printable.String(d.Reason))
+	w.logger().Log(level, "policy decision", "image", img.Name, "policy", w.rec.Policy, "event", ev, "action", d.Action, "reason", printable.String(d.Reason))
 }
 
 // MinNextCheck is the earliest a policy can ask to be consulted again after
@@ -391,7 +395,7 @@ func (w *worker) schedule(next *time.Time) {
 		floor := min(MinNextCheck<<min(w.eager, 10), MaxNextCheckBackoff)
 		w.eager++
 		if w.eager == 1 || w.eager%10 == 0 {
-			w.h.log.Warn("the policy asked to be consulted again too soon; waiting longer", "app", w.uuid, "policy", w.rec.Policy,
+			w.logger().Warn("the policy asked to be consulted again too soon; waiting longer", "policy", w.rec.Policy,
 				"asked", next.UTC().Format(time.RFC3339), "wait", floor)
 		}
 		n = now.Add(floor)

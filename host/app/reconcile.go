@@ -86,7 +86,7 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 		if st.Exists && !st.Running {
 			// Stopped while the agent was away (a power cut ends every task):
 			// started at once, no crash back-off.
-			h.log.Info("the app is not running; starting it", "app", w.uuid)
+			w.logger().Info("the app is not running; starting it")
 			if err := h.o.Containers.Start(ctx, w.uuid); err != nil {
 				w.fail(err)
 				w.setState(StateError)
@@ -115,7 +115,7 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 		err := w.observe(ctx, cfg, app)
 		if err != nil {
 			w.lookAgain() // containerd did not answer
-			h.log.Warn("observing the app's container", "app", w.uuid, "error", err)
+			w.logger().Warn("observing the app's container", "error", err)
 		}
 		return false, gen, err
 	default:
@@ -130,7 +130,6 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 // checks and downloads of event ev first (while the app runs), then
 // whatever configuration arrived meanwhile, then one container action.
 func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, gen uint64, d config.Delta, ev sdk.Event, since time.Time) (uint64, error) {
-	h := w.h
 	targets := map[string]round.Result{}
 	changed, restartOnChange, deferred := false, false, false
 	var refreshErr error
@@ -156,10 +155,14 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 		refreshErr = errors.Join(errs...)
 		if ev == sdk.EventRefresh {
 			w.rec.RefreshDeferred = w.rec.NextCheck != nil && (refreshErr != nil || deferred)
+			if deferred && w.rec.NextCheck != nil {
+				w.logger().Warn("refresh deferred by the policy; the app stays on its images", "until", w.rec.NextCheck.UTC().Format(time.RFC3339),
+					"in", w.rec.NextCheck.Sub(w.h.o.Now()).Round(time.Second).String())
+			}
 		}
 		if refreshErr != nil {
 			w.fail(refreshErr)
-			h.log.Warn("checking images failed; the app stays on its images", "app", w.uuid, "error", refreshErr)
+			w.logger().Warn("checking images failed; the app stays on its images", "error", refreshErr)
 		}
 		// Whatever arrived during the downloads (a restart, a purge, another
 		// refresh, any other change) is merged into this one action.
@@ -177,7 +180,7 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 				w.poke()
 			} else {
 				cfg, app, gen, d = latest, la, lgen, d2
-				h.log.Info("configuration changed during the downloads; acting on the latest", "app", w.uuid)
+				w.logger().Info("configuration changed during the downloads; acting on the latest")
 			}
 		}
 	}
@@ -288,10 +291,30 @@ func (w *worker) perform(ctx context.Context, cfg *config.Config, app config.App
 		w.save()
 		return err
 	}
+	w.logAction(op, w.rec.Running, run)
 	w.rec.Running = run
 	w.rec.Restarts++
 	w.setState(StateRunning)
 	return nil
+}
+
+// logAction tells the story of a container action at info level: what
+// was done, and each image that changed, from which digest to which.
+func (w *worker) logAction(op string, before, after map[string]RunImage) {
+	log := w.logger()
+	switch op {
+	case opRestart:
+		log.Info("app restarted (writable layer and volumes kept)")
+	case opPurge:
+		log.Info("app purged (writable layer and volumes discarded) and started")
+	default:
+		log.Info("app started on a new root filesystem (volumes kept)")
+	}
+	for id, now := range after {
+		if was, ok := before[id]; !ok || was.Digest != now.Digest {
+			log.Info("image changed", "image", now.Ref, "from", was.Digest, "to", now.Digest)
+		}
+	}
 }
 
 // containerAction carries out a journalled action.
@@ -340,7 +363,7 @@ func (w *worker) heal(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	if p.tookEffect(st, spec.Images()) {
-		h.log.Info("an action interrupted by a crash had completed; recording it", "app", w.uuid, "op", p.Op)
+		w.logger().Info("an action interrupted by a crash had completed; recording it", "op", p.Op)
 		if err := w.latch(p.Latch); err != nil {
 			return err
 		}
@@ -348,7 +371,7 @@ func (w *worker) heal(ctx context.Context, cfg *config.Config) error {
 		w.rec.Restarts++
 		w.setState(StateRunning)
 	} else {
-		h.log.Info("an action interrupted by a crash had not completed; doing it", "app", w.uuid, "op", p.Op)
+		w.logger().Info("an action interrupted by a crash had not completed; doing it", "op", p.Op)
 		if err := w.perform(ctx, cfg, app, p.Op, p.Target, p.Latch); err != nil {
 			return err
 		}
@@ -390,7 +413,7 @@ func (w *worker) healLegacy(ctx context.Context, cfg *config.Config) error {
 	if !p.tookEffect(st, nil) || !ok {
 		return w.save()
 	}
-	w.h.log.Info("an action interrupted by a crash of the earlier agent had completed; recording it", "app", w.uuid, "op", p.Op)
+	w.logger().Info("an action interrupted by a crash of the earlier agent had completed; recording it", "op", p.Op)
 	w.rec.Restarts++
 	w.rec.Running = w.h.latchedImages(app)
 	w.setState(StateRunning)
@@ -461,7 +484,7 @@ func (w *worker) observe(ctx context.Context, cfg *config.Config, app config.App
 	}
 	switch {
 	case !st.Exists:
-		h.log.Warn("the app's container is gone; building it again", "app", w.uuid)
+		w.logger().Warn("the app's container is gone; building it again")
 		return w.perform(ctx, cfg, app, opReplace, w.rec.Running, nil)
 	case st.Running:
 		w.watchExit(ctx, st.Pid)
@@ -530,6 +553,7 @@ func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config
 		return err
 	}
 	w.fail(fmt.Errorf("%s; rolled back to the previous images", msg))
+	w.logger().Warn("rolled back to the previous images", "why", msg)
 	w.setState(StateRolledBack)
 	return w.done(app, false)
 }

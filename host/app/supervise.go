@@ -34,7 +34,7 @@ func (w *worker) watchExit(ctx context.Context, pid uint32) {
 		cancel()
 		w.exitWatch, w.lastWatched = nil, 0
 		w.lookAgain()
-		w.h.log.Debug("cannot watch the app's process; looking again shortly", "app", w.uuid, "error", err)
+		w.logger().Debug("cannot watch the app's process; looking again shortly", "error", err)
 		return
 	}
 	w.exitWatch, w.lastWatched = cancel, pid
@@ -42,7 +42,7 @@ func (w *worker) watchExit(ctx context.Context, pid uint32) {
 	go func() {
 		select {
 		case code := <-exit:
-			w.h.log.Debug("the watched process ended", "app", w.uuid, "pid", pid, "code", code)
+			w.logger().Debug("the watched process ended", "pid", pid, "code", code)
 			w.mu.Lock()
 			w.ranLong = time.Since(started) > crashBackoffReset
 			w.exitSeen = true
@@ -85,7 +85,7 @@ func (w *worker) exited(ctx context.Context, cfg *config.Config, app config.App,
 		w.rec.LastExit = &code
 		w.fail(fmt.Errorf("the app exited with code %d; starting it again at %s (back-off %s)", code, w.restartAt.UTC().Format(time.RFC3339), delay))
 		w.setState(StateHalted)
-		h.log.Warn("app exited", "app", w.uuid, "code", code, "restart-in", delay)
+		w.logger().Warn("app exited", "code", code, "restart-in", delay.String())
 		return w.save()
 	}
 	if now.Before(w.restartAt) {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"github.com/hashicorp/go-hclog"
 	"sync"
 	"time"
 
@@ -63,6 +64,12 @@ func (h *Host) newWorker(uuid string) *worker {
 	w.rec.UUID = uuid
 	h.workers[uuid] = w
 	return w
+}
+
+// logger is the host's logger with the app's display name and uuid, so a
+// log line says which app in words an operator knows.
+func (w *worker) logger() hclog.Logger {
+	return w.h.log.With("app", w.rec.DisplayName, "uuid", w.uuid)
 }
 
 // submit hands the worker a new desired configuration and returns its
