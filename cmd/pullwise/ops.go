@@ -173,6 +173,10 @@ func printOp(out io.Writer, r opResult, prefix bool) {
 		}
 	case r.Accepted:
 		fmt.Fprintf(out, "%s requested for %s\n", r.Op, printable.String(r.App))
+	case r.Result != nil && errors.As(r.err, new(*agent.QueuedError)):
+		// The queued action's own line (on stderr) says it all; the
+		// gRPC text of the dial failure helps nobody.
+		fmt.Fprintf(out, "%s: %s, %d restart(s), waiting for containerd\n", printable.String(r.Result.DisplayName), r.Result.State, r.Restarts)
 	case r.Result != nil && r.Result.RefreshDeferred && r.Result.NextCheck != nil:
 		// A refresh put off is not "nothing new": say so, and until when.
 		fmt.Fprintf(out, "%s: refresh deferred until %s (%s), %d restart(s)", printable.String(r.Result.DisplayName),
@@ -183,12 +187,6 @@ func printOp(out io.Writer, r opResult, prefix bool) {
 		fmt.Fprintln(out)
 	case r.Result != nil:
 		fmt.Fprintf(out, "%s: %s, %d restart(s)", printable.String(r.Result.DisplayName), r.Result.State, r.Restarts)
-		if errors.As(r.err, new(*agent.QueuedError)) {
-			// The queued action's own line (on stderr) says it all; the
-			// gRPC text of the dial failure helps nobody.
-			fmt.Fprintln(out, ", waiting for containerd")
-			return
-		}
 		if r.Result.LastError != "" {
 			fmt.Fprintf(out, ", last error: %s", printable.String(r.Result.LastError))
 		}
