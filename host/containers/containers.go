@@ -684,9 +684,26 @@ func (m *Manager) deleteContainer(ctx context.Context, id string, keepNet bool) 
 	} else if err != nil {
 		return fmt.Errorf("app %s: %w", id, err)
 	}
+	labels, _ := c.Labels(ctx)
 	if !keepNet {
-		labels, _ := c.Labels(ctx)
 		m.releaseNet(ctx, id, labels)
+	} else if p := labels[network.LabelNetNS]; p != "" && m.netRecord(id)[network.LabelNetNS] != p {
+		// A namespace the app's record does not know of (the container was
+		// adopted from an agent on another state directory): carried in the
+		// record, for the next container to adopt or release, rather than
+		// left pinned with nothing naming it.
+		rec := map[string]string{}
+		for _, k := range []string{network.LabelMode, network.LabelPorts, network.LabelNetNS} {
+			if v, ok := labels[k]; ok {
+				rec[k] = v
+			}
+		}
+		if old := m.netRecord(id); old != nil && m.cni != nil {
+			_ = m.cni.Release(ctx, id, old)
+		}
+		if err := m.saveNetRecord(id, rec); err != nil {
+			return fmt.Errorf("app %s: network record: %w", id, err)
+		}
 	}
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("app %s: deleting container: %w", id, err)
