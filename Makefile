@@ -5,13 +5,17 @@
 GO      ?= go
 BIN     := bin/pullwise
 COUNT   ?= 5
+# The version the binary reports: git's description of the checkout
+# (a tag, else the commit; -dirty with uncommitted changes).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X github.com/pullwise/pullwise/internal/version.stamped=$(VERSION)
 
 .PHONY: all build install test test-clean test-faults test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/pullwise
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/pullwise
 
 # Rebuild the built-in policy modules embedded in the binary. Commit the result.
 policies:

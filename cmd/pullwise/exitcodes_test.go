@@ -121,3 +121,20 @@ func TestAgentNotRootSaysSo(t *testing.T) {
 		t.Fatalf("a non-root agent: %v\n%s", err, out)
 	}
 }
+
+// TestVersionStampedByTheMakefile: `make build` stamps the version from
+// git (or VERSION), whatever the Go toolchain's own VCS stamping says.
+func TestVersionStampedByTheMakefile(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "pullwise")
+	if out, err := exec.Command("make", "-s", "-C", "../..", "build", "BIN="+bin, "VERSION=v9.9.9-test").CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	var v version.Info
+	out, err := exec.Command(bin, "version", "-o", "json", "--state", t.TempDir()).Output()
+	if err != nil || json.Unmarshal(out, &v) != nil || v.Version != "v9.9.9-test" {
+		t.Fatalf("the stamped binary reports %q (%v)\n%s", v.Version, err, out)
+	}
+	if out, _ := exec.Command(bin, "--version").Output(); !strings.HasPrefix(string(out), "pullwise v9.9.9-test") {
+		t.Fatalf("--version: %s", out)
+	}
+}

@@ -22,15 +22,26 @@ type Info struct {
 	ContainerRegis string `json:"goContainerregistry,omitempty"`
 }
 
+// stamped is the version `make build` gives the binary from git (`git
+// describe`), set at link time (-ldflags -X): it names the build where the
+// Go toolchain's own VCS stamping is off or has no module version.
+var stamped string
+
 // Get reads this binary's build information.
 func Get() Info {
 	i := Info{Version: "devel", Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
+		if stamped != "" {
+			i.Version = stamped
+		}
 		return i
 	}
 	if v := bi.Main.Version; v != "" && v != "(devel)" {
 		i.Version = v
+	}
+	if stamped != "" {
+		i.Version = stamped
 	}
 	for _, s := range bi.Settings {
 		switch s.Key {
