@@ -33,7 +33,7 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 		// doubling to 5 min, rather than leave the app failed until its
 		// configuration changes.
 		w.moduleFails++
-		w.schedule(ptr(h.o.Now().Add(min(MinNextCheck<<min(w.moduleFails-1, 10), MaxNextCheckBackoff))))
+		w.schedule(ptr(h.o.Now().Add(backoff(w.moduleFails - 1))))
 		return round.Result{}, err
 	}
 	w.moduleFails = 0
@@ -392,7 +392,7 @@ func (w *worker) schedule(next *time.Time) {
 	n := *next
 	// A second of slack: the policy's "now" is a little older than ours.
 	if n.Before(now.Add(MinNextCheck - time.Second)) {
-		floor := min(MinNextCheck<<min(w.eager, 10), MaxNextCheckBackoff)
+		floor := backoff(w.eager)
 		w.eager++
 		if w.eager == 1 || w.eager%10 == 0 {
 			w.logger().Warn("the policy asked to be consulted again too soon; waiting longer", "policy", w.rec.Policy,
@@ -406,5 +406,9 @@ func (w *worker) schedule(next *time.Time) {
 		w.rec.NextCheck = &n
 	}
 }
+
+// backoff is the host's own wait after n earlier tries: MinNextCheck
+// doubling, at most MaxNextCheckBackoff.
+func backoff(n int) time.Duration { return min(MinNextCheck<<min(n, 10), MaxNextCheckBackoff) }
 
 func ptr[T any](v T) *T { return &v }

@@ -339,6 +339,15 @@ const (
 	userNSSlots = 1 << 14
 )
 
+// UserNSRangeOf is the user namespace range a host ID falls in: 0 for the
+// host's own IDs, else the first ID of the app range that holds it.
+func UserNSRangeOf(id uint32) uint32 {
+	if id < userNSBase {
+		return 0
+	}
+	return id - (id-userNSBase)%IDRangeSize
+}
+
 // UserNSRange is the first host UID (and GID) of the app's user namespace,
 // and false when the app runs in the host's. It is derived from the uuid
 // alone, so it is the same at every start, for every container the app

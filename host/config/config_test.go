@@ -351,6 +351,9 @@ func TestUserNSRanges(t *testing.T) {
 		if !ok || base != again || base < 1<<30 || (base-1<<30)%IDRangeSize != 0 || uint64(base)+IDRangeSize > 1<<32-1 {
 			t.Fatalf("%s: range %d %v", a.UUID, base, ok)
 		}
+		if UserNSRangeOf(base) != base || UserNSRangeOf(base+IDRangeSize-1) != base || UserNSRangeOf(1000) != 0 {
+			t.Fatalf("%s: the range of an ID in %d is not %d", a.UUID, base, base)
+		}
 		if other, dup := seen[base]; dup && clash[0] == "" {
 			clash = [2]string{other, a.UUID}
 		}

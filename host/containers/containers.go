@@ -376,16 +376,6 @@ func (m *Manager) volume(s Spec, name string) (string, error) {
 	return dir, nil
 }
 
-// rangeOf is the user namespace range a host ID falls in: 0 for the
-// host's own IDs, else the first ID of its app's range.
-func rangeOf(id uint32) uint32 {
-	const base = config.IDRangeSize << 14 // config's userNSBase, 2^30
-	if id < base {
-		return 0
-	}
-	return id - (id-base)%config.IDRangeSize
-}
-
 // shiftVolume moves a volume's files into the user namespace range that
 // starts at base (0: the host's), when its directory is in another: an app
 // whose userns changed finds its data owned as before, seen from inside.
@@ -396,7 +386,7 @@ func shiftVolume(dir string, base uint32) error {
 	if err := syscall.Lstat(dir, &st); err != nil {
 		return err
 	}
-	from := rangeOf(st.Uid)
+	from := config.UserNSRangeOf(st.Uid)
 	if from == base {
 		return nil
 	}
@@ -687,7 +677,7 @@ func (m *Manager) deleteContainer(ctx context.Context, id string, keepNet bool) 
 	labels, _ := c.Labels(ctx)
 	if !keepNet {
 		m.releaseNet(ctx, id, labels)
-	} else if p := labels[network.LabelNetNS]; p != "" && m.netRecord(id)[network.LabelNetNS] != p {
+	} else if p, old := labels[network.LabelNetNS], m.netRecord(id); p != "" && old[network.LabelNetNS] != p {
 		// A namespace the app's record does not know of (the container was
 		// adopted from an agent on another state directory): carried in the
 		// record, for the next container to adopt or release, rather than
@@ -698,7 +688,7 @@ func (m *Manager) deleteContainer(ctx context.Context, id string, keepNet bool) 
 				rec[k] = v
 			}
 		}
-		if old := m.netRecord(id); old != nil && m.cni != nil {
+		if old != nil && m.cni != nil {
 			_ = m.cni.Release(ctx, id, old)
 		}
 		if err := m.saveNetRecord(id, rec); err != nil {

@@ -55,8 +55,7 @@ const DownFor = 30 * time.Second
 type downs struct {
 	mu    sync.Mutex
 	until map[string]downEntry
-	// now is time.Now; tests make it virtual.
-	now func() time.Time
+	now   clock // tests make it virtual
 }
 
 type downEntry struct {
@@ -72,7 +71,7 @@ func (d *downs) get(host string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e, ok := d.until[host]
-	if !ok || !d.clock().Before(e.until) {
+	if !ok || !d.now.read().Before(e.until) {
 		return nil
 	}
 	return e.err
@@ -91,12 +90,15 @@ func (d *downs) set(host string, err error) {
 		delete(d.until, host)
 		return
 	}
-	d.until[host] = downEntry{until: d.clock().Add(DownFor), err: err}
+	d.until[host] = downEntry{until: d.now.read().Add(DownFor), err: err}
 }
 
-func (d *downs) clock() time.Time {
-	if d.now != nil {
-		return d.now()
+// clock is time.Now, or a test's virtual time when set.
+type clock func() time.Time
+
+func (c clock) read() time.Time {
+	if c != nil {
+		return c()
 	}
 	return time.Now()
 }
@@ -138,15 +140,7 @@ func connectFailed(err error) bool {
 type pauses struct {
 	mu    sync.Mutex
 	until map[string]time.Time
-	// now is time.Now; tests whose sleeps are virtual make it virtual too.
-	now func() time.Time
-}
-
-func (p *pauses) clock() time.Time {
-	if p.now != nil {
-		return p.now()
-	}
-	return time.Now()
+	now   clock // tests whose sleeps are virtual make it virtual too
 }
 
 // left is how long requests to host must still wait.
@@ -156,7 +150,7 @@ func (p *pauses) left(host string) time.Duration {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.until[host].Sub(p.clock())
+	return p.until[host].Sub(p.now.read())
 }
 
 func (p *pauses) pause(host string, d time.Duration) {
@@ -168,7 +162,7 @@ func (p *pauses) pause(host string, d time.Duration) {
 	if p.until == nil {
 		p.until = map[string]time.Time{}
 	}
-	if t := p.clock().Add(d); t.After(p.until[host]) {
+	if t := p.now.read().Add(d); t.After(p.until[host]) {
 		p.until[host] = t
 	}
 }
