@@ -15,6 +15,10 @@
 #   wabt        wat2wasm builds the hostile and non-Go test modules (WAT)
 #   dbus-daemon the link tests run a private bus with a stand-in
 #               NetworkManager on it
+#   mosquitto   the notification tests start a private MQTT broker on a
+#               loopback port (the package's own service is not used)
+#   prometheus  the metrics tests have a private Prometheus scrape the
+#               agent's endpoint, and promtool check its output
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
 
@@ -29,6 +33,8 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v strace >/dev/null || need+=(strace)
 command -v wat2wasm >/dev/null || need+=(wabt)
 command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v promtool >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   apt-get update -qq

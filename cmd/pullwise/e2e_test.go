@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
@@ -240,6 +241,22 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("the agent's log lacks %q:\n%s", want, log)
 		}
 	}
+	// The same story as events, for scripts and notifiers.
+	evs := e.events("web")
+	changed := findEvent(evs, events.ImageChanged)
+	if changed == nil || changed.From != v1 || changed.Digest != v2 || changed.AppName != "web" || changed.App != webUUID || changed.Image == "" {
+		t.Fatalf("no image.changed event from v1 to v2: %+v", evs)
+	}
+	if d := findEvent(evs, events.DownloadFinished); d == nil || d.Bytes <= 0 || d.Took <= 0 || d.Digest != v2 {
+		t.Fatalf("no download.finished event with bytes and time: %+v", evs)
+	}
+	if findEvent(evs, events.Started) == nil || findEvent(evs, events.Checked) == nil {
+		t.Fatalf("no app.started or image.checked event: %+v", evs)
+	}
+	if out, err := e.cli("events", "web"); err != nil || !strings.Contains(out, "image.changed") || !strings.Contains(out, "from="+v1[:len("sha256:")+12]) {
+		t.Fatalf("events as text: %v\n%s", err, out)
+	}
+	lastSeq := evs[len(evs)-1].Seq
 
 	// The agent stops, the app keeps running; a new agent adopts it without
 	// a restart.
@@ -256,6 +273,20 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("adoption restarted the app: %q", got)
 	}
 
+	// Events survive the agent's restart, their numbering goes on, and a
+	// follower sees a rejected edit as it happens.
+	if evs := e.events(""); len(evs) == 0 || evs[0].Seq != 1 || evs[len(evs)-1].Seq <= lastSeq {
+		t.Fatalf("events after the agent's restart: %+v (before: up to %d)", evs, lastSeq)
+	}
+	follow := exec.Command(e.bin, "events", "-f", "-o", "json", "--kind", "config.*", "--state", e.state)
+	var followed syncBuffer
+	follow.Stdout = &followed
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { follow.Process.Kill(); follow.Wait() }()
+	time.Sleep(500 * time.Millisecond) // its request is in
+
 	// A malformed edit is rejected, with the field named; the app is untouched.
 	b, _ := os.ReadFile(e.config)
 	e.writeConfig(strings.Replace(string(b), "displayName: web", "displayName: web\n    restart: {counter: -1}", 1))
@@ -267,6 +298,45 @@ func TestEndToEnd(t *testing.T) {
 	if got := e.starts(); len(got) != 2 {
 		t.Fatalf("a rejected edit restarted the app: %q", got)
 	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(followed.String(), `"kind":"config.rejected"`) || !strings.Contains(followed.String(), `"field":"apps[0].restart.counter"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower did not see the rejection with its field:\n%s", followed.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// events is `pullwise events [APP] -o json`.
+func (e *e2e) events(app string) []events.Event {
+	e.t.Helper()
+	args := []string{"events", "-o", "json"}
+	if app != "" {
+		args = append(args, app)
+	}
+	out, err := e.cli(args...)
+	if err != nil {
+		e.t.Fatalf("events: %v\n%s", err, out)
+	}
+	var es []events.Event
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var ev events.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			e.t.Fatalf("events -o json: a line that is not an event: %q", line)
+		}
+		es = append(es, ev)
+	}
+	return es
+}
+
+// findEvent is the last event of the kind, or nil.
+func findEvent(es []events.Event, k events.Kind) *events.Event {
+	for i := len(es) - 1; i >= 0; i-- {
+		if es[i].Kind == k {
+			return &es[i]
+		}
+	}
+	return nil
 }
 
 // TestRefreshRolledBackExitCode: a refresh onto an image that exits at once
@@ -281,6 +351,9 @@ func TestRefreshRolledBackExitCode(t *testing.T) {
 	st := e.status("back on v1", func(st agent.Status) bool { return imageOf(st, webUUID) == v1 })
 	if log := e.agentLog.String(); !strings.Contains(log, "[WARN]  pullwise.apps: rolled back to the previous images: app=web") {
 		t.Fatalf("the rollback is not a warning in the log:\n%s", log)
+	}
+	if rb := findEvent(e.events("web"), events.RolledBack); rb == nil || !strings.Contains(rb.Reason, "exited with code") {
+		t.Fatalf("no app.rolled-back event with its reason")
 	}
 	t.Logf("rolled back: %s (%s)", st.Info.Apps[0].State, st.Info.Apps[0].LastError)
 }

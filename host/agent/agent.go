@@ -34,6 +34,7 @@ import (
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/decisions"
+	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/modules"
 	"github.com/pullwise/pullwise/host/pull"
@@ -124,6 +125,7 @@ type Agent struct {
 	puller  *pull.Puller
 	uplink  *uplink.Watcher // NetworkManager's or the routing table's view of the uplink
 	record  *decisions.Log  // every decision, for policy replay
+	events  *events.Log     // what happened, for `pullwise events`, notifications and metrics
 	// machineID identifies the device when the configuration does not
 	// (device.id): /etc/machine-id, else the host name.
 	machineID string
@@ -137,6 +139,7 @@ type Agent struct {
 	parsed      *config.Config // the last parse of the file, and its size and times
 	claim       *claim         // the state directory's lock, held while the agent runs
 	parsedKey   string
+	toldConfig  string  // the file and outcome last made an event (tellConfig)
 	moduleRefs  *string // the registry modules named at the last collection (nil: none yet)
 	statusPoke  chan struct{}
 	lastStatus  []byte // the status file's content, its time left out
@@ -267,12 +270,15 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if a.record, err = decisions.Open(o.StateDir); err != nil {
 		return nil, err
 	}
+	if a.events, err = events.Open(o.StateDir); err != nil {
+		return nil, err
+	}
 	a.host, err = app.New(app.Options{
 		Registry: a.reg, Puller: a.puller, Images: a.images,
 		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir, a.modules),
 		State: a.db, Logger: a.log.Named("apps"),
 		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
-		LinkCheck: o.LinkCheck, Record: a.recordDecision,
+		LinkCheck: o.LinkCheck, Record: a.recordDecision, Events: a.keepEvent,
 	})
 	if err != nil {
 		return nil, err
@@ -561,6 +567,9 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 	if t != nil {
 		a.status.AppliedAt = time.Now().UTC()
 	}
+	if t != nil || err != nil {
+		a.tellConfig(err)
+	}
 	if err != nil {
 		a.status.ConfigError = err.Error()
 		if t == nil {
@@ -800,5 +809,6 @@ func (a *Agent) close() {
 	a.client.Close()
 	a.uplink.Close()
 	a.record.Close()
+	a.events.Close()
 	a.claim.release()
 }

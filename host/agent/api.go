@@ -23,6 +23,9 @@ import (
 //	GET  /v1/apps/{app}/dry-run     []ImageCheck: what a refresh would change
 //	GET  /v1/apps/{app}/logs/since?t=RFC3339
 //	                                LogPosition: where its output since t starts
+//	GET  /v1/events                 the kept events as newline-delimited JSON;
+//	                                ?app= ?since= ?after= ?kind= ?follow=1
+//	                                (see handleEvents)
 //
 // {app} is an app's uuid or display name.
 func (a *Agent) routes() http.Handler {
@@ -38,6 +41,7 @@ func (a *Agent) routes() http.Handler {
 		writeJSON(w, st)
 	})
 	mux.HandleFunc("POST /v1/apps/{app}/{op}", a.handleOp)
+	mux.HandleFunc("GET /v1/events", a.handleEvents)
 	mux.HandleFunc("GET /v1/apps/{app}", func(w http.ResponseWriter, r *http.Request) {
 		uuid, err := a.findApp(r.PathValue("app"))
 		if err != nil {
@@ -128,17 +132,12 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 	done := make(chan error, 1)
 	go func() { done <- tickets.Wait(r.Context(), uuid) }()
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	enc := json.NewEncoder(w)
-	flush := func() {
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
-		}
-	}
+	enc := newNDJSON(w)
 	for {
 		select {
 		case ev := <-events:
-			enc.Encode(map[string]any{"progress": ev.Progress})
-			flush()
+			enc.encode(map[string]any{"progress": ev.Progress})
+			enc.flush()
 		case err := <-done:
 			var result *app.AppInfo
 			if st, ok := a.host.App(uuid); ok {
@@ -147,13 +146,13 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case containers.Unreachable(err):
 				// Not a failure of the action: it waits for containerd.
-				enc.Encode(map[string]any{"error": err.Error(), "queued": true, "result": result})
+				enc.encode(map[string]any{"error": err.Error(), "queued": true, "result": result})
 			case err != nil:
-				enc.Encode(map[string]any{"error": err.Error(), "result": result})
+				enc.encode(map[string]any{"error": err.Error(), "result": result})
 			default:
-				enc.Encode(map[string]any{"result": result})
+				enc.encode(map[string]any{"result": result})
 			}
-			flush()
+			enc.flush()
 			return
 		}
 	}

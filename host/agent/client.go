@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/host/pull"
 )
 
@@ -94,6 +95,51 @@ func (c *Client) LogSince(ctx context.Context, appName string, t time.Time) (Log
 	}
 	defer resp.Body.Close()
 	return pos, json.NewDecoder(resp.Body).Decode(&pos)
+}
+
+// EventQuery selects events: the fields of events.Filter the API takes,
+// and Follow to keep streaming.
+type EventQuery struct {
+	App    string // uuid or display name
+	Since  time.Time
+	Kinds  []string
+	Follow bool
+}
+
+// Events calls each for every event the query selects, oldest first; with
+// Follow it keeps calling as events come, until ctx ends.
+func (c *Client) Events(ctx context.Context, q EventQuery, each func(events.Event) error) error {
+	v := url.Values{}
+	if q.App != "" {
+		v.Set("app", q.App)
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	for _, k := range q.Kinds {
+		v.Add("kind", k)
+	}
+	if q.Follow {
+		v.Set("follow", "1")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/events?"+v.Encode())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var e events.Event
+		if err := dec.Decode(&e); err != nil {
+			if err == io.EOF || ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("reading events: %w", err)
+		}
+		if err := each(e); err != nil {
+			return err
+		}
+	}
 }
 
 // DryRun reports what a refresh of the app would change.

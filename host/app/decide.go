@@ -2,12 +2,15 @@ package app
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/decisions"
+	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -65,8 +68,8 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 		&roundHost{w: w, app: app, img: img, latch: r, have: have, since: since}, req)
 	// What the round asked for, written by the worker alone.
 	if p := res.Paused; p != nil {
-		w.logger().Info("download paused: the link changed", "image", img.Name, "action", p.Action,
-			"reason", printable.String(p.Reason))
+		w.tell(events.Event{Kind: events.DownloadPaused, Message: "download paused: the link changed",
+			Image: img.UUID, Ref: img.Name, Policy: w.rec.Policy, Reason: p.Reason})
 	}
 	for _, next := range res.NextChecks {
 		w.schedule(&next)
@@ -108,7 +111,15 @@ type roundHost struct {
 }
 
 func (r *roundHost) Resolve(ctx context.Context) (registry.Resolution, error) {
-	return r.w.h.resolve(ctx, r.img, r.latch, r.have, r.since)
+	res, err := r.w.h.resolve(ctx, r.img, r.latch, r.have, r.since)
+	if err == nil {
+		e := events.Event{Kind: events.Checked, Message: "image checked", Image: r.img.UUID, Ref: r.img.Name, Digest: res.Digest}
+		if r.have && r.latch.Digest != res.Digest {
+			e.From = r.latch.Digest
+		}
+		r.w.tell(e)
+	}
+	return res, err
 }
 
 func (r *roundHost) Need(ctx context.Context, res registry.Resolution) pull.Need {
@@ -189,10 +200,8 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 	pr, ok := h.o.Puller.Local(ctx, name)
 	if !ok {
 		w.setState(StateDownloading)
-		var progress func(pull.Progress)
-		if h.o.Progress != nil {
-			progress = func(p pull.Progress) { h.o.Progress(app.UUID, p) }
-		}
+		progress := w.progress(img, res)
+		w.tell(events.Event{Kind: events.DownloadStarted, Message: "download started", Image: img.UUID, Ref: img.Name, Digest: res.Digest})
 		start := time.Now()
 		v, err, _ := h.pulls.Do(name, func() (any, error) {
 			release, err := h.preflight(ctx, img, res)
@@ -203,12 +212,16 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 			return h.o.Puller.Pull(ctx, res, img.Pin(), progress)
 		})
 		if err != nil {
-			w.logger().Error("download failed", "image", img.Name, "digest", res.Digest, "error", err)
+			e := events.Event{Kind: events.DownloadFailed, Message: "download failed", Image: img.UUID, Ref: img.Name, Digest: res.Digest, Error: err.Error()}
+			if _, ok := errors.AsType[*pull.NoSpaceError](err); ok {
+				e.Kind, e.Message = events.DownloadRefused, "download refused: not enough disk"
+			}
+			w.tell(e)
 			return pull.Result{}, err
 		}
 		pr = v.(pull.Result)
-		w.logger().Info("image downloaded", "image", img.Name, "digest", pr.Digest, "bytes", pr.Size,
-			"took", time.Since(start).Round(time.Millisecond).String())
+		w.tell(events.Event{Kind: events.DownloadFinished, Message: "image downloaded", Image: img.UUID, Ref: img.Name,
+			Digest: pr.Digest, Bytes: pr.Size, Took: events.Duration(time.Since(start).Round(time.Millisecond))})
 	}
 	if pr.Size == 0 {
 		pr.Size, _ = h.o.Puller.Size(ctx, name)
@@ -217,6 +230,33 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 		h.log.Warn("tagging a pulled image", "image", img.Name, "error", err)
 	}
 	return pr, nil
+}
+
+// progress is the download progress hook for a pull of res: each blob's
+// progress goes to Options.Progress as it comes, and the whole pull's as a
+// transient event at most once a second (followers see it; the ring on
+// disk does not keep it).
+func (w *worker) progress(img config.Image, res registry.Resolution) func(pull.Progress) {
+	h := w.h
+	var last time.Time
+	var mu sync.Mutex
+	blobs := map[string]pull.Progress{}
+	return func(p pull.Progress) {
+		if h.o.Progress != nil {
+			h.o.Progress(w.uuid, p)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		blobs[p.Digest] = p
+		if now := time.Now(); now.Sub(last) >= time.Second {
+			last = now
+			e := events.Event{Kind: events.DownloadProgress, Message: "downloading", Image: img.UUID, Ref: img.Name, Digest: res.Digest}
+			for _, b := range blobs {
+				e.Bytes, e.Total = e.Bytes+b.Done, e.Total+b.Total
+			}
+			w.tell(e)
+		}
+	}
 }
 
 // local finds what containerd holds for a drive's image: the design note's
@@ -340,6 +380,10 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 // input, to the decision record (Options.Record).
 func (w *worker) ask(ctx context.Context, m *plugins.Module, img config.Image, in sdk.Input) (sdk.Decision, error) {
 	d, err := m.Decide(ctx, in)
+	if err != nil {
+		w.tell(events.Event{Kind: events.PolicyFault, Message: "the policy module failed to decide", Image: img.UUID, Ref: img.Name,
+			Policy: w.rec.Policy, Error: err.Error()})
+	}
 	if rec := w.h.o.Record; rec != nil {
 		e := decisions.Entry{Time: w.h.o.Now().UTC(), App: w.uuid, Image: img.UUID,
 			Module: decisions.Module{Name: m.Name, SHA256: m.Info.SHA256}, Input: in}

@@ -41,6 +41,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/decisions"
+	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/sdk"
@@ -85,6 +86,10 @@ type Options struct {
 	// Record, if set, receives every decision a policy was asked for, with
 	// its whole input (host/decisions keeps them for replay).
 	Record func(decisions.Entry)
+	// Events, if set, receives everything that happens to an app or an
+	// image, as it happens (from the app's worker): the events, the
+	// notifications and the metrics hang off it. Each is logged too.
+	Events func(events.Event)
 	// LinkCheck is how often the link (Device) is looked at for changes,
 	// during downloads and for the apps waiting for a next check (link.go).
 	// Default DefaultLinkCheck.

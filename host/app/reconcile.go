@@ -11,6 +11,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
+	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/round"
@@ -86,12 +87,12 @@ func (w *worker) reconcile(ctx context.Context, cfg *config.Config, gen uint64, 
 		if st.Exists && !st.Running {
 			// Stopped while the agent was away (a power cut ends every task):
 			// started at once, no crash back-off.
-			w.logger().Info("the app is not running; starting it")
 			if err := h.o.Containers.Start(ctx, w.uuid); err != nil {
 				w.fail(err)
 				w.setState(StateError)
 				return false, gen, errors.Join(err, w.save())
 			}
+			w.tell(events.Event{Kind: events.Started, Message: "the app was not running (stopped while the agent was away); started it"})
 			w.rec.Restarts++
 			w.setState(StateRunning)
 			return false, gen, w.save()
@@ -156,13 +157,19 @@ func (w *worker) act(ctx context.Context, cfg *config.Config, app config.App, ge
 		if ev == sdk.EventRefresh {
 			w.rec.RefreshDeferred = w.rec.NextCheck != nil && (refreshErr != nil || deferred)
 			if deferred && w.rec.NextCheck != nil {
-				w.logger().Warn("refresh deferred by the policy; the app stays on its images", "until", w.rec.NextCheck.UTC().Format(time.RFC3339),
-					"in", w.rec.NextCheck.Sub(w.h.o.Now()).Round(time.Second).String())
+				e := events.Event{Kind: events.Deferred, Message: "refresh deferred by the policy; the app stays on its images",
+					Policy: w.rec.Policy, Until: ptr(w.rec.NextCheck.UTC())}
+				for _, id := range slices.Sorted(maps.Keys(targets)) {
+					if targets[id].Deferred && e.Reason == "" {
+						e.Reason = w.rec.Decisions[id].Reason
+					}
+				}
+				w.tell(e)
 			}
 		}
 		if refreshErr != nil {
 			w.fail(refreshErr)
-			w.logger().Warn("checking images failed; the app stays on its images", "error", refreshErr)
+			w.tell(events.Event{Kind: events.CheckFailed, Message: "checking images failed; the app stays on its images", Error: refreshErr.Error()})
 		}
 		// Whatever arrived during the downloads (a restart, a purge, another
 		// refresh, any other change) is merged into this one action.
@@ -301,18 +308,18 @@ func (w *worker) perform(ctx context.Context, cfg *config.Config, app config.App
 // logAction tells the story of a container action at info level: what
 // was done, and each image that changed, from which digest to which.
 func (w *worker) logAction(op string, before, after map[string]RunImage) {
-	log := w.logger()
 	switch op {
 	case opRestart:
-		log.Info("app restarted (writable layer and volumes kept)")
+		w.tell(events.Event{Kind: events.Restarted, Message: "app restarted (writable layer and volumes kept)"})
 	case opPurge:
-		log.Info("app purged (writable layer and volumes discarded) and started")
+		w.tell(events.Event{Kind: events.Purged, Message: "app purged (writable layer and volumes discarded) and started"})
 	default:
-		log.Info("app started on a new root filesystem (volumes kept)")
+		w.tell(events.Event{Kind: events.Started, Message: "app started on a new root filesystem (volumes kept)"})
 	}
-	for id, now := range after {
+	for _, id := range slices.Sorted(maps.Keys(after)) {
+		now := after[id]
 		if was, ok := before[id]; !ok || was.Digest != now.Digest {
-			log.Info("image changed", "image", now.Ref, "from", was.Digest, "to", now.Digest)
+			w.tell(events.Event{Kind: events.ImageChanged, Message: "image changed", Image: id, Ref: now.Ref, From: was.Digest, Digest: now.Digest})
 		}
 	}
 }
@@ -461,6 +468,7 @@ func (w *worker) create(ctx context.Context, cfg *config.Config, app config.App,
 		}
 	}
 	if err != nil {
+		w.tell(events.Event{Kind: events.StartFailed, Message: "the app could not be created and started", Error: err.Error()})
 		w.fail(err)
 		w.setState(StateError)
 		w.save()
@@ -469,6 +477,7 @@ func (w *worker) create(ctx context.Context, cfg *config.Config, app config.App,
 	w.attempted = ""
 	w.rec.Running = run
 	w.setState(StateRunning)
+	w.tell(events.Event{Kind: events.Started, Message: "app created and started"})
 	return w.done(app, true)
 }
 
@@ -537,6 +546,8 @@ func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config
 	}
 	w.record(*root, sdk.EventStartFailed, d)
 	if d.Action != sdk.ActionRollback || len(before) == 0 {
+		w.tell(events.Event{Kind: events.StartFailed, Message: "the app failed on its new images and stays failed", Policy: w.rec.Policy,
+			Reason: d.Reason, Error: msg})
 		w.fail(errors.New(msg))
 		w.setState(StateError)
 		return w.save()
@@ -553,7 +564,7 @@ func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config
 		return err
 	}
 	w.fail(fmt.Errorf("%s; rolled back to the previous images", msg))
-	w.logger().Warn("rolled back to the previous images", "why", msg)
+	w.tell(events.Event{Kind: events.RolledBack, Message: "rolled back to the previous images", Policy: w.rec.Policy, Reason: msg})
 	w.setState(StateRolledBack)
 	return w.done(app, false)
 }
@@ -567,6 +578,7 @@ func (w *worker) remove(ctx context.Context, cfg *config.Config) error {
 	}
 	w.rec.Running = nil
 	w.publish()
+	w.tell(events.Event{Kind: events.Removed, Message: "app removed: the configuration no longer lists it"})
 	w.release(ctx, cfg)
 	return h.state.forget(w.uuid)
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
+	"github.com/pullwise/pullwise/host/events"
 )
 
 // An app's process that exits on its own after its grace period (a crash,
@@ -85,7 +86,7 @@ func (w *worker) exited(ctx context.Context, cfg *config.Config, app config.App,
 		w.rec.LastExit = &code
 		w.fail(fmt.Errorf("the app exited with code %d; starting it again at %s (back-off %s)", code, w.restartAt.UTC().Format(time.RFC3339), delay))
 		w.setState(StateHalted)
-		w.logger().Warn("app exited", "code", code, "restart-in", delay.String())
+		w.tell(events.Event{Kind: events.Exited, Message: "app exited; starting it again after a back-off", Code: ptr(int(code)), Until: ptr(w.restartAt.UTC())})
 		return w.save()
 	}
 	if now.Before(w.restartAt) {

@@ -2,11 +2,14 @@ package app
 
 import (
 	"context"
-	"github.com/hashicorp/go-hclog"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/events"
+	"github.com/pullwise/pullwise/internal/printable"
 )
 
 // worker is one app's lifecycle. It is fed the desired configuration
@@ -70,6 +73,26 @@ func (h *Host) newWorker(uuid string) *worker {
 // log line says which app in words an operator knows.
 func (w *worker) logger() hclog.Logger {
 	return w.h.log.With("app", w.rec.DisplayName, "uuid", w.uuid)
+}
+
+// tell is where something that happened to the app becomes known: one log
+// line at the kind's level, and the event for whoever watches
+// (Options.Events: `pullwise events`, notifications, metrics).
+func (w *worker) tell(e events.Event) {
+	e.App, e.AppName = w.uuid, w.rec.DisplayName
+	w.h.tell(e)
+}
+
+// tell logs e and hands it on (see worker.tell).
+func (h *Host) tell(e events.Event) {
+	if e.Time.IsZero() {
+		e.Time = h.o.Now().UTC()
+	}
+	e.Reason, e.Error = printable.String(e.Reason), printable.String(e.Error)
+	h.log.Log(e.Kind.Level(), e.Message, e.Fields()...)
+	if h.o.Events != nil {
+		h.o.Events(e)
+	}
 }
 
 // submit hands the worker a new desired configuration and returns its

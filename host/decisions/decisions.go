@@ -14,18 +14,14 @@
 package decisions
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"sort"
-	"sync"
 	"time"
 
+	"github.com/pullwise/pullwise/internal/ringfile"
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -61,36 +57,17 @@ type Entry struct {
 
 // Log appends entries to the record. Its methods are safe for concurrent
 // use.
-type Log struct {
-	dir string
-	max int64
-
-	mu   sync.Mutex
-	f    *os.File
-	size int64
-}
+type Log struct{ ring *ringfile.File }
 
 // Open opens (creating) the record in dir.
-func Open(dir string) (*Log, error) {
-	l := &Log{dir: dir, max: MaxFileSize}
-	if err := l.open(); err != nil {
+func Open(dir string) (*Log, error) { return open(dir, MaxFileSize) }
+
+func open(dir string, max int64) (*Log, error) {
+	r, err := ringfile.Open(dir, Name, OldName, max, "the decision record")
+	if err != nil {
 		return nil, err
 	}
-	return l, nil
-}
-
-func (l *Log) open() error {
-	f, err := os.OpenFile(filepath.Join(l.dir, Name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("opening the decision record: %w", err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("opening the decision record: %w", err)
-	}
-	l.f, l.size = f, fi.Size()
-	return nil
+	return &Log{ring: r}, nil
 }
 
 // Append records e, rotating the file first when it is full.
@@ -99,41 +76,11 @@ func (l *Log) Append(e Entry) error {
 	if err != nil {
 		return fmt.Errorf("recording a decision: %w", err)
 	}
-	b = append(b, '\n')
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil {
-		return errors.New("recording a decision: the record is closed")
-	}
-	if l.size > 0 && l.size+int64(len(b)) > l.max {
-		l.f.Close()
-		l.f = nil
-		if err := os.Rename(filepath.Join(l.dir, Name), filepath.Join(l.dir, OldName)); err != nil {
-			return fmt.Errorf("rotating the decision record: %w", err)
-		}
-		if err := l.open(); err != nil {
-			return err
-		}
-	}
-	n, err := l.f.Write(b)
-	l.size += int64(n)
-	if err != nil {
-		return fmt.Errorf("recording a decision: %w", err)
-	}
-	return nil
+	return l.ring.Append(append(b, '\n'))
 }
 
 // Close closes the record.
-func (l *Log) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil {
-		return nil
-	}
-	err := l.f.Close()
-	l.f = nil
-	return err
-}
+func (l *Log) Close() error { return l.ring.Close() }
 
 // Filter selects entries: those at or after Since (zero: all) of App
 // (empty: every app; a uuid).
@@ -149,20 +96,12 @@ func (f Filter) keep(e Entry) bool {
 // ReadDir reads the record of a state directory, oldest first.
 func ReadDir(dir string, f Filter) ([]Entry, error) {
 	var all []Entry
-	found := false
-	for _, name := range []string{OldName, Name} {
-		es, err := ReadFile(filepath.Join(dir, name), f)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		found = true
-		all = append(all, es...)
-	}
-	if !found {
+	err := ringfile.ReadDir(dir, Name, OldName, f.collect(&all))
+	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no decision record in %s (the agent writes %s there once it has made a decision)", dir, Name)
+	}
+	if err != nil {
+		return nil, err
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.Before(all[j].Time) })
 	return all, nil
@@ -172,39 +111,27 @@ func ReadDir(dir string, f Filter) ([]Entry, error) {
 // torn last line (a power cut while it was written) is skipped; any other
 // bad line is an error naming its line.
 func ReadFile(path string, f Filter) ([]Entry, error) {
-	fh, err := os.Open(path)
-	if err != nil {
+	var out []Entry
+	if err := ringfile.ReadFile(path, f.collect(&out)); err != nil {
 		return nil, err
 	}
-	defer fh.Close()
-	return read(fh, path, f)
+	return out, nil
 }
 
-func read(r io.Reader, path string, f Filter) ([]Entry, error) {
-	var out []Entry
-	br := bufio.NewReader(r)
-	for line := 1; ; line++ {
-		b, err := br.ReadBytes('\n')
-		if len(bytes.TrimSpace(b)) > 0 {
-			var e Entry
-			if jerr := json.Unmarshal(b, &e); jerr != nil {
-				if err == io.EOF {
-					break // torn last line
-				}
-				return nil, fmt.Errorf("%s:%d: not a decision record line: %w", path, line, jerr)
+func (f Filter) collect(out *[]Entry) func(string, int, []byte, bool) error {
+	return func(path string, line int, b []byte, last bool) error {
+		var e Entry
+		if err := json.Unmarshal(b, &e); err != nil {
+			if last {
+				return nil // torn last line
 			}
-			if f.keep(e) {
-				out = append(out, e)
-			}
+			return fmt.Errorf("%s:%d: not a decision record line: %w", path, line, err)
 		}
-		if err == io.EOF {
-			break
+		if f.keep(e) {
+			*out = append(*out, e)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", path, err)
-		}
+		return nil
 	}
-	return out, nil
 }
 
 // Differs reports whether two decisions differ in what the host would do:

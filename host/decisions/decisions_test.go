@@ -22,11 +22,10 @@ func entry(i int, app string) Entry {
 // last line.
 func TestBoundedAndReadBack(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir)
+	l, err := open(dir, 4<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.max = 4 << 10
 	for i := range 100 {
 		app := "a"
 		if i%2 == 1 {
