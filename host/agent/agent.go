@@ -36,6 +36,7 @@ import (
 	"github.com/pullwise/pullwise/host/decisions"
 	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/host/imagestore"
+	"github.com/pullwise/pullwise/host/metrics"
 	"github.com/pullwise/pullwise/host/modules"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -102,6 +103,9 @@ type AgentStatus struct {
 	// changed).
 	Device    *sdk.Device `json:"device,omitempty"`
 	AppliedAt time.Time   `json:"appliedAt,omitzero"`
+	// MetricsURL is the Prometheus endpoint, when device.metrics.listen
+	// opened one.
+	MetricsURL string `json:"metricsURL,omitempty"`
 	// Policies are the drop-in modules and any that failed to load.
 	Policies []plugins.ModuleStatus `json:"policies,omitempty"`
 }
@@ -126,6 +130,14 @@ type Agent struct {
 	uplink  *uplink.Watcher // NetworkManager's or the routing table's view of the uplink
 	record  *decisions.Log  // every decision, for policy replay
 	events  *events.Log     // what happened, for `pullwise events`, notifications and metrics
+	metrics *metrics.Metrics
+	// obs is the metrics endpoint and textfile as device.metrics says.
+	obs struct {
+		sync.Mutex
+		addr, textfile string
+		server         *metrics.Server
+	}
+	textfilePoke chan struct{}
 	// machineID identifies the device when the configuration does not
 	// (device.id): /etc/machine-id, else the host name.
 	machineID string
@@ -191,7 +203,9 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 			cl.release()
 		}
 	}()
-	a := &Agent{o: o, log: o.Logger, statusPoke: make(chan struct{}, 1), subs: map[chan progressEvent]string{}, claim: cl}
+	a := &Agent{o: o, log: o.Logger, statusPoke: make(chan struct{}, 1), textfilePoke: make(chan struct{}, 1),
+		subs: map[chan progressEvent]string{}, claim: cl}
+	a.metrics = a.newMetrics()
 	a.status.ConfigPath = o.ConfigPath
 	a.status.Version = version.Get()
 	ctx = namespaces.WithNamespace(ctx, o.Namespace)
@@ -250,7 +264,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	a.cm = containers.New(client, o.StateDir)
 	a.machineID = machineID()
 	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()),
-		registry.WithDownloads(downloads(first.Device)))
+		registry.WithDownloads(downloads(first.Device)), registry.WithRequestObserver(a.metrics.Request))
 	a.puller = pull.New(client, a.reg)
 	// Registry modules arrive in the background; each arrival (and each
 	// failed try's next turn) applies the configuration again, so the apps
@@ -273,6 +287,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if a.events, err = events.Open(o.StateDir); err != nil {
 		return nil, err
 	}
+	a.seedMetrics()
 	a.host, err = app.New(app.Options{
 		Registry: a.reg, Puller: a.puller, Images: a.images,
 		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir, a.modules),
@@ -330,6 +345,7 @@ func downloads(d config.Device) registry.Downloads {
 // recordDecision appends a decision to the record; a failure to write it
 // is logged, never a failure of the decision.
 func (a *Agent) recordDecision(e decisions.Entry) {
+	a.metrics.Decided(e.Module.Name, e.Took)
 	if err := a.record.Append(e); err != nil {
 		a.log.Warn("recording a decision", "error", err)
 	}
@@ -510,6 +526,7 @@ func (a *Agent) serve(ctx context.Context) error {
 		go a.watchConfig(ctx, cw)
 	}
 	go a.writeStatusOnChange(ctx)
+	go a.writeTextfile(ctx)
 	go a.rotateLogs(ctx, cmp.Or(a.o.LogCheck, 30*time.Second))
 	go a.keepBudget(ctx, 10*time.Second)
 	a.log.Info("agent started", "config", a.o.ConfigPath, "state", a.o.StateDir, "socket", sock, "namespace", a.o.Namespace)
@@ -558,6 +575,7 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		a.reg.Reconfigure(c.Device.InsecureRegistries, c.Device.HostsDir())
 		a.reg.SetDownloads(downloads(c.Device))
 		a.uplink.UseNetworkManager(useNetworkManager(c.Device))
+		a.applyMetrics(c.Device)
 		t, err = a.host.Submit(a.ctx, c)
 		a.collectModules(c)
 	}
@@ -810,5 +828,6 @@ func (a *Agent) close() {
 	a.uplink.Close()
 	a.record.Close()
 	a.events.Close()
+	a.closeMetrics()
 	a.claim.release()
 }

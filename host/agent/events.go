@@ -18,6 +18,9 @@ func (a *Agent) keepEvent(e events.Event) {
 	if _, err := a.events.Append(e); err != nil {
 		a.log.Warn("keeping an event", "error", err)
 	}
+	if a.metrics.Event(e) {
+		a.pokeTextfile()
+	}
 }
 
 // tellConfig makes an event of a configuration file's outcome (accepted;

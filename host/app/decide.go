@@ -379,14 +379,16 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 // ask asks module m for a decision about img and hands it, with its whole
 // input, to the decision record (Options.Record).
 func (w *worker) ask(ctx context.Context, m *plugins.Module, img config.Image, in sdk.Input) (sdk.Decision, error) {
+	start := time.Now()
 	d, err := m.Decide(ctx, in)
+	took := time.Since(start)
 	if err != nil {
 		w.tell(events.Event{Kind: events.PolicyFault, Message: "the policy module failed to decide", Image: img.UUID, Ref: img.Name,
 			Policy: w.rec.Policy, Error: err.Error()})
 	}
 	if rec := w.h.o.Record; rec != nil {
 		e := decisions.Entry{Time: w.h.o.Now().UTC(), App: w.uuid, Image: img.UUID,
-			Module: decisions.Module{Name: m.Name, SHA256: m.Info.SHA256}, Input: in}
+			Module: decisions.Module{Name: m.Name, SHA256: m.Info.SHA256}, Input: in, Took: took}
 		if err != nil {
 			e.Error = err.Error()
 		} else {

@@ -86,6 +86,8 @@ func checkDevice(d Device, known func(string) bool) problems {
 	checkLink(&p, d.Link)
 	checkDownload(&p, d.Download)
 	checkLogs(&p, d.Logs)
+	checkMetrics(&p, d.Metrics)
+	checkNotify(&p, d.Notify)
 	return p
 }
 

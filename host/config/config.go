@@ -68,6 +68,10 @@ type Device struct {
 	// fleet's devices check at different points of an interval. Default:
 	// /etc/machine-id, else the host name.
 	ID string `json:"id,omitempty"`
+	// Metrics turns on the Prometheus endpoint and textfile. Off by default.
+	Metrics *MetricsSettings `json:"metrics,omitempty"`
+	// Notify sends events to webhooks and an MQTT broker. Off by default.
+	Notify *NotifySettings `json:"notify,omitempty"`
 }
 
 // Splay is the device's phase for periodic checks: a stable fraction in

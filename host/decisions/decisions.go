@@ -53,6 +53,9 @@ type Entry struct {
 	// module's own error, a malformed answer).
 	Decision *sdk.Decision `json:"decision,omitempty"`
 	Error    string        `json:"error,omitempty"`
+	// Took is how long the module took (for the metrics; not recorded:
+	// a replay measures its own).
+	Took time.Duration `json:"-"`
 }
 
 // Log appends entries to the record. Its methods are safe for concurrent

@@ -97,6 +97,13 @@ func WithRetry(tries uint, total, initial, maxWait time.Duration) Option {
 	}
 }
 
+// WithRequestObserver has observe told the outcome of every request sent to
+// a registry (each try of a retried one), for metrics: Outcome2xx ...
+// OutcomeEndpointDown. It must not block.
+func WithRequestObserver(observe func(outcome string)) Option {
+	return func(c *Client) { c.retry.observer = observe }
+}
+
 // New returns a Client.
 func New(opts ...Option) *Client {
 	c := &Client{

@@ -44,6 +44,8 @@ type retrying struct {
 	// refused a connection is skipped at once for a while (circuit
 	// breaker), so a dead mirror costs nothing but its first refusal.
 	down *downs
+	// observer, if set, is told each request's outcome (WithRequestObserver).
+	observer func(outcome string)
 }
 
 // DownFor is how long an endpoint that could not be connected to is
@@ -179,6 +181,7 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 	b.Reset()
 	start := time.Now()
 	if err := r.down.get(req.URL.Host); err != nil {
+		r.observe(OutcomeEndpointDown)
 		return nil, &GaveUpError{Err: &EndpointDownError{Host: req.URL.Host, Err: err}}
 	}
 	for {
@@ -199,6 +202,7 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 			attempt.Body = body
 		}
 		resp, err := r.inner.RoundTrip(attempt)
+		r.observe(outcomeOf(resp, err))
 		r.link.contact(err)
 		if err != nil && connectFailed(err) && ctx.Err() == nil {
 			// Not retried: the endpoint is skipped for DownFor, and
@@ -232,6 +236,38 @@ func (r *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err := r.sleep(ctx, wait); err != nil {
 			return nil, err
 		}
+	}
+}
+
+// Request outcomes, as WithRequestObserver reports them: the answer's
+// status class, a failure to reach the registry, or a request not sent
+// because its endpoint is marked down.
+const (
+	Outcome2xx          = "2xx"
+	Outcome3xx          = "3xx"
+	Outcome4xx          = "4xx"
+	Outcome5xx          = "5xx"
+	OutcomeError        = "error"
+	OutcomeEndpointDown = "endpoint-down"
+)
+
+func outcomeOf(resp *http.Response, err error) string {
+	switch {
+	case err != nil:
+		return OutcomeError
+	case resp.StatusCode >= 500:
+		return Outcome5xx
+	case resp.StatusCode >= 400:
+		return Outcome4xx
+	case resp.StatusCode >= 300:
+		return Outcome3xx
+	}
+	return Outcome2xx
+}
+
+func (r *retrying) observe(outcome string) {
+	if r.observer != nil {
+		r.observer(outcome)
 	}
 }
 
