@@ -38,6 +38,7 @@ import (
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/metrics"
 	"github.com/pullwise/pullwise/host/modules"
+	"github.com/pullwise/pullwise/host/notify"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/statedb"
@@ -131,6 +132,7 @@ type Agent struct {
 	record  *decisions.Log  // every decision, for policy replay
 	events  *events.Log     // what happened, for `pullwise events`, notifications and metrics
 	metrics *metrics.Metrics
+	notify  *notify.Manager // the webhooks and the MQTT broker device.notify names
 	// obs is the metrics endpoint and textfile as device.metrics says.
 	obs struct {
 		sync.Mutex
@@ -288,6 +290,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 		return nil, err
 	}
 	a.seedMetrics()
+	a.notify = notify.New(a.events, o.StateDir, a.log.Named("notify"))
 	a.host, err = app.New(app.Options{
 		Registry: a.reg, Puller: a.puller, Images: a.images,
 		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir, a.modules),
@@ -576,6 +579,7 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		a.reg.SetDownloads(downloads(c.Device))
 		a.uplink.UseNetworkManager(useNetworkManager(c.Device))
 		a.applyMetrics(c.Device)
+		a.notify.Apply(c.Device.Notify, cmp.Or(c.Device.ID, a.machineID))
 		t, err = a.host.Submit(a.ctx, c)
 		a.collectModules(c)
 	}
@@ -829,5 +833,6 @@ func (a *Agent) close() {
 	a.record.Close()
 	a.events.Close()
 	a.closeMetrics()
+	a.notify.Close()
 	a.claim.release()
 }

@@ -30,7 +30,9 @@ func TestSectionValidators(t *testing.T) {
 		{"download: a day's reset day", func(p *problems) {
 			checkDownload(p, &DownloadSettings{Budget: &BudgetSettings{Bytes: "2Gi", Period: "day", ResetDay: 3}})
 		}, "device.download.budget.resetDay: 3"},
-		{"metrics: loopback", func(p *problems) { checkMetrics(p, &MetricsSettings{Listen: "127.0.0.1", Textfile: "/var/lib/node/pullwise.prom"}) }, ""},
+		{"metrics: loopback", func(p *problems) {
+			checkMetrics(p, &MetricsSettings{Listen: "127.0.0.1", Textfile: "/var/lib/node/pullwise.prom"})
+		}, ""},
 		{"metrics: every interface", func(p *problems) { checkMetrics(p, &MetricsSettings{Listen: ":9469"}) }, ""},
 		{"metrics: a URL", func(p *problems) { checkMetrics(p, &MetricsSettings{Listen: "http://x:1/"}) }, "device.metrics.listen"},
 		{"metrics: textfile not .prom", func(p *problems) { checkMetrics(p, &MetricsSettings{Textfile: "/tmp/m.txt"}) }, "device.metrics.textfile"},
@@ -46,7 +48,9 @@ func TestSectionValidators(t *testing.T) {
 			checkNotify(p, &NotifySettings{Webhooks: []WebhookSettings{{URL: "http://x/a"}, {URL: "http://x/b"}}})
 		}, "device.notify.webhooks[1].name"},
 		{"notify: broker scheme", func(p *problems) { checkNotify(p, &NotifySettings{MQTT: &MQTTSettings{Broker: "http://b:1883"}}) }, "device.notify.mqtt.broker"},
-		{"notify: wildcard topic", func(p *problems) { checkNotify(p, &NotifySettings{MQTT: &MQTTSettings{Broker: "tcp://b:1883", Topic: "a/#"}}) }, "device.notify.mqtt.topic"},
+		{"notify: wildcard topic", func(p *problems) {
+			checkNotify(p, &NotifySettings{MQTT: &MQTTSettings{Broker: "tcp://b:1883", Topic: "a/#"}})
+		}, "device.notify.mqtt.topic"},
 		{"logs: 1Mi, 3 files", func(p *problems) { checkLogs(p, &LogSettings{MaxSize: "1Mi", MaxFiles: 3}) }, ""},
 		{"logs: too small", func(p *problems) { checkLogs(p, &LogSettings{MaxSize: "1k"}) }, "device.logs.maxSize: 1k"},
 		{"policy: a name", func(p *problems) { checkPolicy(p, "device.pullPolicy", &PolicyRef{Name: "always"}, nil) }, ""},
