@@ -115,4 +115,3 @@ func tlsConfig(s config.MQTTSettings) (*tls.Config, error) {
 	}
 	return t, nil
 }
-
