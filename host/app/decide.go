@@ -64,8 +64,9 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 	req.Local, req.Present = h.local(ctx, img, req.Running, latched)
 	req.Input = h.input(cfg, app, img, r, req.Local, req.Present, ev, &w.rec)
 	req.Input.Attempt = w.rec.Attempts[img.UUID]
-	res, err := round.Run(ctx, roundPolicy{w: w, m: m, img: img},
-		&roundHost{w: w, app: app, img: img, latch: r, have: have, since: since}, req)
+	rh := &roundHost{w: w, app: app, img: img, latch: r, have: have, since: since}
+	res, err := round.Run(ctx, roundPolicy{w: w, m: m, img: img}, rh, req)
+	w.announce(img, req.Running, rh.remote, res, err)
 	// What the round asked for, written by the worker alone.
 	if p := res.Paused; p != nil {
 		w.tell(events.Event{Kind: events.DownloadPaused, Message: "download paused: the link changed",
@@ -84,6 +85,28 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 		w.rec.Attempts[img.UUID] = res.Attempts
 	}
 	return res, err
+}
+
+// announce tells once per digest that the registry has an image the app
+// does not run and the policy chose not to take (a monitor-only policy, or
+// one that waits for a refresh): image.update-available.
+func (w *worker) announce(img config.Image, running *RunImage, remote string, res round.Result, err error) {
+	if err != nil || running == nil || remote == "" || res.Changed || res.Deferred {
+		return
+	}
+	if remote == running.Digest || remote == running.IndexDigest {
+		delete(w.announced, img.UUID)
+		return
+	}
+	if w.announced[img.UUID] == remote {
+		return
+	}
+	if w.announced == nil {
+		w.announced = map[string]string{}
+	}
+	w.announced[img.UUID] = remote
+	w.tell(events.Event{Kind: events.UpdateAvailable, Message: "an update is available; the policy keeps the running image",
+		Image: img.UUID, Ref: img.Name, From: running.Digest, Digest: remote, Policy: w.rec.Policy, Reason: w.rec.Decisions[img.UUID].Reason})
 }
 
 // roundPolicy is the app's policy module as a round asks it: each
@@ -108,11 +131,14 @@ type roundHost struct {
 	latch imagestore.Record
 	have  bool
 	since time.Time
+	// remote is what the registry said the reference names, once checked.
+	remote string
 }
 
 func (r *roundHost) Resolve(ctx context.Context) (registry.Resolution, error) {
 	res, err := r.w.h.resolve(ctx, r.img, r.latch, r.have, r.since)
 	if err == nil {
+		r.remote = res.Digest
 		e := events.Event{Kind: events.Checked, Message: "image checked", Image: r.img.UUID, Ref: r.img.Name, Digest: res.Digest}
 		if r.have && r.latch.Digest != res.Digest {
 			e.From = r.latch.Digest

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
@@ -420,5 +422,63 @@ func TestContainerdRestartIsSurvived(t *testing.T) {
 	settle()
 	if got := regtest.StartLines(w.cm.VolumeDir(id("web"), "drive1")); len(got) != 3 {
 		t.Fatalf("starts %q", got)
+	}
+}
+
+// TestMonitorOnlyReportsAndKeeps: periodic with monitorOnly checks on its
+// schedule and, when the tag moved, keeps the app on its image and tells
+// image.update-available once per new digest; a refresh applies the update.
+func TestMonitorOnlyReportsAndKeeps(t *testing.T) {
+	w := newWorld(t)
+	var mu sync.Mutex
+	var told []events.Event
+	w.opts.Events = func(e events.Event) {
+		mu.Lock()
+		told = append(told, e)
+		mu.Unlock()
+	}
+	available := func() []events.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []events.Event
+		for _, e := range told {
+			if e.Kind == events.UpdateAvailable {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	clock := &shiftedClock{}
+	w.opts.Now = clock.now
+	w.start()
+	d1 := w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest"}
+	cfg := func() *config.Config {
+		c := w.config(a)
+		c.Apps[0].PullPolicy = &config.PolicyRef{Name: "periodic", Settings: json.RawMessage(`{"interval":"1m","monitorOnly":true}`)}
+		return c
+	}
+	if err := w.apply(cfg()); err != nil {
+		t.Fatal(err)
+	}
+	d2 := w.push("web:latest", "v2", false)
+	for range 2 {
+		clock.advance(61 * time.Second)
+		if err := w.host.Tick(w.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, img := w.app("web"); img.SHA256 != d1 {
+		t.Fatalf("monitor only pulled: runs %s, want %s", img.SHA256, d1)
+	}
+	if got := available(); len(got) != 1 || got[0].From != d1 || got[0].Digest != d2 || !strings.Contains(got[0].Reason, "monitor only") {
+		t.Fatalf("update-available events %+v, want one from v1 to v2", got)
+	}
+	a.refresh = 1
+	if err := w.apply(cfg()); err != nil {
+		t.Fatal(err)
+	}
+	if _, img := w.app("web"); img.SHA256 != d2 {
+		t.Fatalf("a refresh under monitor only runs %s, want %s", img.SHA256, d2)
 	}
 }

@@ -49,6 +49,7 @@ type worker struct {
 	eager       int                  // consecutive decisions that asked to be consulted again too soon
 	moduleFails int                  // consecutive rounds whose policy module could not be had
 	loggedAt    map[string]time.Time // when each image's decision was last logged at info level
+	announced   map[string]string    // ImageObjectID -> the digest last told available (image.update-available)
 	booted      bool                 // the first piece of work has run (boot event)
 	exitWatch   context.CancelFunc
 	crashes     int       // consecutive exits after the grace period

@@ -1,6 +1,12 @@
 // Command periodic is the built-in policy that checks the registry every
 // interval (settings: {"interval": "6h"}), and at create and refresh. It asks
 // the host for a tick at the next due time, so no polling happens between.
+//
+// With {"monitorOnly": true} (Watchtower's monitor-only mode) its periodic
+// checks only report: a moved tag is not pulled, the app keeps its image,
+// and the host tells image.update-available once per new digest. A
+// refresh (refreshImage) still applies the update: it is the operator's
+// explicit word.
 package main
 
 import (
@@ -22,6 +28,8 @@ func init() { sdk.Register(sdk.Policy{Decide: sdk.Budgeted(decide), Validate: va
 type settings struct {
 	// Interval between checks, as a Go duration ("30m", "6h"). Default 24h.
 	Interval string `json:"interval"`
+	// MonitorOnly: periodic checks report an update instead of pulling it.
+	MonitorOnly bool `json:"monitorOnly"`
 }
 
 const (
@@ -32,7 +40,7 @@ const (
 // parse reads the settings with easyjson's lexer, which the SDK links
 // anyway: sdk.DecodeSettings (encoding/json's reflective decoder) would add
 // 0.6 MB to the module for one string field.
-func parse(raw json.RawMessage) (time.Duration, error) {
+func parse(raw json.RawMessage) (settings, time.Duration, error) {
 	var s settings
 	if len(raw) > 0 && string(raw) != "null" {
 		in := jlexer.Lexer{Data: raw}
@@ -43,6 +51,8 @@ func parse(raw json.RawMessage) (time.Duration, error) {
 			switch key {
 			case "interval":
 				s.Interval = in.String()
+			case "monitorOnly":
+				s.MonitorOnly = in.Bool()
 			default:
 				in.AddError(fmt.Errorf("unknown field %q", key))
 			}
@@ -51,29 +61,29 @@ func parse(raw json.RawMessage) (time.Duration, error) {
 		in.Delim('}')
 		in.Consumed()
 		if err := in.Error(); err != nil {
-			return 0, fmt.Errorf("settings: %w", err)
+			return s, 0, fmt.Errorf("settings: %w", err)
 		}
 	}
 	if s.Interval == "" {
-		return defaultInterval, nil
+		return s, defaultInterval, nil
 	}
 	d, err := time.ParseDuration(s.Interval)
 	if err != nil {
-		return 0, fmt.Errorf("settings.interval: %w", err)
+		return s, 0, fmt.Errorf("settings.interval: %w", err)
 	}
 	if d < minInterval {
-		return 0, errors.New("settings.interval: " + s.Interval + " is below the minimum of 1m")
+		return s, 0, errors.New("settings.interval: " + s.Interval + " is below the minimum of 1m")
 	}
-	return d, nil
+	return s, d, nil
 }
 
 func validate(raw json.RawMessage) error {
-	_, err := parse(raw)
+	_, _, err := parse(raw)
 	return err
 }
 
 func decide(in sdk.Input) (sdk.Decision, error) {
-	interval, err := parse(in.Settings)
+	s, interval, err := parse(in.Settings)
 	if err != nil {
 		return sdk.Decision{}, err
 	}
@@ -97,6 +107,9 @@ func decide(in sdk.Input) (sdk.Decision, error) {
 		}
 	}
 	d := sdk.Converge(img, sdk.PullFailureKeepExisting)
+	if s.MonitorOnly && d.Action == sdk.ActionPull && img.Satisfied() && in.Event != sdk.EventRefresh && in.Event != sdk.EventCreate {
+		d = sdk.UseLocal("monitor only: " + img.RemoteDigest + " is available; a refresh applies it")
+	}
 	if d.Action == sdk.ActionUseLocal || d.Action == sdk.ActionPull {
 		next := nextCheck(in.Now, interval, in.Device.Splay)
 		d.NextCheck = &next
