@@ -218,7 +218,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("dry run with a change pending: exit %d, want %d\n%s", exitCode(err), exitUpdated, out)
 	}
 	out, err := e.cli("refresh", "web", "--detailed-exitcode")
-	if exitCode(err) != exitUpdated || !strings.Contains(out, "web: RUNNING, 1 restart(s)") {
+	if exitCode(err) != exitUpdated || !strings.Contains(out, "web: RUNNING, 1 restart(s)") || !strings.Contains(out, "web: stopping (up to 10s, then SIGKILL)") {
 		t.Fatalf("refresh: exit %d, want %d\n%s\nagent log:\n%s", exitCode(err), exitUpdated, out, e.agentLog)
 	}
 	if out, err := e.cli("refresh", "web", "--detailed-exitcode"); err != nil || !strings.Contains(out, "0 restart(s)") {

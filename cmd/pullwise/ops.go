@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/host/events"
 	hostapp "github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/internal/printable"
@@ -76,8 +77,19 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 				sort.Strings(apps)
 			}
 			var progress func(pull.Progress)
+			var stopping func(string, events.Event)
 			if !output.structured() {
 				progress = progressPrinter(out)
+				stopping = func(app string, e events.Event) {
+					// While the app waits its grace period, say so: a
+					// refresh that seems stuck for 10 s is an app ignoring
+					// SIGTERM.
+					wait := ""
+					if e.Until != nil {
+						wait = fmt.Sprintf(" (up to %s, then SIGKILL)", time.Until(*e.Until).Round(time.Second))
+					}
+					fmt.Fprintf(out, "%s: stopping%s\n", printable.String(app), wait)
+				}
 			}
 			results := make([]opResult, len(apps))
 			var wg sync.WaitGroup
@@ -85,7 +97,7 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					results[i] = runOp(cmd.Context(), c, name, op, dryRun, noWait, progress)
+					results[i] = runOp(cmd.Context(), c, name, op, dryRun, noWait, progress, stopping)
 				}()
 			}
 			wg.Wait()
@@ -119,7 +131,7 @@ func newOpCmd(state *string, op, short, long, example string) *cobra.Command {
 }
 
 // runOp carries out (or, with dryRun, previews) op on one app.
-func runOp(ctx context.Context, c *agent.Client, name, op string, dryRun, noWait bool, progress func(pull.Progress)) opResult {
+func runOp(ctx context.Context, c *agent.Client, name, op string, dryRun, noWait bool, progress func(pull.Progress), stopping func(string, events.Event)) opResult {
 	r := opResult{App: name, Op: op, DryRun: dryRun}
 	switch {
 	case dryRun:
@@ -134,12 +146,16 @@ func runOp(ctx context.Context, c *agent.Client, name, op string, dryRun, noWait
 			r.err = &couldNotCheckError{unchecked}
 		}
 	case noWait:
-		_, r.err = c.Op(ctx, name, op, false, nil)
+		_, r.err = c.Op(ctx, name, op, false, agent.OpWatch{})
 		r.Accepted = r.err == nil
 	default:
 		before, _ := c.App(ctx, name)
 		r.before = before.Running
-		r.Result, r.err = c.Op(ctx, name, op, true, progress)
+		r.Result, r.err = c.Op(ctx, name, op, true, agent.OpWatch{Progress: progress, Stopping: func(e events.Event) {
+			if stopping != nil {
+				stopping(name, e)
+			}
+		}})
 		if r.Result != nil {
 			r.Restarts = r.Result.Restarts - before.Restarts
 		}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
+	"github.com/pullwise/pullwise/host/events"
 )
 
 // The local API, on a unix socket (mode 0600) in the state directory:
@@ -100,6 +102,7 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, err)
 		return
 	}
+	mark := a.events.Last() // the app's stopping is followed from here
 	if err := a.bumps.add(uuid, op); err != nil {
 		httpError(w, http.StatusInternalServerError, err)
 		return
@@ -118,13 +121,33 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"status": "accepted"})
 		return
 	}
-	events := make(chan progressEvent, 64)
+	// The app's stopping, as it happens (a transient event).
+	stopping := make(chan events.Event, 4)
+	sctx, stopFollowing := context.WithCancel(r.Context())
+	defer stopFollowing()
+	go func() {
+		f := events.Filter{App: uuid, After: mark, Kinds: []string{string(events.Stopping)}}
+		for {
+			es, err := a.events.Wait(sctx, f)
+			if err != nil {
+				return
+			}
+			for _, e := range es {
+				f.After = e.Seq
+				select {
+				case stopping <- e:
+				default:
+				}
+			}
+		}
+	}()
+	progress := make(chan progressEvent, 64)
 	a.mu.Lock()
-	a.subs[events] = uuid
+	a.subs[progress] = uuid
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
-		delete(a.subs, events)
+		delete(a.subs, progress)
 		a.mu.Unlock()
 	}()
 	// Only this app's outcome: other apps' work and errors are not waited
@@ -135,8 +158,11 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 	enc := newNDJSON(w)
 	for {
 		select {
-		case ev := <-events:
+		case ev := <-progress:
 			enc.encode(map[string]any{"progress": ev.Progress})
+			enc.flush()
+		case e := <-stopping:
+			enc.encode(map[string]any{"stopping": e})
 			enc.flush()
 		case err := <-done:
 			var result *app.AppInfo

@@ -153,10 +153,20 @@ func (c *Client) DryRun(ctx context.Context, appName string) ([]app.ImageCheck, 
 	return out, json.NewDecoder(resp.Body).Decode(&out)
 }
 
+// OpWatch receives what happens while an operation is waited for. Either
+// func may be nil.
+type OpWatch struct {
+	// Progress is each download update.
+	Progress func(pull.Progress)
+	// Stopping is the app's process being stopped (events.Stopping: until
+	// when it has before SIGKILL).
+	Stopping func(events.Event)
+}
+
 // Op increases an app's refresh, restart or purge counter. With wait it
-// returns the app's state once the agent has acted, calling progress for
-// each download update on the way; without, it returns at once (nil info).
-func (c *Client) Op(ctx context.Context, appName, op string, wait bool, progress func(pull.Progress)) (*app.AppInfo, error) {
+// returns the app's state once the agent has acted, telling watch what
+// happens on the way; without, it returns at once (nil info).
+func (c *Client) Op(ctx context.Context, appName, op string, wait bool, watch OpWatch) (*app.AppInfo, error) {
 	path := "/v1/apps/" + url.PathEscape(appName) + "/" + op
 	if wait {
 		path += "?wait=1"
@@ -174,6 +184,7 @@ func (c *Client) Op(ctx context.Context, appName, op string, wait bool, progress
 	for sc.Scan() {
 		var line struct {
 			Progress *pull.Progress `json:"progress"`
+			Stopping *events.Event  `json:"stopping"`
 			Result   *app.AppInfo   `json:"result"`
 			Error    string         `json:"error"`
 			Queued   bool           `json:"queued"`
@@ -183,8 +194,12 @@ func (c *Client) Op(ctx context.Context, appName, op string, wait bool, progress
 		}
 		switch {
 		case line.Progress != nil:
-			if progress != nil {
-				progress(*line.Progress)
+			if watch.Progress != nil {
+				watch.Progress(*line.Progress)
+			}
+		case line.Stopping != nil:
+			if watch.Stopping != nil {
+				watch.Stopping(*line.Stopping)
 			}
 		case line.Queued:
 			return line.Result, &QueuedError{Op: op, Err: errors.New(line.Error)}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -51,6 +52,8 @@ type Puller interface {
 
 // Containers runs the apps' containers.
 type Containers interface {
+	// StopTimeout is how long a stopping process is given before SIGKILL.
+	StopTimeout() time.Duration
 	Status(ctx context.Context, id string) (containers.Status, error)
 	Create(ctx context.Context, s containers.Spec) error
 	Start(ctx context.Context, id string) error

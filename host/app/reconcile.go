@@ -327,6 +327,11 @@ func (w *worker) logAction(op string, before, after map[string]RunImage) {
 // containerAction carries out a journalled action.
 func (w *worker) containerAction(ctx context.Context, app config.App, op string, run map[string]RunImage) error {
 	h := w.h
+	if st, err := h.o.Containers.Status(ctx, w.uuid); err == nil && st.Running {
+		wait := h.o.Containers.StopTimeout()
+		w.tell(events.Event{Kind: events.Stopping, Message: fmt.Sprintf("stopping the app (up to %s: SIGTERM, then SIGKILL)", wait),
+			Until: ptr(h.o.Now().Add(wait).UTC())})
+	}
 	if op == opRestart {
 		faultpoint.Hit("restart:begun")
 		err := h.o.Containers.Restart(ctx, w.uuid)

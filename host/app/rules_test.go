@@ -195,6 +195,8 @@ type fakeContainers struct {
 	pid  uint32
 }
 
+func (f *fakeContainers) StopTimeout() time.Duration { return time.Second }
+
 func (f *fakeContainers) note(op string, s containers.Spec) {
 	v := versions[s.Image[strings.LastIndex(s.Image, "@")+1:]]
 	f.log = append(f.log, strings.TrimSpace(strings.Join(append([]string{op, nameOf(s.ID), v}, s.Env...), " ")))

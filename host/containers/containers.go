@@ -74,7 +74,7 @@ type Manager struct {
 // New returns a Manager keeping volumes and logs under stateDir.
 func New(client *containerd.Client, stateDir string) *Manager {
 	cni, err := network.New(nil)
-	return &Manager{client: client, dir: stateDir, snapshotter: defaults.DefaultSnapshotter, stopTimeout: 10 * time.Second,
+	return &Manager{client: client, dir: stateDir, snapshotter: defaults.DefaultSnapshotter, stopTimeout: DefaultStopTimeout,
 		cni: cni, cniErr: err, netnsDir: network.DefaultNetNSDir}
 }
 
@@ -563,6 +563,13 @@ func (m *Manager) releaseNet(ctx context.Context, id string, labels map[string]s
 		os.Remove(filepath.Join(m.dir, "net", id, "netns.json"))
 	}
 }
+
+// DefaultStopTimeout is how long an app's process has to exit after
+// SIGTERM before it is killed.
+const DefaultStopTimeout = 10 * time.Second
+
+// StopTimeout is how long a stopping process is given before SIGKILL.
+func (m *Manager) StopTimeout() time.Duration { return m.stopTimeout }
 
 // Stop stops the app's process: SIGTERM, then SIGKILL after the stop
 // timeout. The container and its writable layer stay.

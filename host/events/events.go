@@ -55,6 +55,9 @@ const (
 	DownloadRefused Kind = "download.refused"
 	// ImageChanged: the app now runs another digest of an image (From → Digest).
 	ImageChanged Kind = "image.changed"
+	// Stopping: the app's process was sent SIGTERM for an action and has
+	// until Until to exit before SIGKILL (for followers and the CLI).
+	Stopping Kind = "app.stopping"
 	// Started, Restarted, Purged: container actions.
 	Started   Kind = "app.started"
 	Restarted Kind = "app.restarted"
@@ -78,7 +81,7 @@ const (
 // Kinds lists every kind, for help texts and filters.
 func Kinds() []Kind {
 	return []Kind{ConfigAccepted, ConfigRejected, Checked, CheckFailed, UpdateAvailable,
-		DownloadStarted, DownloadProgress, DownloadFinished, DownloadFailed, DownloadPaused, DownloadRefused,
+		DownloadStarted, DownloadProgress, Stopping, DownloadFinished, DownloadFailed, DownloadPaused, DownloadRefused,
 		ImageChanged, Started, Restarted, Purged, Exited, StartFailed, RolledBack, Removed, Deferred, PolicyFault}
 }
 
@@ -92,15 +95,15 @@ func (k Kind) Level() hclog.Level {
 		return hclog.Error
 	case RolledBack, Deferred, DownloadPaused, DownloadRefused, CheckFailed, Exited:
 		return hclog.Warn
-	case DownloadProgress, Checked:
+	case DownloadProgress, Checked, Stopping:
 		return hclog.Debug
 	}
 	return hclog.Info
 }
 
-// Transient kinds are for followers only: not kept on disk, not notified
-// unless a filter names them.
-func (k Kind) Transient() bool { return k == DownloadProgress }
+// Transient kinds (download progress, stopping) are for followers only:
+// not kept on disk, not notified unless a filter names them.
+func (k Kind) Transient() bool { return k == DownloadProgress || k == Stopping }
 
 // Known reports whether k is one of Kinds.
 func (k Kind) Known() bool {
