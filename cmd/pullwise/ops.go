@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pullwise/pullwise/host/agent"
-	"github.com/pullwise/pullwise/host/events"
 	hostapp "github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/internal/printable"
 )
