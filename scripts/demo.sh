@@ -138,6 +138,10 @@ step "A refresh with nothing new: one manifest request, no restart"
 step "What the app printed (pullwise logs; capped and rotated by the agent)"
 "$pw" logs demo --tail 4 --state "$work/state"
 
+step "What happened, as events (pullwise events; -o json for scripts, device.notify for webhooks and MQTT)"
+"$pw" events demo --state "$work/state"
+if ! "$pw" events demo -o json --state "$work/state" | grep -q '"kind":"image.changed"'; then echo "demo: FAILED: no image.changed event" >&2; exit 1; fi
+
 step "One app's report as YAML (-o json and -o yaml on every command that prints)"
 "$pw" status demo -o yaml --state "$work/state" | sed -n '1,12p'
 

@@ -123,13 +123,17 @@ func (m *Manager) Apply(n *config.NotifySettings, device string) {
 		if len(kinds) == 0 {
 			kinds = config.DefaultNotifyEvents()
 		}
+		// The place is taken now, not when the goroutine runs: an event
+		// told right after Apply is the receiver's.
+		place := filepath.Join(m.dir, key+".seq")
+		f := events.Filter{Kinds: kinds, After: m.place(place)}
 		ctx, cancel := context.WithCancel(context.Background())
 		m.receivers[key] = &receiver{settings: settings, cancel: cancel}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			defer s.close()
-			m.run(ctx, key, dest, s, events.Filter{Kinds: kinds})
+			m.run(ctx, key, dest, place, s, f)
 		}()
 	}
 }
@@ -145,12 +149,10 @@ func (m *Manager) Close() {
 	m.wg.Wait()
 }
 
-// run delivers the events f selects to s, from the receiver's kept place,
-// until ctx ends.
-func (m *Manager) run(ctx context.Context, key, dest string, s sender, f events.Filter) {
+// run delivers the events f selects after f.After to s, keeping the
+// receiver's place in the file place, until ctx ends.
+func (m *Manager) run(ctx context.Context, key, dest, place string, s sender, f events.Filter) {
 	log := m.log.With("receiver", key, "destination", dest)
-	place := filepath.Join(m.dir, key+".seq")
-	f.After = m.place(place)
 	fails := 0
 	for {
 		es, err := m.ring.Wait(ctx, f)
