@@ -15,6 +15,7 @@ require (
 	github.com/google/go-containerregistry v0.22.1
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/invopop/jsonschema v0.14.0
+	github.com/lf-edge/eve-api/go v0.0.0-20260420100351-253db6a73b76
 	github.com/mailru/easyjson v0.9.1
 	github.com/mattn/go-isatty v0.0.24
 	github.com/opencontainers/go-digest v1.0.0

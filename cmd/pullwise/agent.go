@@ -34,9 +34,18 @@ On SIGTERM or SIGINT it stops and leaves every app running; started again
 with the same state directory it adopts them without restarting them.
 
 With no other setup it uses the built-in "always" policy, an embedded image
-store under DIR, and containerd at its usual socket.`,
+store under DIR, and containerd at its usual socket.
+
+With --eve-config the apps come from an EVE controller's EdgeDevConfig:
+each app's volumes from ContentTrees on container-registry datastores, its
+restart and purge counters, and a refresh whenever a ContentTree's
+generation_count changes. The --config file still holds the device
+settings and, by app uuid, what EVE has no field for (pull policies,
+ports, ...). "pullwise status -o eve" prints the report as EVE's info
+messages.`,
 		Example: `  pullwise agent --config /etc/pullwise/config.yaml
-  pullwise agent --config demo.yaml --state /tmp/pw --containerd /tmp/ctrd/containerd.sock --log-json`,
+  pullwise agent --config demo.yaml --state /tmp/pw --containerd /tmp/ctrd/containerd.sock --log-json
+  pullwise agent --config /etc/pullwise/config.yaml --eve-config /etc/pullwise/edgedevconfig.json`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.StateDir = *state
@@ -63,6 +72,7 @@ store under DIR, and containerd at its usual socket.`,
 	cmd.Flags().StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the agent to this file until it stops (for `go tool pprof`)")
 	cmd.Flags().MarkHidden("cpu-profile")
 	cmd.Flags().StringVar(&o.ConfigPath, "config", "", "configuration file, YAML or JSON (required)")
+	cmd.Flags().StringVar(&o.EVEConfigPath, "eve-config", "", "an EVE EdgeDevConfig (protobuf, or the JSON Adam's `admin device config set` takes): the apps come from it, and --config's apps are overlays of them by uuid (docs/eve.md)")
 	cmd.Flags().StringVar(&o.ContainerdSocket, "containerd", agent.DefaultContainerd, "containerd's socket")
 	cmd.Flags().StringVar(&o.Namespace, "namespace", agent.DefaultNamespace, "containerd namespace for the apps")
 	cmd.Flags().DurationVar(&o.GracePeriod, "grace-period", 10*time.Second, "an app that exits this soon after an image change is rolled back (if its policy says so)")

@@ -14,9 +14,11 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/pullwise/pullwise/host/agent"
 	hostapp "github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/eve"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/internal/printable"
 	"github.com/pullwise/pullwise/sdk"
@@ -67,13 +69,32 @@ terminal, printed again (one document per change with -o json) otherwise.`,
 	}
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep showing the status, redrawn (a terminal) or printed again (otherwise) when it changes; Ctrl-C stops")
 	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "with --watch, how often to ask the agent")
-	output = addOutput(cmd, "table", "json", "yaml")
+	output = addOutput(cmd, "table", "json", "yaml", "eve")
 	return cmd
 }
 
 // printStatus prints the status (or one app's part of it, args[0]) in the
 // chosen format.
 func printStatus(out io.Writer, output *output, st agent.Status, args []string) error {
+	if output.format == "eve" {
+		if len(args) == 1 {
+			one, ok := onlyApp(st, args[0])
+			if !ok {
+				return fmt.Errorf("no app %q (give its uuid or display name; `pullwise status` lists them)", args[0])
+			}
+			st = one
+		}
+		// EVE's info messages, one protojson document a line: the form
+		// Adam stores and `adam admin device info` prints.
+		for _, m := range eve.Info(st.Info, st.Agent.DeviceID) {
+			b, err := protojson.Marshal(m)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "%s\n", b)
+		}
+		return nil
+	}
 	if len(args) == 1 {
 		one, ok := onlyApp(st, args[0])
 		if !ok {

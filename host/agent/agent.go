@@ -62,6 +62,10 @@ const (
 // Options configure an agent.
 type Options struct {
 	ConfigPath       string
+	// EVEConfigPath, if set, is an EVE EdgeDevConfig (protobuf or its JSON
+	// form) the apps come from; ConfigPath's apps are then overlays of
+	// EVE's, by uuid (host/eve).
+	EVEConfigPath string
 	StateDir         string
 	ContainerdSocket string
 	Namespace        string
@@ -104,6 +108,8 @@ type AgentStatus struct {
 	// changed).
 	Device    *sdk.Device `json:"device,omitempty"`
 	AppliedAt time.Time   `json:"appliedAt,omitzero"`
+	// DeviceID is the device's identity: device.id, else the machine id.
+	DeviceID string `json:"deviceID,omitempty"`
 	// MetricsURL is the Prometheus endpoint, when device.metrics.listen
 	// opened one.
 	MetricsURL string `json:"metricsURL,omitempty"`
@@ -580,6 +586,9 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		a.uplink.UseNetworkManager(useNetworkManager(c.Device))
 		a.applyMetrics(c.Device)
 		a.notify.Apply(c.Device.Notify, cmp.Or(c.Device.ID, a.machineID))
+		a.mu.Lock()
+		a.status.DeviceID = cmp.Or(c.Device.ID, a.machineID)
+		a.mu.Unlock()
 		t, err = a.host.Submit(a.ctx, c)
 		a.collectModules(c)
 	}
@@ -656,6 +665,17 @@ func (a *Agent) readConfig() (*config.Config, error) {
 		ctime = st.Ctim.Nano()
 	}
 	key := fmt.Sprint(fi.Size(), fi.ModTime().UnixNano(), ctime)
+	if a.o.EVEConfigPath != "" {
+		efi, err := os.Stat(a.o.EVEConfigPath)
+		if err != nil {
+			return nil, fmt.Errorf("reading the EVE configuration: %w", err)
+		}
+		var ectime int64
+		if st, ok := efi.Sys().(*syscall.Stat_t); ok {
+			ectime = st.Ctim.Nano()
+		}
+		key += fmt.Sprint(" eve ", efi.Size(), efi.ModTime().UnixNano(), ectime)
+	}
 	if a.parsed == nil || a.parsedKey != key {
 		b, err := os.ReadFile(a.o.ConfigPath)
 		if err != nil {
@@ -665,6 +685,12 @@ func (a *Agent) readConfig() (*config.Config, error) {
 		if err != nil {
 			a.parsed = nil
 			return nil, err
+		}
+		if a.o.EVEConfigPath != "" {
+			if c, err = a.fromEVE(c); err != nil {
+				a.parsed = nil
+				return nil, err
+			}
 		}
 		a.parsed, a.parsedKey = c, key
 	}
@@ -775,9 +801,14 @@ func (a *Agent) configWatcher() (*fsnotify.Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := w.Add(filepath.Dir(a.o.ConfigPath)); err != nil {
-		w.Close()
-		return nil, err
+	for _, p := range []string{a.o.ConfigPath, a.o.EVEConfigPath} {
+		if p == "" {
+			continue
+		}
+		if err := w.Add(filepath.Dir(p)); err != nil {
+			w.Close()
+			return nil, err
+		}
 	}
 	return w, nil
 }
@@ -792,7 +823,7 @@ func (a *Agent) watchConfig(ctx context.Context, w *fsnotify.Watcher) {
 		case <-ctx.Done():
 			return
 		case ev := <-w.Events:
-			if filepath.Clean(ev.Name) == name {
+			if n := filepath.Clean(ev.Name); n == name || (a.o.EVEConfigPath != "" && n == filepath.Clean(a.o.EVEConfigPath)) {
 				settle = time.After(200 * time.Millisecond)
 			}
 		case err := <-w.Errors:

@@ -38,6 +38,10 @@ func (c *Config) Check(prev *Config, known func(string) bool) (device error, app
 	ac := newAppChecker(prev, known)
 	perApp := map[string]problems{}
 	for i, a := range c.Apps {
+		if err, ok := c.rejectedApps[a.UUID]; ok {
+			perApp[a.UUID] = append(perApp[a.UUID], err)
+			continue
+		}
 		perApp[a.UUID] = append(perApp[a.UUID], ac.check(i, a)...)
 	}
 	c.place(dev)

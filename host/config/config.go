@@ -36,6 +36,12 @@ type Config struct {
 	// so that every problem Check finds names its line and column.
 	file string
 	src  []byte
+	// appsFile, when set, is the file the apps came from instead (an EVE
+	// configuration, host/eve): their problems name it and no line.
+	appsFile string
+	// rejectedApps are apps whose source was refused before Check (an EVE
+	// app that cannot be mapped), by uuid: Check reports them so.
+	rejectedApps map[string]error
 }
 
 // Device is the device-wide part.
@@ -626,6 +632,17 @@ func ParseFile(file string, b []byte) (*Config, error) {
 	return &c, nil
 }
 
+// WithApps is c with its apps replaced by apps read from file (an EVE
+// configuration), of which rejected were refused before they could be
+// mapped (by uuid; each such app is in apps with its uuid and name only).
+// The device part keeps its file and positions; the apps' problems name
+// file, without a line.
+func (c *Config) WithApps(file string, apps []App, rejected map[string]error) *Config {
+	out := *c
+	out.Apps, out.appsFile, out.rejectedApps = apps, file, rejected
+	return &out
+}
+
 // Load reads and validates the configuration file at path against the
 // configuration currently applied (prev, or nil) and the policies known.
 func Load(file string, prev *Config, known func(string) bool) (*Config, error) {
@@ -754,12 +771,18 @@ func (e *FieldError) Unwrap() error { return e.err }
 // line and column (the source is parsed again once, only when there are
 // errors).
 func (c *Config) place(errs []error) {
-	if len(errs) == 0 || c.src == nil {
+	if len(errs) == 0 || (c.src == nil && c.appsFile == "") {
 		return
 	}
 	root := parseNode(c.src)
 	for _, err := range errs {
 		for _, fe := range FieldErrors(err) {
+			if c.appsFile != "" && strings.HasPrefix(fe.Field, "apps[") {
+				if fe.File == "" {
+					fe.File = c.appsFile
+				}
+				continue
+			}
 			if fe.File == "" {
 				fe.File = c.file
 			}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
+)
+
+// eveConfig is an EdgeDevConfig in Adam's JSON form: the web app on one
+// ContentTree of a plain-HTTP registry datastore, with a blank volume.
+func (e *e2e) eveConfig(gen int64, restart, purge uint32) string {
+	return fmt.Sprintf(`{
+  "datastores": [{"id": "ds1", "dType": "DsContainerRegistry", "fqdn": "http://%s"}],
+  "contentInfo": [{"uuid": "6f1e0c1e-0000-4000-8000-00000000e2e1", "dsId": "ds1", "URL": "demo/web:latest", "iformat": "CONTAINER", "generation_count": "%d"}],
+  "volumes": [
+    {"uuid": "9b1e0c1e-0000-4000-8000-0000000000a1", "origin": {"type": "VCOT_DOWNLOAD", "downloadContentTreeID": "6f1e0c1e-0000-4000-8000-00000000e2e1"}},
+    {"uuid": "9b1e0c1e-0000-4000-8000-0000000000a2", "origin": {"type": "VCOT_BLANK"}}
+  ],
+  "apps": [{"uuidandversion": {"uuid": "%s", "version": "1"}, "displayname": "web", "activate": true,
+    "restart": {"counter": %d}, "purge": {"counter": %d},
+    "volumeRefList": [{"uuid": "9b1e0c1e-0000-4000-8000-0000000000a1"}, {"uuid": "9b1e0c1e-0000-4000-8000-0000000000a2", "mount_dir": "/data"}]}]
+}`, e.registry, gen, webUUID, restart, purge)
+}
+
+// TestEVEConfigDrivesTheDevice: the agent runs the apps of an EVE
+// EdgeDevConfig (Adam's JSON form) on real containerd and a real
+// registry. A ContentTree generation_count change after the tag moved is
+// one pull and one restart; one with nothing new is a check and no
+// restart; the restart counter restarts; `status -o eve` reports the
+// resolved sha256 as EVE's ZInfoContentTree; a malformed EdgeDevConfig
+// changes nothing.
+func TestEVEConfigDrivesTheDevice(t *testing.T) {
+	e := newE2E(t)
+	v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
+	evePath := filepath.Join(t.TempDir(), "edgedevconfig.json")
+	writeEVE := func(s string) {
+		t.Helper()
+		tmp := evePath + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, evePath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeEVE(e.eveConfig(0, 0, 0))
+	e.writeConfig("device: {}\n")
+	e.agentArgs = []string{"--eve-config", evePath}
+	e.startAgent()
+	e.status("web running from the EVE configuration", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v1 })
+	vol := filepath.Join(e.state, "volumes", webUUID, "drive1")
+	regtest.Starts(t, vol, 1, "")
+
+	// The report as EVE's info: the ContentTree's sha256 is the resolved
+	// manifest digest.
+	out, err := e.cli("status", "-o", "eve")
+	if err != nil {
+		t.Fatalf("status -o eve: %v\n%s", err, out)
+	}
+	var sawApp, sawTree bool
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not a protojson line: %q", line)
+		}
+		if a, ok := m["ainfo"].(map[string]any); ok && a["AppID"] == webUUID && a["state"] == "RUNNING" {
+			sawApp = true
+		}
+		if c, ok := m["cinfo"].(map[string]any); ok && c["uuid"] == "6f1e0c1e-0000-4000-8000-00000000e2e1" &&
+			c["sha256"] == strings.TrimPrefix(v1, "sha256:") && c["state"] == "LOADED" {
+			sawTree = true
+		}
+	}
+	if !sawApp || !sawTree {
+		t.Fatalf("status -o eve lacks the running app or the tree's sha256:\n%s", out)
+	}
+
+	// The tag moves; the controller bumps the tree's generation_count.
+	v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v2", false)).String()
+	e.proxy.Reset()
+	writeEVE(e.eveConfig(1, 0, 0))
+	e.status("v2 after the generation bump", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v2 })
+	if got := regtest.Starts(t, vol, 2, ""); !strings.Contains(got[1], "version=v2") {
+		t.Fatalf("starts %q", got)
+	}
+	if n := manifestGets(e.proxy.Requests()); n > 3 {
+		t.Fatalf("the refresh made %d manifest requests: %v", n, e.proxy.Requests())
+	}
+
+	// A bump with nothing new: checked, not restarted.
+	e.proxy.Reset()
+	writeEVE(e.eveConfig(2, 0, 0))
+	e.status("the check", func(st agent.Status) bool { return len(e.proxy.Requests()) > 0 })
+	time.Sleep(time.Second)
+	if got := e.starts(); len(got) != 2 {
+		t.Fatalf("a bump with nothing new restarted the app: %q", got)
+	}
+
+	// The restart counter.
+	writeEVE(e.eveConfig(2, 1, 0))
+	regtest.Starts(t, vol, 3, "")
+
+	// A malformed EdgeDevConfig: rejected, the app untouched.
+	writeEVE(`{"apps": [{"uuidandversion": 7}]}`)
+	st := e.status("the rejection", func(st agent.Status) bool { return st.Agent.ConfigError != "" })
+	if !running(st) || !strings.Contains(st.Agent.ConfigError, "EdgeDevConfig") {
+		t.Fatalf("after a malformed EVE configuration: %+v", st.Agent)
+	}
+	time.Sleep(time.Second)
+	if got := e.starts(); len(got) != 3 {
+		t.Fatalf("a malformed EVE configuration restarted the app: %q", got)
+	}
+}
+
+func manifestGets(reqs []string) int {
+	n := 0
+	for _, r := range reqs {
+		if strings.Contains(r, "/manifests/") {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,115 @@
+package eve
+
+import (
+	"strings"
+	"time"
+
+	eveinfo "github.com/lf-edge/eve-api/go/info"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pullwise/pullwise/host/app"
+)
+
+// Info is the report as EVE's info messages: one ZInfoApp per app, then one
+// ZInfoContentTree per image (ContentTree uuid = ImageObjectID), whose
+// sha256 is the manifest digest the tag resolved to: the design note's
+// "report the SHA back to the controller". dev is the device's uuid.
+func Info(info app.Info, dev string) []*eveinfo.ZInfoMsg {
+	at := timestamppb.New(info.GeneratedAt)
+	var out []*eveinfo.ZInfoMsg
+	state := map[string]app.AppInfo{}
+	for _, a := range info.Apps {
+		state[a.UUID] = a
+		za := &eveinfo.ZInfoApp{AppID: a.UUID, AppName: a.DisplayName, State: appState(a.State)}
+		if e := appErr(a); e != nil {
+			za.AppErr = []*eveinfo.ErrorInfo{e}
+		}
+		for _, img := range info.Images {
+			if img.App == a.UUID {
+				za.VolumeRefs = append(za.VolumeRefs, img.ImageObjectID)
+			}
+		}
+		out = append(out, &eveinfo.ZInfoMsg{Ztype: eveinfo.ZInfoTypes_ZiApp, DevId: dev, AtTimeStamp: at,
+			InfoContent: &eveinfo.ZInfoMsg_Ainfo{Ainfo: za}})
+	}
+	for _, img := range info.Images {
+		a := state[img.App]
+		ct := &eveinfo.ZInfoContentTree{Uuid: img.ImageObjectID, DisplayName: img.Ref,
+			Sha256: strings.TrimPrefix(img.SHA256, "sha256:"), State: treeState(a.State, img)}
+		if ct.State == eveinfo.ZSwState_LOADED {
+			ct.ProgressPercentage = 100
+		}
+		if strings.HasPrefix(img.LastCheckResult, "error: ") {
+			ct.Err = &eveinfo.ErrorInfo{Description: strings.TrimPrefix(img.LastCheckResult, "error: "),
+				Severity: eveinfo.Severity_SEVERITY_WARNING, RetryCondition: "the next check the policy asks for"}
+			if img.LastCheck != nil {
+				ct.Err.Timestamp = timestamppb.New(*img.LastCheck)
+			}
+		}
+		out = append(out, &eveinfo.ZInfoMsg{Ztype: eveinfo.ZInfoTypes_ZiContentTree, DevId: dev, AtTimeStamp: at,
+			InfoContent: &eveinfo.ZInfoMsg_Cinfo{Cinfo: ct}})
+	}
+	return out
+}
+
+// appState maps an app's state to EVE's.
+func appState(s string) eveinfo.ZSwState {
+	switch s {
+	case app.StateResolving:
+		return eveinfo.ZSwState_RESOLVING_TAG
+	case app.StateDownloading:
+		return eveinfo.ZSwState_DOWNLOAD_STARTED
+	case app.StateRunning, app.StateRolledBack, app.StateDeferred:
+		// Running; a rollback or a deferral is said in appErr.
+		return eveinfo.ZSwState_RUNNING
+	case app.StateHalted:
+		return eveinfo.ZSwState_HALTED
+	case app.StateRestarting, app.StateRefreshing:
+		return eveinfo.ZSwState_RESTARTING
+	case app.StatePurging:
+		return eveinfo.ZSwState_PURGING
+	case app.StateError:
+		return eveinfo.ZSwState_ERROR
+	}
+	return eveinfo.ZSwState_INITIAL
+}
+
+// treeState is a ContentTree's state: resolving, downloading, or loaded
+// once it has a digest.
+func treeState(appState string, img app.ImageInfo) eveinfo.ZSwState {
+	switch {
+	case appState == app.StateResolving:
+		return eveinfo.ZSwState_RESOLVING_TAG
+	case appState == app.StateDownloading:
+		return eveinfo.ZSwState_DOWNLOAD_STARTED
+	case img.SHA256 != "":
+		return eveinfo.ZSwState_LOADED
+	}
+	return eveinfo.ZSwState_INITIAL
+}
+
+// appErr is the app's last error as EVE's ErrorInfo: a rollback or a
+// deferral is a warning with the condition it is retried on; anything else
+// an error.
+func appErr(a app.AppInfo) *eveinfo.ErrorInfo {
+	msg := a.LastError
+	if msg == "" {
+		msg = a.ConfigError
+	}
+	if msg == "" {
+		return nil
+	}
+	e := &eveinfo.ErrorInfo{Description: msg, Severity: eveinfo.Severity_SEVERITY_ERROR}
+	if a.LastErrorAt != nil {
+		e.Timestamp = timestamppb.New(*a.LastErrorAt)
+	}
+	switch {
+	case a.State == app.StateRolledBack:
+		e.Severity, e.RetryCondition = eveinfo.Severity_SEVERITY_WARNING, "a refresh (ContentTree generation_count) after a fixed image is pushed"
+	case a.RefreshDeferred && a.NextCheck != nil:
+		e.Severity, e.RetryCondition = eveinfo.Severity_SEVERITY_NOTICE, "at "+a.NextCheck.UTC().Format(time.RFC3339)
+	case a.ConfigError != "" && a.LastError == "":
+		e.RetryCondition = "a corrected configuration"
+	}
+	return e
+}
