@@ -61,11 +61,11 @@ const (
 
 // Options configure an agent.
 type Options struct {
-	ConfigPath       string
+	ConfigPath string
 	// EVEConfigPath, if set, is an EVE EdgeDevConfig (protobuf or its JSON
 	// form) the apps come from; ConfigPath's apps are then overlays of
 	// EVE's, by uuid (host/eve).
-	EVEConfigPath string
+	EVEConfigPath    string
 	StateDir         string
 	ContainerdSocket string
 	Namespace        string
