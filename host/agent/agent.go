@@ -549,7 +549,13 @@ func (a *Agent) serve(ctx context.Context) error {
 			debug.FreeOSMemory()
 		}()
 	}
+	// Ready for systemd (Type=notify): the API serves and the configuration
+	// was applied (the apps act on their own workers from here).
+	if err := sdNotify("READY=1"); err != nil {
+		a.log.Warn("telling systemd the agent is ready", "error", err)
+	}
 	<-ctx.Done()
+	sdNotify("STOPPING=1")
 	a.log.Info("stopping; apps keep running")
 	return nil
 }
