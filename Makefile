@@ -9,8 +9,13 @@ COUNT   ?= 5
 # (a tag, else the commit; -dirty with uncommitted changes).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/pullwise/pullwise/internal/version.stamped=$(VERSION)
+# The package's version: the last tag (without its v) and the commit,
+# as Debian orders them (0.0.0~gitCOMMIT before any tag).
+DEB_VERSION ?= $(shell v=$$(git describe --tags --abbrev=0 2>/dev/null | sed 's/^v//'); echo "$${v:-0.0.0}~git$$(git rev-parse --short HEAD 2>/dev/null || echo devel)")
+# goreleaser's nfpm, pinned, builds the Debian package.
+NFPM    := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
 
-.PHONY: all build install test test-clean test-faults test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
+.PHONY: all build install uninstall deb test-deb test test-clean test-faults test-integration demo demo-policy check vet fmt-check policies check-policies generate check-generated bench demo clean
 
 all: build
 
@@ -52,6 +57,34 @@ install: build
 	install -d -m 0700 $(DESTDIR)/var/lib/pullwise
 	chmod 0700 $(DESTDIR)/var/lib/pullwise
 	@echo "installed; on a device: systemctl daemon-reload && systemctl enable --now pullwise"
+
+# Undo `make install` (the configuration and the state directory, with the
+# apps' volumes, are kept: remove them by hand).
+uninstall:
+	-systemctl disable --now pullwise.service 2>/dev/null
+	rm -f $(DESTDIR)$(PREFIX)/bin/pullwise $(DESTDIR)/etc/systemd/system/pullwise.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/pullwise
+	-systemctl daemon-reload 2>/dev/null
+	@echo "uninstalled; kept /etc/pullwise and /var/lib/pullwise"
+
+# The Debian package: dist/pullwise_VERSION_ARCH.deb (see packaging/nfpm.yaml).
+deb: build
+	rm -rf dist/pkgroot
+	install -D -m 0755 $(BIN) dist/pkgroot/usr/bin/pullwise
+	mkdir -p dist/pkgroot/lib/systemd/system dist/pkgroot/usr/share/bash-completion/completions \
+		dist/pkgroot/usr/share/zsh/vendor-completions dist/pkgroot/usr/share/fish/vendor_completions.d
+	sed 's|/usr/local/bin/pullwise|/usr/bin/pullwise|' packaging/systemd/pullwise.service > dist/pkgroot/lib/systemd/system/pullwise.service
+	$(BIN) completion bash > dist/pkgroot/usr/share/bash-completion/completions/pullwise
+	$(BIN) completion zsh > dist/pkgroot/usr/share/zsh/vendor-completions/_pullwise
+	$(BIN) completion fish > dist/pkgroot/usr/share/fish/vendor_completions.d/pullwise.fish
+	$(BIN) man dist/pkgroot/usr/share/man/man1
+	gzip -9n dist/pkgroot/usr/share/man/man1/*.1
+	VERSION=$(DEB_VERSION) ARCH=$$($(GO) env GOARCH) $(NFPM) package -f packaging/nfpm.yaml -p deb -t dist/
+
+# Install the package on this machine (as root), check it, purge it: what
+# CI does after make test (scripts/test-deb.sh).
+test-deb: deb
+	./scripts/test-deb.sh dist/pullwise_*.deb
 
 # What the app networks of the tests leave on the host once every app is
 # gone: the pullwise0 bridge and host-local's allocation directory (each
@@ -118,4 +151,4 @@ demo-policy: build
 	./scripts/demo-policy.sh
 
 clean:
-	rm -rf bin bench-results
+	rm -rf bin bench-results dist

@@ -125,7 +125,7 @@ by a WebAssembly policy module running in a sandbox; the built-in default is
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	state := root.PersistentFlags().String("state", agent.DefaultStateDir, "the agent's state directory (its API socket is DIR/pullwise.sock)")
-	root.AddCommand(newVersionCmd(state), newConfigCmd(state), newPolicyCmd(state), newResolveCmd(), newAgentCmd(state), newStatusCmd(state), newLogsCmd(state), newEventsCmd(state),
+	root.AddCommand(newVersionCmd(state), newConfigCmd(state), newPolicyCmd(state), newResolveCmd(), newAgentCmd(state), newStatusCmd(state), newLogsCmd(state), newEventsCmd(state), newManCmd(),
 		newOpCmd(state, "refresh", "Check an app's images and apply what changed (refreshImage)",
 			`Increase the app's refreshImage counter through the agent, as a controller
 would: every container drive is checked, new images download while the app
