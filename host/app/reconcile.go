@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -328,7 +329,7 @@ func (w *worker) logAction(op string, before, after map[string]RunImage) {
 func (w *worker) containerAction(ctx context.Context, app config.App, op string, run map[string]RunImage) error {
 	h := w.h
 	if st, err := h.o.Containers.Status(ctx, w.uuid); err == nil && st.Running {
-		wait := h.o.Containers.StopTimeout()
+		wait := cmp.Or(app.StopWait(), h.o.Containers.StopTimeout())
 		w.tell(events.Event{Kind: events.Stopping, Message: fmt.Sprintf("stopping the app (up to %s: SIGTERM, then SIGKILL)", wait),
 			Until: ptr(h.o.Now().Add(wait).UTC())})
 	}

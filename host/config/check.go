@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/moby/sys/signal"
 
 	"github.com/pullwise/pullwise/internal/printable"
 )
@@ -353,6 +354,16 @@ func (ac *appChecker) drives(p *problems, f string, a App) {
 // checkRuntime checks how the app's container runs: network, ports,
 // limits, user, user namespace.
 func checkRuntime(p *problems, f string, a App) {
+	if a.StopSignal != "" {
+		if _, err := signal.ParseSignal(a.StopSignal); err != nil {
+			p.add(f+".stopSignal", "%q is not a signal (SIGTERM, SIGQUIT, 15)", a.StopSignal)
+		}
+	}
+	if a.StopTimeout != "" {
+		if d, err := time.ParseDuration(a.StopTimeout); err != nil || d < time.Second || d > time.Hour {
+			p.add(f+".stopTimeout", "%q: want a duration from 1s to 1h", a.StopTimeout)
+		}
+	}
 	bad := p.add
 	switch a.Network {
 	case "", NetworkBridge, NetworkNone, NetworkHost:

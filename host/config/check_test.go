@@ -51,6 +51,9 @@ func TestSectionValidators(t *testing.T) {
 		{"notify: wildcard topic", func(p *problems) {
 			checkNotify(p, &NotifySettings{MQTT: &MQTTSettings{Broker: "tcp://b:1883", Topic: "a/#"}})
 		}, "device.notify.mqtt.topic"},
+		{"runtime: stop signal and timeout", func(p *problems) { checkRuntime(p, "apps[0]", App{StopSignal: "SIGQUIT", StopTimeout: "30s"}) }, ""},
+		{"runtime: not a signal", func(p *problems) { checkRuntime(p, "apps[0]", App{StopSignal: "SIGNOPE"}) }, "apps[0].stopSignal"},
+		{"runtime: stop timeout too long", func(p *problems) { checkRuntime(p, "apps[0]", App{StopTimeout: "2h"}) }, "apps[0].stopTimeout"},
 		{"logs: 1Mi, 3 files", func(p *problems) { checkLogs(p, &LogSettings{MaxSize: "1Mi", MaxFiles: 3}) }, ""},
 		{"logs: too small", func(p *problems) { checkLogs(p, &LogSettings{MaxSize: "1k"}) }, "device.logs.maxSize: 1k"},
 		{"policy: a name", func(p *problems) { checkPolicy(p, "device.pullPolicy", &PolicyRef{Name: "always"}, nil) }, ""},

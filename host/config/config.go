@@ -317,6 +317,12 @@ type App struct {
 	// ReadOnlyRootfs mounts the root filesystem read-only (volumes stay
 	// writable).
 	ReadOnlyRootfs bool `json:"readOnlyRootfs,omitempty"`
+	// StopSignal is what stops the app's process ("SIGQUIT", "SIGINT",
+	// "15"). Default: the image's STOPSIGNAL, else SIGTERM.
+	StopSignal string `json:"stopSignal,omitempty"`
+	// StopTimeout is how long the process has after its stop signal before
+	// SIGKILL (a Go duration, 1s to 1h). Default 10s.
+	StopTimeout string `json:"stopTimeout,omitempty"`
 	// User runs the app's process as "UID[:GID]" (numeric), instead of the
 	// image's user. Its volumes are owned by that user.
 	User string `json:"user,omitempty"`
@@ -882,4 +888,14 @@ func sameApp(a, b App) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return bytes.Equal(ja, jb)
+}
+
+// StopWait is the app's stop timeout, 0 when it sets none (the host's
+// default applies).
+func (a App) StopWait() time.Duration {
+	d, err := time.ParseDuration(a.StopTimeout)
+	if err != nil || d <= 0 {
+		return 0
+	}
+	return d
 }

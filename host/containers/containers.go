@@ -52,6 +52,8 @@ const (
 	// image, then its read-only drives, comma-separated): what the app
 	// actually runs, compared with what it should run after a crash.
 	LabelImages = "io.pullwise.images"
+	// LabelStopTimeout is the app's stop timeout, when it sets one.
+	LabelStopTimeout = "io.pullwise.stop-timeout"
 )
 
 // AppArmorProfile is the AppArmor profile apps run under where the kernel
@@ -101,6 +103,11 @@ type Spec struct {
 	Pids        int64
 	// ReadOnlyRootfs mounts the root filesystem read-only.
 	ReadOnlyRootfs bool
+	// StopSignal stops the process ("": the image's STOPSIGNAL, else
+	// SIGTERM); StopTimeout is how long it has before SIGKILL (0: the
+	// manager's default).
+	StopSignal  string
+	StopTimeout time.Duration
 	// User, when HasUser, runs the process as UID:GID and gives it its
 	// volumes.
 	UID, GID uint32
@@ -131,7 +138,8 @@ func (s Spec) hostIDs() (uid, gid uint32) {
 // SpecFromConfig fills the runtime part of a Spec (network, limits, user)
 // from an app's validated configuration.
 func SpecFromConfig(app config.App) (Spec, error) {
-	s := Spec{ID: app.UUID, Command: app.Command, Env: app.Env, Network: app.NetworkMode(), ReadOnlyRootfs: app.ReadOnlyRootfs}
+	s := Spec{ID: app.UUID, Command: app.Command, Env: app.Env, Network: app.NetworkMode(), ReadOnlyRootfs: app.ReadOnlyRootfs,
+		StopSignal: app.StopSignal, StopTimeout: app.StopWait()}
 	for _, ps := range app.Ports {
 		p, err := config.ParsePort(ps)
 		if err != nil {
@@ -237,6 +245,17 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 	labels := network.Labels(s.Network, s.Ports)
 	maps.Copy(labels, map[string]string{LabelApp: s.ID, LabelRootfs: rootfs, LabelGeneration: strconv.Itoa(gen),
 		LabelImages: strings.Join(s.Images(), ",")})
+	if s.StopTimeout > 0 {
+		labels[LabelStopTimeout] = s.StopTimeout.String()
+	}
+	// How the process is stopped, as containerd's clients keep it: its
+	// well-known label, from the app's configuration or the image's
+	// STOPSIGNAL.
+	stopSignal := containerd.WithImageStopSignal(img, "SIGTERM")
+	if s.StopSignal != "" {
+		labels[containerd.StopSignalLabel] = s.StopSignal
+		stopSignal = func(context.Context, *containerd.Client, *containerstore.Container) error { return nil }
+	}
 	snapshot := containerd.WithNewSnapshot(rootfs, img)
 	if s.HasUserNS {
 		// containerd's way without idmapped mounts (which a 1.6 daemon
@@ -246,6 +265,7 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 	}
 	_, err = m.client.NewContainer(ctx, s.ID,
 		containerd.WithContainerLabels(labels),
+		stopSignal,
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(m.snapshotter),
 		snapshot,
@@ -592,12 +612,22 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 		return fmt.Errorf("app %s: %w", id, err)
 	}
 	if st, err := t.Status(ctx); err == nil && st.Status == containerd.Running {
-		if err := t.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+		sig, err := containerd.GetStopSignal(ctx, c, syscall.SIGTERM)
+		if err != nil {
+			sig = syscall.SIGTERM
+		}
+		wait := m.stopTimeout
+		if labels, err := c.Labels(ctx); err == nil {
+			if d, err := time.ParseDuration(labels[LabelStopTimeout]); err == nil && d > 0 {
+				wait = d
+			}
+		}
+		if err := t.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("app %s: stopping: %w", id, err)
 		}
 		select {
 		case <-exit:
-		case <-time.After(m.stopTimeout):
+		case <-time.After(wait):
 			if err := t.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
 				return fmt.Errorf("app %s: killing: %w", id, err)
 			}

@@ -7,7 +7,9 @@
 // isolation tests: with $PROBE=HOST:PORT it records in /data/probe.log
 // whether it could connect there, and with $LISTEN=ADDR it answers every
 // connection on ADDR with a greeting. With $SPAM=N it prints N lines at
-// start (the log rotation test).
+// start (the log rotation test). It stops on SIGTERM, SIGINT, SIGQUIT or
+// SIGUSR1 and records which in /data/stops.log; with $IGNORE_TERM it
+// ignores SIGTERM (an app only SIGKILL stops).
 package main
 
 import (
@@ -72,7 +74,16 @@ func main() {
 		}
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	<-sig
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1)
+	for s := range sig {
+		if s == syscall.SIGTERM && os.Getenv("IGNORE_TERM") != "" {
+			continue
+		}
+		if f, err := os.OpenFile("/data/stops.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+			fmt.Fprintf(f, "stop %s\n", s)
+			f.Close()
+		}
+		break
+	}
 	fmt.Println("testapp: stopping")
 }
