@@ -19,6 +19,9 @@
 #               loopback port (the package's own service is not used)
 #   prometheus  the metrics tests have a private Prometheus scrape the
 #               agent's endpoint, and promtool check its output
+#   Adam        the EVE controller the device-mode tests drive the agent
+#               from: v0.1.3, built once from a pinned module into
+#               /usr/local/lib/pullwise-test (not installed on PATH)
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
 
@@ -48,3 +51,14 @@ go version
 containerd --version
 runc --version | head -1
 go mod download
+# Adam v0.1.3: `go install ...@v0.1.3` asks for the version list, which is
+# not served; a throwaway module that requires the exact version builds it.
+adam=/usr/local/lib/pullwise-test/adam-v0.1.3
+if [ ! -x "$adam" ]; then
+  echo "setup: building Adam v0.1.3 (the EVE controller the device-mode tests use)"
+  tmp=$(mktemp -d)
+  printf 'module adambuild\n\ngo 1.26\n\nrequire github.com/lf-edge/adam v0.1.3\n' > "$tmp/go.mod"
+  (cd "$tmp" && GOFLAGS=-mod=mod go mod download github.com/lf-edge/adam@v0.1.3 && GOFLAGS=-mod=mod go build -o adam github.com/lf-edge/adam)
+  install -D -m 0755 "$tmp/adam" "$adam"
+  rm -rf "$tmp"
+fi

@@ -13,15 +13,18 @@ import (
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
-// eveConfig is an EdgeDevConfig in Adam's JSON form: the web app on one
-// ContentTree of a plain-HTTP registry datastore, with a blank volume.
+// eveConfig is an EdgeDevConfig in the JSON form Adam's `admin device
+// config set` takes (encoding/json of eve-api's structs: enums and int64 as
+// numbers; protojson reads it too): the web app on one ContentTree of a
+// plain-HTTP registry datastore (dType 5: DsContainerRegistry; iformat 8:
+// CONTAINER), with a blank volume (origin type 1: BLANK; 2: DOWNLOAD).
 func (e *e2e) eveConfig(gen int64, restart, purge uint32) string {
 	return fmt.Sprintf(`{
-  "datastores": [{"id": "ds1", "dType": "DsContainerRegistry", "fqdn": "http://%s"}],
-  "contentInfo": [{"uuid": "6f1e0c1e-0000-4000-8000-00000000e2e1", "dsId": "ds1", "URL": "demo/web:latest", "iformat": "CONTAINER", "generation_count": "%d"}],
+  "datastores": [{"id": "ds1", "dType": 5, "fqdn": "http://%s"}],
+  "contentInfo": [{"uuid": "6f1e0c1e-0000-4000-8000-00000000e2e1", "dsId": "ds1", "URL": "demo/web:latest", "iformat": 8, "generation_count": %d}],
   "volumes": [
-    {"uuid": "9b1e0c1e-0000-4000-8000-0000000000a1", "origin": {"type": "VCOT_DOWNLOAD", "downloadContentTreeID": "6f1e0c1e-0000-4000-8000-00000000e2e1"}},
-    {"uuid": "9b1e0c1e-0000-4000-8000-0000000000a2", "origin": {"type": "VCOT_BLANK"}}
+    {"uuid": "9b1e0c1e-0000-4000-8000-0000000000a1", "origin": {"type": 2, "downloadContentTreeID": "6f1e0c1e-0000-4000-8000-00000000e2e1"}},
+    {"uuid": "9b1e0c1e-0000-4000-8000-0000000000a2", "origin": {"type": 1}}
   ],
   "apps": [{"uuidandversion": {"uuid": "%s", "version": "1"}, "displayname": "web", "activate": true,
     "restart": {"counter": %d}, "purge": {"counter": %d},

@@ -34,6 +34,7 @@ import (
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/decisions"
+	"github.com/pullwise/pullwise/host/eve"
 	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/metrics"
@@ -65,11 +66,21 @@ type Options struct {
 	// EVEConfigPath, if set, is an EVE EdgeDevConfig (protobuf or its JSON
 	// form) the apps come from; ConfigPath's apps are then overlays of
 	// EVE's, by uuid (host/eve).
-	EVEConfigPath    string
-	StateDir         string
-	ContainerdSocket string
-	Namespace        string
-	Logger           hclog.Logger
+	EVEConfigPath string
+	// ControllerURL, if set, makes the agent a device of an EVE controller
+	// (API v2): its configuration is polled from there (and kept as the EVE
+	// configuration, STATE/eve/config.json), its info posted there.
+	ControllerURL string
+	// ControllerCA verifies the controller's TLS certificate (and its
+	// signing certificate when that chains to it); ControllerSigningCert
+	// pins a signing certificate that does not.
+	ControllerCA, ControllerSigningCert string
+	// ControllerInterval is how often the configuration is polled. Default 1 min.
+	ControllerInterval time.Duration
+	StateDir           string
+	ContainerdSocket   string
+	Namespace          string
+	Logger             hclog.Logger
 	// GracePeriod for rollback after an image change. Default 10 s.
 	GracePeriod time.Duration
 	// MaxModuleSize bounds a policy module file, in bytes. Default
@@ -110,6 +121,8 @@ type AgentStatus struct {
 	AppliedAt time.Time   `json:"appliedAt,omitzero"`
 	// DeviceID is the device's identity: device.id, else the machine id.
 	DeviceID string `json:"deviceID,omitempty"`
+	// Controller is the EVE controller link, in device mode.
+	Controller *ControllerStatus `json:"controller,omitempty"`
 	// MetricsURL is the Prometheus endpoint, when device.metrics.listen
 	// opened one.
 	MetricsURL string `json:"metricsURL,omitempty"`
@@ -146,6 +159,8 @@ type Agent struct {
 		server         *metrics.Server
 	}
 	textfilePoke chan struct{}
+	infoPoke     chan struct{}   // the status changed: device mode posts its info
+	controller   *eve.Controller // device mode's link, nil otherwise
 	// machineID identifies the device when the configuration does not
 	// (device.id): /etc/machine-id, else the host name.
 	machineID string
@@ -198,6 +213,12 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if o.ConfigPath == "" {
 		return nil, errors.New("no configuration file: pass --config FILE")
 	}
+	if o.ControllerURL != "" {
+		if o.EVEConfigPath != "" {
+			return nil, errors.New("--controller and --eve-config: the controller's configuration is the EVE configuration; give one")
+		}
+		o.EVEConfigPath = filepath.Join(o.StateDir, "eve", "config.json")
+	}
 	if err := privateDir(o.StateDir, o.Logger); err != nil {
 		return nil, err
 	}
@@ -214,6 +235,15 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	a := &Agent{o: o, log: o.Logger, statusPoke: make(chan struct{}, 1), textfilePoke: make(chan struct{}, 1),
 		subs: map[chan progressEvent]string{}, claim: cl}
 	a.metrics = a.newMetrics()
+	if o.ControllerURL != "" {
+		c, err := eve.NewController(eve.ControllerOptions{URL: o.ControllerURL, CAFile: o.ControllerCA,
+			SigningCertFile: o.ControllerSigningCert, Dir: filepath.Join(o.StateDir, "eve")})
+		if err != nil {
+			return nil, fmt.Errorf("--controller: %w", err)
+		}
+		a.controller, a.infoPoke = c, make(chan struct{}, 1)
+		a.status.Controller = &ControllerStatus{URL: o.ControllerURL, DeviceCert: c.CertPath()}
+	}
 	a.status.ConfigPath = o.ConfigPath
 	a.status.Version = version.Get()
 	ctx = namespaces.WithNamespace(ctx, o.Namespace)
@@ -536,6 +566,11 @@ func (a *Agent) serve(ctx context.Context) error {
 	}
 	go a.writeStatusOnChange(ctx)
 	go a.writeTextfile(ctx)
+	if a.controller != nil {
+		a.log.Info("device mode: the configuration comes from the controller", "controller", a.o.ControllerURL,
+			"device-cert", a.controller.CertPath())
+		go a.runController(ctx, a.controller)
+	}
 	go a.rotateLogs(ctx, cmp.Or(a.o.LogCheck, 30*time.Second))
 	go a.keepBudget(ctx, 10*time.Second)
 	a.log.Info("agent started", "config", a.o.ConfigPath, "state", a.o.StateDir, "socket", sock, "namespace", a.o.Namespace)
@@ -673,6 +708,9 @@ func (a *Agent) readConfig() (*config.Config, error) {
 	key := fmt.Sprint(fi.Size(), fi.ModTime().UnixNano(), ctime)
 	if a.o.EVEConfigPath != "" {
 		efi, err := os.Stat(a.o.EVEConfigPath)
+		if errors.Is(err, os.ErrNotExist) && a.controller != nil {
+			return nil, errors.New("no configuration from the controller yet (is the device registered? `pullwise status` shows the controller link)")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading the EVE configuration: %w", err)
 		}
@@ -705,8 +743,10 @@ func (a *Agent) readConfig() (*config.Config, error) {
 	return &c, nil
 }
 
-// statusChanged asks for the status file to be brought up to date.
+// statusChanged asks for the status file (and, in device mode, the info
+// the controller has) to be brought up to date.
 func (a *Agent) statusChanged() {
+	a.pokeInfo()
 	select {
 	case a.statusPoke <- struct{}{}:
 	default:
@@ -735,6 +775,10 @@ func (a *Agent) snapshot() (Status, error) {
 	info, err := a.host.Info(a.ctx)
 	a.mu.Lock()
 	st := Status{Agent: a.status, Info: info}
+	if c := a.status.Controller; c != nil {
+		cc := *c
+		st.Agent.Controller = &cc
+	}
 	a.mu.Unlock()
 	st.Agent.Policies = a.dir.Status()
 	for i, p := range st.Agent.Policies {

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/host/eve"
+	"github.com/pullwise/pullwise/internal/testing/adamtest"
+	"github.com/pullwise/pullwise/internal/testing/regtest"
+)
+
+// TestControllerDrivesTheDevice: a real Adam drives the agent over EVE's
+// API v2. The device's certificate is registered, Adam is given an
+// EdgeDevConfig, and the app runs; the ContentTree sha256 reaches Adam as
+// info; a generation_count bump after the tag moved is one pull and one
+// restart; Adam stopped changes nothing on the device and the link comes
+// back; an answer tampered on the way is refused.
+func TestControllerDrivesTheDevice(t *testing.T) {
+	adam := adamtest.Start(t)
+	e := newE2E(t)
+	v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
+	e.writeConfig("device: {}\n")
+	e.agentArgs = []string{"--controller", adam.URL, "--controller-ca", adam.CA, "--controller-signing-cert", adam.SigningCert,
+		"--controller-interval", "1s"}
+	e.startAgent()
+	cert := filepath.Join(e.state, "eve", eve.DeviceCertFile)
+	waitFor(t, "the device certificate", func() bool { _, err := os.Stat(cert); return err == nil })
+	dev := adam.AddDevice(cert)
+	edc := func(gen int64) string {
+		c := e.eveConfig(gen, 0, 0)
+		return strings.Replace(c, "{\n", fmt.Sprintf("{\n  \"id\": {\"uuid\": %q, \"version\": \"%d\"},\n", dev, gen+1), 1)
+	}
+	adam.SetConfig(dev, edc(0))
+	st := e.status("web running from Adam's configuration", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v1 })
+	if st.Agent.Controller == nil || st.Agent.Controller.DeviceUUID != dev {
+		t.Fatalf("controller link in the status: %+v", st.Agent.Controller)
+	}
+	hexOf := func(d string) string { return strings.TrimPrefix(d, "sha256:") }
+	waitFor(t, "the tree's sha256 in Adam's info", func() bool { return strings.Contains(adam.Info(dev), hexOf(v1)) })
+
+	// The tag moves; the controller bumps the ContentTree's generation_count.
+	v2 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v2", false)).String()
+	adam.SetConfig(dev, edc(1))
+	e.status("v2 after the generation bump", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v2 })
+	if got := regtest.Starts(t, e.volume(), 2, ""); !strings.Contains(got[1], "version=v2") {
+		t.Fatalf("starts %q", got)
+	}
+	waitFor(t, "v2's sha256 in Adam's info", func() bool { return strings.Contains(adam.Info(dev), hexOf(v2)) })
+
+	// Adam goes away: nothing changes on the device; the status says why.
+	adam.Stop()
+	st = e.status("the controller's absence in the status", func(st agent.Status) bool {
+		return st.Agent.Controller != nil && st.Agent.Controller.LastError != ""
+	})
+	if !running(st) || len(e.starts()) != 2 {
+		t.Fatalf("without its controller the app changed: %+v, starts %q", st.Info.Apps, e.starts())
+	}
+	adam.Start()
+	e.status("the link back", func(st agent.Status) bool { return st.Agent.Controller != nil && st.Agent.Controller.LastError == "" })
+
+	// An answer changed on the way (a proxy that holds Adam's TLS key and
+	// flips a byte of every body) is refused.
+	c, err := eve.NewController(eve.ControllerOptions{URL: tamperingProxy(t, adam), CAFile: adam.CA,
+		SigningCertFile: adam.SigningCert, Dir: filepath.Join(e.state, "eve")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(context.Background()); err == nil || !strings.Contains(err.Error(), "not signed by its signing certificate") && !strings.Contains(err.Error(), "fails verification") {
+		t.Fatalf("a tampered answer: %v, want it refused", err)
+	}
+}
+
+// tamperingProxy serves Adam's API with Adam's own TLS certificate and
+// flips one byte in the middle of every answer's body.
+func tamperingProxy(t *testing.T, adam *adamtest.Adam) string {
+	t.Helper()
+	target, _ := url.Parse(adam.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	rp.ModifyResponse = func(r *http.Response) error {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return err
+		}
+		if len(b) > 100 {
+			b[len(b)/2] ^= 0x01
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		r.ContentLength = int64(len(b))
+		r.Header.Del("Content-Length")
+		return nil
+	}
+	dir := filepath.Dir(adam.CA)
+	cert, err := tls.LoadX509KeyPair(adam.CA, filepath.Join(dir, "server-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: rp}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	_ = time.Second
+	return "https://127.0.0.1:" + port
+}
