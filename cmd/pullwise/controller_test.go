@@ -11,14 +11,17 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/host/eve"
 	"github.com/pullwise/pullwise/internal/testing/adamtest"
+	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
@@ -116,6 +119,57 @@ func tamperingProxy(t *testing.T, adam *adamtest.Adam) string {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	_, port, _ := net.SplitHostPort(l.Addr().String())
-	_ = time.Second
 	return "https://127.0.0.1:" + port
+}
+
+// BenchmarkControllerPoll measures a quiet poll in device mode against a
+// real Adam: requests the device sent per poll once nothing changes
+// (target 1: the config request, answered 304), and file writes in the
+// agent during those polls (strace; target 0). Polls every second, for a
+// 15 s window.
+//
+//	go test -run '^$' -bench ControllerPoll -benchtime 1x ./cmd/pullwise/
+func BenchmarkControllerPoll(b *testing.B) {
+	ctrdtest.Need(b, "strace")
+	const window = 15 * time.Second
+	adam := adamtest.Start(b)
+	e := newE2E(b)
+	regtest.PushImage(b, e.registry+"/demo/web:latest", regtest.AppImage(b, "v1", false))
+	e.writeConfig("device: {}\n")
+	e.agentArgs = []string{"--controller", adam.URL, "--controller-ca", adam.CA, "--controller-signing-cert", adam.SigningCert,
+		"--controller-interval", "1s"}
+	e.startAgent()
+	cert := filepath.Join(e.state, "eve", eve.DeviceCertFile)
+	waitFor(b, "the device certificate", func() bool { _, err := os.Stat(cert); return err == nil })
+	dev := adam.AddDevice(cert)
+	adam.SetConfig(dev, strings.Replace(e.eveConfig(0, 0, 0), "{\n", fmt.Sprintf("{\n  \"id\": {\"uuid\": %q, \"version\": \"1\"},\n", dev), 1))
+	e.status("web running", running)
+	time.Sleep(3 * time.Second) // the info posted
+	requests := func() int {
+		out, _ := adam.Admin("device", "requests", "--uuid", dev)
+		return strings.Count(out, `"url":`)
+	}
+	configs := func() int {
+		out, _ := adam.Admin("device", "requests", "--uuid", dev)
+		return strings.Count(out, `/config"`)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		trace := filepath.Join(b.TempDir(), "strace.out")
+		st := exec.Command("strace", "-f", "-qq", "-y", "-e", "trace=write,pwrite64,writev,fsync,fdatasync,rename,renameat,renameat2", "-o", trace, "-p", fmt.Sprint(e.agent.Process.Pid))
+		if err := st.Start(); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		r0, c0 := requests(), configs()
+		time.Sleep(window)
+		r1, c1 := requests(), configs()
+		st.Process.Signal(syscall.SIGINT)
+		st.Wait()
+		out, _ := os.ReadFile(trace)
+		polls := float64(c1 - c0)
+		b.ReportMetric(polls, "polls")
+		b.ReportMetric(float64(r1-r0)/polls, "requests/poll")
+		b.ReportMetric(float64(fileWrites(string(out)))/polls, "file-writes/poll")
+	}
 }
