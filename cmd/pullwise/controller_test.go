@@ -3,9 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -172,4 +179,56 @@ func BenchmarkControllerPoll(b *testing.B) {
 		b.ReportMetric(float64(r1-r0)/polls, "requests/poll")
 		b.ReportMetric(float64(fileWrites(string(out)))/polls, "file-writes/poll")
 	}
+}
+
+// TestControllerOnboarding: a device Adam does not know registers itself
+// with an onboarding certificate and its serial (EVE's /register), then
+// runs what Adam configures; a serial Adam was not given is refused and
+// said so in the status.
+func TestControllerOnboarding(t *testing.T) {
+	adam := adamtest.Start(t)
+	dir := t.TempDir()
+	obCert, obKey := filepath.Join(dir, "onboard.pem"), filepath.Join(dir, "onboard-key.pem")
+	writeSelfSigned(t, obCert, obKey, "onboard.pullwise.test")
+	if out, err := adam.Admin("onboard", "add", "--path", obCert, "--serial", "SN-0042"); err != nil {
+		t.Fatalf("adam admin onboard add: %v\n%s", err, out)
+	}
+	e := newE2E(t)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
+	e.writeConfig("device: {}\n")
+	args := []string{"--controller", adam.URL, "--controller-ca", adam.CA, "--controller-signing-cert", adam.SigningCert,
+		"--controller-interval", "1s", "--controller-onboard-cert", obCert, "--controller-onboard-key", obKey}
+	e.agentArgs = append(args, "--controller-serial", "SN-WRONG")
+	e.startAgent()
+	e.status("the refused serial in the status", func(st agent.Status) bool {
+		return st.Agent.Controller != nil && strings.Contains(st.Agent.Controller.LastError, "SN-WRONG")
+	})
+	e.stopAgent()
+	e.agentArgs = append(args, "--controller-serial", "SN-0042")
+	e.startAgent()
+	st := e.status("the device onboarded", func(st agent.Status) bool { return st.Agent.Controller != nil && st.Agent.Controller.DeviceUUID != "" })
+	dev := st.Agent.Controller.DeviceUUID
+	if out, _ := adam.Admin("device", "list"); !strings.Contains(out, dev) {
+		t.Fatalf("adam does not list the onboarded device %s:\n%s", dev, out)
+	}
+	adam.SetConfig(dev, strings.Replace(e.eveConfig(0, 0, 0), "{\n", fmt.Sprintf("{\n  \"id\": {\"uuid\": %q, \"version\": \"1\"},\n", dev), 1))
+	e.status("web running on the onboarded device", running)
+}
+
+// writeSelfSigned writes a self-signed ECDSA certificate and its key.
+func writeSelfSigned(t *testing.T, certPath, keyPath, cn string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
 }

@@ -131,3 +131,22 @@ func manifestGets(reqs []string) int {
 	}
 	return n
 }
+
+// TestEVEDatastoreCredentials: a datastore's apiKey and password are the
+// registry's credentials (the registry refuses every request without
+// them), and they are never logged.
+func TestEVEDatastoreCredentials(t *testing.T) {
+	e := newE2E(t)
+	v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
+	e.proxy.RequireBasic("device-7", "s3cret")
+	evePath := filepath.Join(t.TempDir(), "edgedevconfig.json")
+	withCreds := strings.Replace(e.eveConfig(0, 0, 0), `"dType": 5,`, `"dType": 5, "apiKey": "device-7", "password": "s3cret",`, 1)
+	os.WriteFile(evePath, []byte(withCreds), 0o644)
+	e.writeConfig("device: {}\n")
+	e.agentArgs = []string{"--eve-config", evePath}
+	e.startAgent()
+	e.status("web running with the datastore's credentials", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v1 })
+	if strings.Contains(e.agentLog.String(), "s3cret") {
+		t.Fatal("the agent logged the datastore's password")
+	}
+}

@@ -75,12 +75,17 @@ type Options struct {
 	// signing certificate when that chains to it); ControllerSigningCert
 	// pins a signing certificate that does not.
 	ControllerCA, ControllerSigningCert string
-	// ControllerInterval is how often the configuration is polled. Default 1 min.
+	// ControllerInterval is how often the configuration is polled. Default
+	// 1 min, at the device's own phase of it (device.id).
 	ControllerInterval time.Duration
-	StateDir           string
-	ContainerdSocket   string
-	Namespace          string
-	Logger             hclog.Logger
+	// ControllerOnboardCert and ControllerOnboardKey are an onboarding
+	// certificate and key, and ControllerSerial the device's serial: an
+	// unknown device registers itself with them.
+	ControllerOnboardCert, ControllerOnboardKey, ControllerSerial string
+	StateDir                                                      string
+	ContainerdSocket                                              string
+	Namespace                                                     string
+	Logger                                                        hclog.Logger
 	// GracePeriod for rollback after an image change. Default 10 s.
 	GracePeriod time.Duration
 	// MaxModuleSize bounds a policy module file, in bytes. Default
@@ -159,8 +164,9 @@ type Agent struct {
 		server         *metrics.Server
 	}
 	textfilePoke chan struct{}
-	infoPoke     chan struct{}   // the status changed: device mode posts its info
-	controller   *eve.Controller // device mode's link, nil otherwise
+	infoPoke     chan struct{}             // the status changed: device mode posts its info
+	controller   *eve.Controller           // device mode's link, nil otherwise
+	eveCreds     map[string]registry.Basic // the EVE datastores' credentials, by registry host
 	// machineID identifies the device when the configuration does not
 	// (device.id): /etc/machine-id, else the host name.
 	machineID string
@@ -237,7 +243,8 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	a.metrics = a.newMetrics()
 	if o.ControllerURL != "" {
 		c, err := eve.NewController(eve.ControllerOptions{URL: o.ControllerURL, CAFile: o.ControllerCA,
-			SigningCertFile: o.ControllerSigningCert, Dir: filepath.Join(o.StateDir, "eve")})
+			SigningCertFile: o.ControllerSigningCert, Dir: filepath.Join(o.StateDir, "eve"),
+			OnboardCertFile: o.ControllerOnboardCert, OnboardKeyFile: o.ControllerOnboardKey, Serial: o.ControllerSerial})
 		if err != nil {
 			return nil, fmt.Errorf("--controller: %w", err)
 		}
@@ -623,6 +630,7 @@ func (a *Agent) reconcile() (*app.Tickets, error) {
 		}
 		a.bumps.apply(c)
 		a.reg.Reconfigure(c.Device.InsecureRegistries, c.Device.HostsDir())
+		a.reg.SetCredentials(a.eveCreds)
 		a.reg.SetDownloads(downloads(c.Device))
 		a.uplink.UseNetworkManager(useNetworkManager(c.Device))
 		a.applyMetrics(c.Device)

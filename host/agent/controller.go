@@ -11,7 +11,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/eve"
+	"github.com/pullwise/pullwise/sdk"
 )
 
 // Device mode: the agent is an EVE device of a controller (Options.
@@ -88,9 +90,7 @@ func (a *Agent) runController(ctx context.Context, c *eve.Controller) {
 		if err != nil && ctx.Err() == nil {
 			fails++
 			wait = min(5*time.Second<<min(fails-1, 6), interval)
-			var se interface{ Error() string }
-			se = err
-			a.setController(func(s *ControllerStatus) { s.LastError = se.Error() })
+			a.setController(func(s *ControllerStatus) { s.LastError = err.Error() })
 			if fails == 1 || fails%10 == 0 {
 				a.log.Warn("the controller: the apps run on the last good configuration", "error", err, "retry-in", wait.String())
 			}
@@ -99,6 +99,16 @@ func (a *Agent) runController(ctx context.Context, c *eve.Controller) {
 			}
 		} else {
 			fails = 0
+			// At the device's own phase of the interval (its splay, from
+			// device.id), so a fleet does not poll in waves.
+			var dev config.Device
+			if d := a.host.Desired(); d != nil {
+				dev = d.Device
+			}
+			if splay := dev.Splay(a.machineID); splay > 0 {
+				now := time.Now()
+				wait = sdk.NextPhase(now.Add(interval/2), interval, splay).Sub(now)
+			}
 		}
 		select {
 		case <-ctx.Done():

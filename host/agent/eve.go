@@ -28,6 +28,7 @@ func (a *Agent) fromEVE(overlay *config.Config) (*config.Config, error) {
 	if err := gens.Save(a.o.StateDir); err != nil {
 		return nil, err
 	}
+	a.eveCreds = t.Credentials
 	c := overlay.WithApps(a.o.EVEConfigPath, t.Apps, t.Rejected)
 	c.Device.InsecureRegistries = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(c.Device.InsecureRegistries), t.Insecure...))))
 	if t.Policy != nil {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/registry"
 )
 
 // PolicyKey is the configItems key whose value is the device's default pull
@@ -79,13 +80,16 @@ type Translated struct {
 	Policy *config.PolicyRef
 	// Trees are the ContentTrees the apps use, by uuid: for the info.
 	Trees map[string]*evecfg.ContentTree
+	// Credentials are the datastores' apiKey and password, by registry
+	// host.
+	Credentials map[string]registry.Basic
 }
 
 // Translate maps c to pullwise's apps. overlay's apps, by uuid, give what
 // EVE has no field for; gens turns ContentTree generation_count changes
 // into refresh counters (and is updated: the caller saves it).
 func Translate(c *evecfg.EdgeDevConfig, overlay *config.Config, gens *Generations) Translated {
-	t := Translated{Rejected: map[string]error{}, Trees: map[string]*evecfg.ContentTree{}}
+	t := Translated{Rejected: map[string]error{}, Trees: map[string]*evecfg.ContentTree{}, Credentials: map[string]registry.Basic{}}
 	stores := map[string]*evecfg.DatastoreConfig{}
 	for _, d := range c.GetDatastores() {
 		stores[d.GetId()] = d
@@ -147,6 +151,9 @@ func Translate(c *evecfg.EdgeDevConfig, overlay *config.Config, gens *Generation
 					if err != nil {
 						return fieldErr(f, "ContentTree %s: %v", ct.GetUuid(), err)
 					}
+					if ds := stores[ct.GetDsId()]; ds.GetApiKey() != "" || ds.GetPassword() != "" {
+						t.Credentials[strings.SplitN(ref2, "/", 2)[0]] = registry.Basic{Username: ds.GetApiKey(), Password: ds.GetPassword()}
+					}
 					if http != "" {
 						insecure[http] = true
 					}
@@ -203,9 +210,6 @@ func reference(ct *evecfg.ContentTree, stores map[string]*evecfg.DatastoreConfig
 	}
 	if ds.GetCipherData() != nil {
 		return "", "", fmt.Errorf("datastore %s: encrypted credentials (cipherData) are not supported; give apiKey and password, or credentials in the device's docker config", ds.GetId())
-	}
-	if ds.GetApiKey() != "" || ds.GetPassword() != "" {
-		return "", "", fmt.Errorf("datastore %s: credentials in the datastore are not supported yet; put them in root's ~/.docker/config.json", ds.GetId())
 	}
 	host := ds.GetFqdn()
 	for _, scheme := range []string{"docker://", "oci://", "https://"} {

@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 	"github.com/lf-edge/eve-api/go/certs"
 	evecfg "github.com/lf-edge/eve-api/go/config"
 	"github.com/lf-edge/eve-api/go/evecommon"
+	"github.com/lf-edge/eve-api/go/register"
 	eveuuid "github.com/lf-edge/eve-api/go/eveuuid"
 	eveinfo "github.com/lf-edge/eve-api/go/info"
 	"google.golang.org/protobuf/proto"
@@ -52,6 +54,11 @@ type ControllerOptions struct {
 	SigningCertFile string
 	// Dir keeps the device's key and certificate (created once, 0600).
 	Dir string
+	// OnboardCertFile and OnboardKeyFile are an onboarding certificate and
+	// its key, and Serial the device's serial: a device the controller
+	// does not know registers itself with them (EVE's /register). Without
+	// them the device certificate must be registered by the operator.
+	OnboardCertFile, OnboardKeyFile, Serial string
 }
 
 // Controller speaks EVE's API v2 to a controller: every request is an
@@ -179,14 +186,98 @@ func (c *Controller) Connect(ctx context.Context) error {
 		return err
 	}
 	var resp eveuuid.UuidResponse
-	if err := c.call(ctx, "/api/v2/edgedevice/uuid", &eveuuid.UuidRequest{}, &resp, http.StatusOK); err != nil {
-		return fmt.Errorf("asking the device's uuid (is its certificate %s registered with the controller?): %w", c.CertPath(), err)
+	err := c.call(ctx, "/api/v2/edgedevice/uuid", &eveuuid.UuidRequest{}, &resp, http.StatusOK)
+	var se *statusError
+	if errors.As(err, &se) && se.code == http.StatusUnauthorized && c.o.OnboardCertFile != "" {
+		if rerr := c.register(ctx); rerr != nil {
+			return rerr
+		}
+		err = c.call(ctx, "/api/v2/edgedevice/uuid", &eveuuid.UuidRequest{}, &resp, http.StatusOK)
+	}
+	if err != nil {
+		return fmt.Errorf("asking the device's uuid (is its certificate %s registered with the controller, or an onboarding certificate and serial given?): %w", c.CertPath(), err)
 	}
 	if resp.GetUuid() == "" {
 		return errors.New("the controller gave no device uuid")
 	}
 	c.uuid = resp.GetUuid()
 	return c.attest(ctx)
+}
+
+// register onboards the device: its certificate and serial, in an
+// AuthContainer signed with the onboarding key.
+func (c *Controller) register(ctx context.Context) error {
+	ob, err := os.ReadFile(c.o.OnboardCertFile)
+	if err != nil {
+		return fmt.Errorf("onboarding certificate: %w", err)
+	}
+	kb, err := os.ReadFile(c.o.OnboardKeyFile)
+	if err != nil {
+		return fmt.Errorf("onboarding key: %w", err)
+	}
+	pair, err := tls.X509KeyPair(ob, kb)
+	if err != nil {
+		return fmt.Errorf("onboarding certificate and key: %w", err)
+	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return errors.New("onboarding key: not a signing key")
+	}
+	devPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.cert.Raw})
+	payload, err := proto.Marshal(&register.ZRegisterMsg{PemCert: []byte(base64.StdEncoding.EncodeToString(devPEM)), Serial: c.o.Serial})
+	if err != nil {
+		return err
+	}
+	sig, err := sign(signer, payload)
+	if err != nil {
+		return err
+	}
+	hash := sha256.Sum256(pair.Certificate[0])
+	env, err := proto.Marshal(&auth.AuthContainer{ProtectedPayload: &auth.AuthBody{Payload: payload},
+		Algo: evecommon.HashAlgorithm_HASH_ALGORITHM_SHA256_32BYTES, SenderCertHash: hash[:], SignatureHash: sig,
+		SenderCert: []byte(base64.StdEncoding.EncodeToString(ob))})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.o.URL, "/")+"/api/v2/edgedevice/register", bytes.NewReader(env))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-proto-binary")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("registering: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch resp.StatusCode {
+	case http.StatusCreated, http.StatusOK:
+		return nil
+	case http.StatusConflict:
+		return fmt.Errorf("registering: the serial %q is already used by another device", c.o.Serial)
+	}
+	return fmt.Errorf("registering with the onboarding certificate and serial %q: %w", c.o.Serial, &statusError{code: resp.StatusCode, body: snippet(body)})
+}
+
+// sign signs sha256(payload) with key as EVE does: ECDSA as r||s, RSA as
+// PKCS#1 v1.5.
+func sign(key crypto.Signer, payload []byte) ([]byte, error) {
+	sum := sha256.Sum256(payload)
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		r, s, err := ecdsa.Sign(rand.Reader, k, sum[:])
+		if err != nil {
+			return nil, err
+		}
+		n := (k.Curve.Params().BitSize + 7) / 8
+		sig := make([]byte, 2*n)
+		r.FillBytes(sig[:n])
+		s.FillBytes(sig[n:])
+		return sig, nil
+	case *rsa.PrivateKey:
+		return rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, sum[:])
+	}
+	return nil, fmt.Errorf("unsupported key %T", key)
 }
 
 func (c *Controller) attest(ctx context.Context) error {
@@ -248,14 +339,10 @@ func (c *Controller) call(ctx context.Context, path string, req proto.Message, r
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(payload)
-	r, s, err := ecdsa.Sign(rand.Reader, c.key, sum[:])
+	sig, err := sign(c.key, payload)
 	if err != nil {
 		return err
 	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
 	certHash := sha256.Sum256(c.cert.Raw)
 	env, err := proto.Marshal(&auth.AuthContainer{ProtectedPayload: &auth.AuthBody{Payload: payload},
 		Algo: evecommon.HashAlgorithm_HASH_ALGORITHM_SHA256_32BYTES, SenderCertHash: certHash[:], SignatureHash: sig})

@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
 	"strings"
 	"sync"
@@ -45,6 +46,7 @@ type Client struct {
 	silent   *logrus.Entry
 
 	mu       sync.Mutex
+	creds    map[string]Basic // by registry host: the configuration's, over the keychain's
 	insecure map[string]bool
 	hostsDir string
 	hosts    map[string]hostsEntry
@@ -329,6 +331,18 @@ func (c *Client) Insecure(registry string) bool {
 	return c.insecure[registry]
 }
 
+// Basic is a username and password for a registry.
+type Basic struct{ Username, Password string }
+
+// SetCredentials replaces the credentials the configuration gives, by
+// registry host (an EVE datastore's apiKey and password); they take
+// precedence over the keychain's. Credentials are never logged.
+func (c *Client) SetCredentials(creds map[string]Basic) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.creds = maps.Clone(creds)
+}
+
 // Credentials returns the username and secret the keychain has for a
 // registry host, or empty strings for anonymous access. Identity tokens are
 // returned as the secret with an empty username, as Docker's config does.
@@ -337,6 +351,12 @@ func (c *Client) Credentials(host string) (string, string, error) {
 		// containerd's name for Docker Hub's API host; the keychain's is
 		// go-containerregistry's.
 		host = name.DefaultRegistry
+	}
+	c.mu.Lock()
+	b, given := c.creds[host]
+	c.mu.Unlock()
+	if given {
+		return b.Username, b.Password, nil
 	}
 	reg, err := name.NewRegistry(host)
 	if err != nil {

@@ -67,6 +67,15 @@ type Proxy struct {
 	stall       map[string]int64 // blob digest -> bytes to send before going silent
 	down        bool             // drop every connection
 	rate        int64            // blob bytes per second; 0 for no limit
+	basic       [2]string        // username and password every request must carry, when set
+}
+
+// RequireBasic makes the proxy answer 401 (a Basic challenge) to every
+// request without this username and password.
+func (p *Proxy) RequireBasic(user, password string) {
+	p.mu.Lock()
+	p.basic = [2]string{user, password}
+	p.mu.Unlock()
 }
 
 // NewProxy starts a plain-HTTP proxy in front of the registry at host:port.
@@ -168,6 +177,14 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	p.requests = append(p.requests, r.Method+" "+r.URL.Path)
+	if p.basic[0] != "" {
+		if u, pw, ok := r.BasicAuth(); !ok || u != p.basic[0] || pw != p.basic[1] {
+			p.mu.Unlock()
+			w.Header().Set("WWW-Authenticate", `Basic realm="regtest"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+	}
 	var fault *Fault
 	if len(p.faults) > 0 {
 		f := p.faults[0]
