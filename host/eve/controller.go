@@ -30,9 +30,9 @@ import (
 	"github.com/lf-edge/eve-api/go/certs"
 	evecfg "github.com/lf-edge/eve-api/go/config"
 	"github.com/lf-edge/eve-api/go/evecommon"
-	"github.com/lf-edge/eve-api/go/register"
 	eveuuid "github.com/lf-edge/eve-api/go/eveuuid"
 	eveinfo "github.com/lf-edge/eve-api/go/info"
+	"github.com/lf-edge/eve-api/go/register"
 	"google.golang.org/protobuf/proto"
 )
 
