@@ -1,3 +1,8 @@
+//go:build !wasip1
+
+// The fleet simulation runs on the host (it reads host/config, which does
+// not build for wasip1), never in the module.
+
 package main
 
 import (
