@@ -37,6 +37,7 @@ func (p *problems) add(field, format string, args ...any) {
 func (c *Config) Check(prev *Config, known func(string) bool) (device error, apps map[string]error) {
 	dev := checkDevice(c.Device, known)
 	ac := newAppChecker(prev, known)
+	ac.allow = c.Device.Allow
 	perApp := map[string]problems{}
 	for i, a := range c.Apps {
 		if err, ok := c.rejectedApps[a.UUID]; ok {
@@ -93,6 +94,7 @@ func checkDevice(d Device, known func(string) bool) problems {
 	checkLogs(&p, d.Logs)
 	checkMetrics(&p, d.Metrics)
 	checkNotify(&p, d.Notify)
+	checkAllow(&p, d.Allow)
 	return p
 }
 
@@ -219,6 +221,7 @@ type appChecker struct {
 	images     map[string]string // image uuid -> field where first seen
 	imageRefs  map[string]string // image uuid -> its reference there
 	ranges     map[uint32]int    // user namespace range -> the app that has it
+	allow      *AllowSettings    // the device part's allowlist
 }
 
 func newAppChecker(prev *Config, known func(string) bool) *appChecker {
@@ -246,6 +249,7 @@ func (ac *appChecker) check(i int, a App) problems {
 	ac.counters(&p, f, a)
 	ac.drives(&p, f, a)
 	checkRuntime(&p, f, a)
+	checkHostAccess(&p, f, a, ac.allow)
 	if base, ok := a.UserNSRange(); ok {
 		if j, taken := ac.ranges[base]; taken {
 			// 1 in 16384 for two apps: rare, and never silently shared.

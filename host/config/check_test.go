@@ -54,6 +54,22 @@ func TestSectionValidators(t *testing.T) {
 		{"runtime: stop signal and timeout", func(p *problems) { checkRuntime(p, "apps[0]", App{StopSignal: "SIGQUIT", StopTimeout: "30s"}) }, ""},
 		{"runtime: not a signal", func(p *problems) { checkRuntime(p, "apps[0]", App{StopSignal: "SIGNOPE"}) }, "apps[0].stopSignal"},
 		{"runtime: stop timeout too long", func(p *problems) { checkRuntime(p, "apps[0]", App{StopTimeout: "2h"}) }, "apps[0].stopTimeout"},
+		{"allow: devices and binds", func(p *problems) { checkAllow(p, &AllowSettings{Devices: []string{"/dev/ttyUSB*"}, Binds: []string{"/srv/shared"}}) }, ""},
+		{"allow: a device outside /dev", func(p *problems) { checkAllow(p, &AllowSettings{Devices: []string{"/etc/shadow"}}) }, "device.allow.devices[0]"},
+		{"allow: the root as a bind", func(p *problems) { checkAllow(p, &AllowSettings{Binds: []string{"/"}}) }, "device.allow.binds[0]"},
+		{"app: an allowed device by pattern", func(p *problems) {
+			checkHostAccess(p, "apps[0]", App{Devices: []string{"/dev/ttyUSB3:/dev/ttyS0:rw"}}, &AllowSettings{Devices: []string{"/dev/ttyUSB*"}})
+		}, ""},
+		{"app: a device not allowed", func(p *problems) { checkHostAccess(p, "apps[0]", App{Devices: []string{"/dev/sda"}}, nil) }, "apps[0].devices[0]: /dev/sda is not allowed"},
+		{"app: a bind out of the allowed directory", func(p *problems) {
+			checkHostAccess(p, "apps[0]", App{Binds: []string{"/srv/sharedx:/mnt"}}, &AllowSettings{Binds: []string{"/srv/shared"}})
+		}, "apps[0].binds[0]: /srv/sharedx is not allowed"},
+		{"app: a bind onto /proc", func(p *problems) {
+			checkHostAccess(p, "apps[0]", App{Binds: []string{"/srv/shared/x:/proc/x"}}, &AllowSettings{Binds: []string{"/srv/shared"}})
+		}, "apps[0].binds[0]"},
+		{"app: a bind with ..", func(p *problems) {
+			checkHostAccess(p, "apps[0]", App{Binds: []string{"/srv/shared/../../etc:/mnt"}}, &AllowSettings{Binds: []string{"/srv/shared"}})
+		}, "apps[0].binds[0]"},
 		{"logs: 1Mi, 3 files", func(p *problems) { checkLogs(p, &LogSettings{MaxSize: "1Mi", MaxFiles: 3}) }, ""},
 		{"logs: too small", func(p *problems) { checkLogs(p, &LogSettings{MaxSize: "1k"}) }, "device.logs.maxSize: 1k"},
 		{"policy: a name", func(p *problems) { checkPolicy(p, "device.pullPolicy", &PolicyRef{Name: "always"}, nil) }, ""},

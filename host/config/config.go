@@ -78,6 +78,9 @@ type Device struct {
 	Metrics *MetricsSettings `json:"metrics,omitempty"`
 	// Notify sends events to webhooks and an MQTT broker. Off by default.
 	Notify *NotifySettings `json:"notify,omitempty"`
+	// Allow lists the host devices and directories apps may be given.
+	// Omitted: none.
+	Allow *AllowSettings `json:"allow,omitempty"`
 }
 
 // Splay is the device's phase for periodic checks: a stable fraction in
@@ -323,6 +326,13 @@ type App struct {
 	// StopTimeout is how long the process has after its stop signal before
 	// SIGKILL (a Go duration, 1s to 1h). Default 10s.
 	StopTimeout string `json:"stopTimeout,omitempty"`
+	// Devices are host devices given to the app,
+	// "HOSTPATH[:CONTAINERPATH][:ACCESS]" ("/dev/ttyUSB0",
+	// "/dev/gpiochip0:/dev/gpiochip0:rw"), each listed in device.allow.devices.
+	Devices []string `json:"devices,omitempty"`
+	// Binds are host paths mounted in the app, "HOSTPATH:CONTAINERPATH[:ro]",
+	// each under a directory device.allow.binds lists.
+	Binds []string `json:"binds,omitempty"`
 	// User runs the app's process as "UID[:GID]" (numeric), instead of the
 	// image's user. Its volumes are owned by that user.
 	User string `json:"user,omitempty"`

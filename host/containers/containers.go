@@ -108,6 +108,10 @@ type Spec struct {
 	// manager's default).
 	StopSignal  string
 	StopTimeout time.Duration
+	// Devices and Binds are what of the host the app is given (checked
+	// against device.allow by the configuration).
+	Devices []config.DeviceMapping
+	Binds   []config.BindMapping
 	// User, when HasUser, runs the process as UID:GID and gives it its
 	// volumes.
 	UID, GID uint32
@@ -153,6 +157,20 @@ func SpecFromConfig(app config.App) (Spec, error) {
 			return s, err
 		}
 		s.MemoryBytes, s.CPUs, s.Pids = n, l.CPUs, l.Pids
+	}
+	for _, d := range app.Devices {
+		dm, err := config.ParseDevice(d)
+		if err != nil {
+			return s, err
+		}
+		s.Devices = append(s.Devices, dm)
+	}
+	for _, b := range app.Binds {
+		bm, err := config.ParseBind(b)
+		if err != nil {
+			return s, err
+		}
+		s.Binds = append(s.Binds, bm)
 	}
 	var err error
 	s.UID, s.GID, s.HasUser, err = app.UserIDs()
@@ -214,6 +232,13 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 			return err
 		}
 		mounts = append(mounts, specs.Mount{Destination: path.Clean(v.Path), Type: "bind", Source: dir, Options: []string{"rbind", "rw"}})
+	}
+	for _, b := range s.Binds {
+		mode := "rw"
+		if b.ReadOnly {
+			mode = "ro"
+		}
+		mounts = append(mounts, specs.Mount{Destination: b.Container, Type: "bind", Source: b.Host, Options: []string{"rbind", mode}})
 	}
 	for i, ro := range s.ReadOnly {
 		ms, err := m.view(ctx, s.ID, gen, i, ro.Source)
@@ -305,7 +330,32 @@ func hardening(s Spec) []oci.SpecOpts {
 	if s.HasUserNS {
 		opts = append(opts, oci.WithUserNamespace(s.idMap(), s.idMap()), withSysBind)
 	}
+	for _, d := range s.Devices {
+		opts = append(opts, withDevice(d))
+	}
 	return opts
+}
+
+// withDevice gives the app a host device node at its container path, and
+// the cgroup rule that lets it use the node as d.Access says.
+func withDevice(d config.DeviceMapping) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containerstore.Container, s *specs.Spec) error {
+		dev, err := oci.DeviceFromPath(d.Host)
+		if err != nil {
+			return fmt.Errorf("device %s: %w", d.Host, err)
+		}
+		dev.Path = d.Container
+		if s.Linux == nil {
+			s.Linux = &specs.Linux{}
+		}
+		if s.Linux.Resources == nil {
+			s.Linux.Resources = &specs.LinuxResources{}
+		}
+		s.Linux.Devices = append(s.Linux.Devices, *dev)
+		s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{
+			Allow: true, Type: dev.Type, Major: &dev.Major, Minor: &dev.Minor, Access: d.Access})
+		return nil
+	}
 }
 
 // withSysBind gives a container in a user namespace the host's /sys,

@@ -238,6 +238,7 @@ func overlaid(app, ov config.App) config.App {
 	app.PullPolicy, app.Command, app.Env, app.RestartOnExit = ov.PullPolicy, ov.Command, ov.Env, ov.RestartOnExit
 	app.Network, app.Ports, app.Limits, app.ReadOnlyRootfs = ov.Network, ov.Ports, ov.Limits, ov.ReadOnlyRootfs
 	app.User, app.UserNS = ov.User, ov.UserNS
+	app.StopSignal, app.StopTimeout, app.Devices, app.Binds = ov.StopSignal, ov.StopTimeout, ov.Devices, ov.Binds
 	if app.DisplayName == "" {
 		app.DisplayName = ov.DisplayName
 	}

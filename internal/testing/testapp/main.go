@@ -9,7 +9,9 @@
 // connection on ADDR with a greeting. With $SPAM=N it prints N lines at
 // start (the log rotation test). It stops on SIGTERM, SIGINT, SIGQUIT or
 // SIGUSR1 and records which in /data/stops.log; with $IGNORE_TERM it
-// ignores SIGTERM (an app only SIGKILL stops).
+// ignores SIGTERM (an app only SIGKILL stops). With $READ=PATH,... it
+// reads the first bytes of each path and records what it got, or the
+// error, in /data/read.log (the device and bind tests).
 package main
 
 import (
@@ -58,6 +60,26 @@ func main() {
 			c.Close()
 		}
 		os.WriteFile("/data/probe.log", []byte(result+"\n"), 0o644)
+	}
+	if paths := os.Getenv("READ"); paths != "" {
+		if f, err := os.OpenFile("/data/read.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+			for _, p := range strings.Split(paths, ",") {
+				buf := make([]byte, 16)
+				r, err := os.Open(p)
+				if err == nil {
+					var n int
+					n, err = r.Read(buf)
+					r.Close()
+					buf = buf[:n]
+				}
+				if err != nil {
+					fmt.Fprintf(f, "read %s: error %v\n", p, err)
+				} else {
+					fmt.Fprintf(f, "read %s: ok %q\n", p, buf)
+				}
+			}
+			f.Close()
+		}
 	}
 	if addr := os.Getenv("LISTEN"); addr != "" {
 		if l, err := net.Listen("tcp", addr); err == nil {
