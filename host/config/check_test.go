@@ -54,7 +54,9 @@ func TestSectionValidators(t *testing.T) {
 		{"runtime: stop signal and timeout", func(p *problems) { checkRuntime(p, "apps[0]", App{StopSignal: "SIGQUIT", StopTimeout: "30s"}) }, ""},
 		{"runtime: not a signal", func(p *problems) { checkRuntime(p, "apps[0]", App{StopSignal: "SIGNOPE"}) }, "apps[0].stopSignal"},
 		{"runtime: stop timeout too long", func(p *problems) { checkRuntime(p, "apps[0]", App{StopTimeout: "2h"}) }, "apps[0].stopTimeout"},
-		{"allow: devices and binds", func(p *problems) { checkAllow(p, &AllowSettings{Devices: []string{"/dev/ttyUSB*"}, Binds: []string{"/srv/shared"}}) }, ""},
+		{"allow: devices and binds", func(p *problems) {
+			checkAllow(p, &AllowSettings{Devices: []string{"/dev/ttyUSB*"}, Binds: []string{"/srv/shared"}})
+		}, ""},
 		{"allow: a device outside /dev", func(p *problems) { checkAllow(p, &AllowSettings{Devices: []string{"/etc/shadow"}}) }, "device.allow.devices[0]"},
 		{"allow: the root as a bind", func(p *problems) { checkAllow(p, &AllowSettings{Binds: []string{"/"}}) }, "device.allow.binds[0]"},
 		{"app: an allowed device by pattern", func(p *problems) {
