@@ -45,6 +45,7 @@ import (
 	"github.com/pullwise/pullwise/host/statedb"
 	"github.com/pullwise/pullwise/host/trust"
 	"github.com/pullwise/pullwise/host/uplink"
+	"github.com/pullwise/pullwise/internal/atomicfile"
 	"github.com/pullwise/pullwise/internal/version"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
@@ -811,12 +812,7 @@ func (a *Agent) writeStatus() {
 	}
 	a.lastStatus = same
 	b, _ := json.MarshalIndent(st, "", "  ")
-	path := filepath.Join(a.o.StateDir, StatusName)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
+	if err := atomicfile.Write(filepath.Join(a.o.StateDir, StatusName), b, false); err != nil {
 		a.log.Error("writing status file", "error", err)
 	}
 }

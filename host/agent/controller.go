@@ -13,6 +13,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/eve"
+	"github.com/pullwise/pullwise/internal/atomicfile"
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -72,10 +73,10 @@ func (a *Agent) runController(ctx context.Context, c *eve.Controller) {
 				if err != nil {
 					return err
 				}
-				if err := writeSynced(a.o.EVEConfigPath, b); err != nil {
+				if err := atomicfile.Write(a.o.EVEConfigPath, b, true); err != nil {
 					return err
 				}
-				if err := writeSynced(hashPath, []byte(h+"\n")); err != nil {
+				if err := atomicfile.Write(hashPath, []byte(h+"\n"), true); err != nil {
 					return err
 				}
 				hash = h
@@ -171,29 +172,4 @@ func (a *Agent) pokeInfo() {
 	case a.infoPoke <- struct{}{}:
 	default:
 	}
-}
-
-// writeSynced writes a file whole: a temporary file, synced, renamed over
-// it (a configuration a power cut tore would be worse than the last one).
-func writeSynced(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -39,6 +39,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/network"
+	"github.com/pullwise/pullwise/internal/atomicfile"
 	"github.com/pullwise/pullwise/internal/faultpoint"
 )
 
@@ -615,11 +616,7 @@ func (m *Manager) saveNetRecord(id string, rec map[string]string) error {
 		return err
 	}
 	b, _ := json.Marshal(rec)
-	tmp := filepath.Join(dir, "netns.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, "netns.json"))
+	return atomicfile.Write(filepath.Join(dir, "netns.json"), b, false)
 }
 
 // releaseNet releases the app's network namespace (what the container's

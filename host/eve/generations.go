@@ -9,6 +9,8 @@ import (
 	"slices"
 
 	evecfg "github.com/lf-edge/eve-api/go/config"
+
+	"github.com/pullwise/pullwise/internal/atomicfile"
 )
 
 // GenerationsFile keeps, in the state directory, the ContentTree
@@ -59,24 +61,7 @@ func (g *Generations) Save(dir string) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, GenerationsFile)
-	f, err := os.CreateTemp(dir, GenerationsFile+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, GenerationsFile), b, true); err != nil {
 		return err
 	}
 	g.changed = false

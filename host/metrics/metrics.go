@@ -68,6 +68,8 @@ type Metrics struct {
 	decisions                                              *prometheus.HistogramVec
 	requests                                               *prometheus.CounterVec
 
+	counts map[events.Kind]appCount // the app counters by event kind (appCounts)
+
 	mu         sync.Mutex
 	lastChange map[string]time.Time // app uuid -> its last image change or creation
 }
@@ -97,6 +99,7 @@ func New(version string, states States, snapshot func() Snapshot) *Metrics {
 		Help:    "Time a policy module took to decide, from the host's call to its answer.",
 		Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1}}, []string{"policy"})
 	m.reg.MustRegister(m.decisions)
+	m.counts = m.appCounts()
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pullwise_build_info", Help: "The agent's version.",
 		ConstLabels: prometheus.Labels{"version": version}})
 	build.Set(1)
@@ -122,49 +125,53 @@ func (m *Metrics) Seed(es []events.Event) {
 
 func changes(k events.Kind) bool { return k == events.ImageChanged || k == events.Started }
 
+// appCount is the app counter an event kind adds one to, with the label
+// values after the app's (the action, the result, the outcome).
+type appCount struct {
+	c      *prometheus.CounterVec
+	labels []string
+}
+
+// appCounts maps each counted kind of app event to its counter.
+func (m *Metrics) appCounts() map[events.Kind]appCount {
+	return map[events.Kind]appCount{
+		events.ImageChanged:     {m.updates, nil},
+		events.RolledBack:       {m.rollbacks, nil},
+		events.Started:          {m.restarts, []string{"start"}},
+		events.Restarted:        {m.restarts, []string{"restart"}},
+		events.Purged:           {m.restarts, []string{"purge"}},
+		events.Exited:           {m.exits, nil},
+		events.CheckFailed:      {m.checks, []string{"failed"}},
+		events.Deferred:         {m.deferrals, nil},
+		events.DownloadFinished: {m.downloads, []string{"finished"}},
+		events.DownloadFailed:   {m.downloads, []string{"failed"}},
+		events.DownloadRefused:  {m.downloads, []string{"refused"}},
+		events.DownloadPaused:   {m.downloads, []string{"paused"}},
+	}
+}
+
 // Event counts an event. It reports whether a counter changed (the textfile
 // is written only then).
 func (m *Metrics) Event(e events.Event) bool {
-	app := func(c *prometheus.CounterVec, more ...string) prometheus.Counter {
-		return c.WithLabelValues(append([]string{e.AppName, e.App}, more...)...)
-	}
 	if changes(e.Kind) {
 		m.mu.Lock()
 		m.lastChange[e.App] = e.Time
 		m.mu.Unlock()
 	}
+	if ac, ok := m.counts[e.Kind]; ok {
+		ac.c.WithLabelValues(append([]string{e.AppName, e.App}, ac.labels...)...).Inc()
+		if e.Kind == events.DownloadFinished {
+			m.downloadBytes.WithLabelValues(e.AppName, e.App).Add(float64(e.Bytes))
+		}
+		return true
+	}
 	switch e.Kind {
-	case events.ImageChanged:
-		app(m.updates).Inc()
-	case events.RolledBack:
-		app(m.rollbacks).Inc()
-	case events.Started:
-		app(m.restarts, "start").Inc()
-	case events.Restarted:
-		app(m.restarts, "restart").Inc()
-	case events.Purged:
-		app(m.restarts, "purge").Inc()
-	case events.Exited:
-		app(m.exits).Inc()
 	case events.Checked:
 		result := "unchanged"
 		if e.From != "" {
 			result = "changed"
 		}
-		app(m.checks, result).Inc()
-	case events.CheckFailed:
-		app(m.checks, "failed").Inc()
-	case events.Deferred:
-		app(m.deferrals).Inc()
-	case events.DownloadFinished:
-		app(m.downloads, "finished").Inc()
-		app(m.downloadBytes).Add(float64(e.Bytes))
-	case events.DownloadFailed:
-		app(m.downloads, "failed").Inc()
-	case events.DownloadRefused:
-		app(m.downloads, "refused").Inc()
-	case events.DownloadPaused:
-		app(m.downloads, "paused").Inc()
+		m.checks.WithLabelValues(e.AppName, e.App, result).Inc()
 	case events.PolicyFault:
 		m.faults.WithLabelValues(e.Policy).Inc()
 	case events.ConfigAccepted:

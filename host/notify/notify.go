@@ -37,6 +37,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/events"
+	"github.com/pullwise/pullwise/internal/atomicfile"
 )
 
 // Dir is where receivers keep their place, in the state directory.
@@ -211,17 +212,10 @@ func (m *Manager) place(path string) uint64 {
 	return last
 }
 
-// savePlace writes a receiver's place (a temporary file renamed over it;
-// no fsync: a place lost in a power cut sends an event twice, not never).
+// savePlace writes a receiver's place (no fsync: a place lost in a power
+// cut sends an event twice, not never).
 func savePlace(path string, seq uint64) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(seq, 10)+"\n"), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, []byte(strconv.FormatUint(seq, 10)+"\n"), false)
 }
 
 // settingsKey serializes the settings of one receiver.
