@@ -81,8 +81,8 @@ const (
 // Kinds lists every kind, for help texts and filters.
 func Kinds() []Kind {
 	return []Kind{ConfigAccepted, ConfigRejected, Checked, CheckFailed, UpdateAvailable,
-		DownloadStarted, DownloadProgress, Stopping, DownloadFinished, DownloadFailed, DownloadPaused, DownloadRefused,
-		ImageChanged, Started, Restarted, Purged, Exited, StartFailed, RolledBack, Removed, Deferred, PolicyFault}
+		DownloadStarted, DownloadProgress, DownloadFinished, DownloadFailed, DownloadPaused, DownloadRefused,
+		ImageChanged, Stopping, Started, Restarted, Purged, Exited, StartFailed, RolledBack, Removed, Deferred, PolicyFault}
 }
 
 // Level is the log level the kind is told at: errors for what failed,
