@@ -35,11 +35,15 @@ func newStatusCmd(state *string) *cobra.Command {
 registry check and the policy's last decision. With APP (a uuid or display
 name), that app alone. -o json prints the whole info report (documented in
 docs/info.md) with the agent's own status; with APP, {"app": ..., "images":
-[...]} for that app. --watch keeps showing it: redrawn in place on a
-terminal, printed again (one document per change with -o json) otherwise.`,
+[...]} for that app. -o eve prints it as EVE's info messages (ZInfoApp per
+app, ZInfoContentTree per image with the resolved sha256), one protojson
+line each, as a controller receives them (docs/eve.md). --watch keeps
+showing it: redrawn in place on a terminal, printed again (one document per
+change with -o json) otherwise.`,
 		Example: `  pullwise status
   pullwise status web
   pullwise status --watch
+  pullwise status -o eve
   pullwise status web -o yaml
   pullwise status -o json | jq '.info.images[].sha256'
   pullwise status web -o json | jq .app.state`,
