@@ -93,6 +93,10 @@ func TestEVEConfigDrivesTheDevice(t *testing.T) {
 	if got := regtest.Starts(t, vol, 2, ""); !strings.Contains(got[1], "version=v2") {
 		t.Fatalf("starts %q", got)
 	}
+	// The tree's info says which generation the device acted on.
+	if out, _ := e.cli("status", "-o", "eve"); !strings.Contains(out, `"generationCount":"1"`) || !strings.Contains(out, strings.TrimPrefix(v2, "sha256:")) {
+		t.Fatalf("status -o eve after the bump lacks generation 1 and v2's sha256:\n%s", out)
+	}
 	if n := manifestGets(e.proxy.Requests()); n > 3 {
 		t.Fatalf("the refresh made %d manifest requests: %v", n, e.proxy.Requests())
 	}

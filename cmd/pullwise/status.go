@@ -63,7 +63,7 @@ change with -o json) otherwise.`,
 				if err != nil {
 					return err
 				}
-				return printStatus(w, output, st, args)
+				return printStatus(w, output, st, args, *state)
 			}
 			if !watch {
 				return render(cmd.OutOrStdout())
@@ -79,7 +79,7 @@ change with -o json) otherwise.`,
 
 // printStatus prints the status (or one app's part of it, args[0]) in the
 // chosen format.
-func printStatus(out io.Writer, output *output, st agent.Status, args []string) error {
+func printStatus(out io.Writer, output *output, st agent.Status, args []string, stateDir string) error {
 	if output.format == "eve" {
 		if len(args) == 1 {
 			one, ok := onlyApp(st, args[0])
@@ -90,7 +90,8 @@ func printStatus(out io.Writer, output *output, st agent.Status, args []string) 
 		}
 		// EVE's info messages, one protojson document a line: the form
 		// Adam stores and `adam admin device info` prints.
-		for _, m := range eve.Info(st.Info, st.Agent.DeviceID) {
+		gens, _ := eve.LoadGenerations(stateDir)
+		for _, m := range eve.Info(st.Info, st.Agent.DeviceID, gens) {
 			b, err := protojson.Marshal(m)
 			if err != nil {
 				return err

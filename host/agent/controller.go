@@ -139,7 +139,8 @@ func (a *Agent) sendInfo(ctx context.Context, c *eve.Controller, sent map[string
 	if err != nil {
 		return err
 	}
-	for _, m := range eve.Info(info, c.UUID()) {
+	gens, _ := eve.LoadGenerations(a.o.StateDir)
+	for _, m := range eve.Info(info, c.UUID(), gens) {
 		key := m.GetZtype().String() + "/" + m.GetAinfo().GetAppID() + m.GetCinfo().GetUuid()
 		at := m.AtTimeStamp
 		m.AtTimeStamp = nil

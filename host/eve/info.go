@@ -13,8 +13,10 @@ import (
 // Info is the report as EVE's info messages: one ZInfoApp per app, then one
 // ZInfoContentTree per image (ContentTree uuid = ImageObjectID), whose
 // sha256 is the manifest digest the tag resolved to: the design note's
-// "report the SHA back to the controller". dev is the device's uuid.
-func Info(info app.Info, dev string) []*eveinfo.ZInfoMsg {
+// "report the SHA back to the controller". dev is the device's uuid; gens,
+// when known, gives each tree's generation_count once the app has acted
+// on it (its refresh counter acted upon has caught up).
+func Info(info app.Info, dev string, gens *Generations) []*eveinfo.ZInfoMsg {
 	at := timestamppb.New(info.GeneratedAt)
 	var out []*eveinfo.ZInfoMsg
 	state := map[string]app.AppInfo{}
@@ -38,6 +40,11 @@ func Info(info app.Info, dev string) []*eveinfo.ZInfoMsg {
 			Sha256: strings.TrimPrefix(img.SHA256, "sha256:"), State: treeState(a.State, img)}
 		if ct.State == eveinfo.ZSwState_LOADED {
 			ct.ProgressPercentage = 100
+		}
+		if gens != nil {
+			if gen, ok := gens.Trees[img.ImageObjectID]; ok && a.Counters.RefreshImage >= gens.Refresh[a.UUID] {
+				ct.GenerationCount = gen
+			}
 		}
 		if strings.HasPrefix(img.LastCheckResult, "error: ") {
 			ct.Err = &eveinfo.ErrorInfo{Description: strings.TrimPrefix(img.LastCheckResult, "error: "),
