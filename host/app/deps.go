@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
@@ -54,6 +55,8 @@ type Puller interface {
 type Containers interface {
 	// StopTimeout is how long a stopping process is given before SIGKILL.
 	StopTimeout() time.Duration
+	// Probe runs one health probe of the app; nil is healthy.
+	Probe(ctx context.Context, id string, p config.Probe) error
 	Status(ctx context.Context, id string) (containers.Status, error)
 	Create(ctx context.Context, s containers.Spec) error
 	Start(ctx context.Context, id string) error

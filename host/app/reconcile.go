@@ -512,18 +512,48 @@ func (w *worker) observe(ctx context.Context, cfg *config.Config, app config.App
 }
 
 // watchStart waits one grace period for the app, which now runs new
-// images. If it dies in it, its policy is asked (start-failed); on rollback
-// it goes back to the images it ran before.
+// images, and, when it has a healthcheck, until a probe passes (the
+// healthcheck's window at most). If it dies in it, or no probe passes, its
+// policy is asked (start-failed); on rollback it goes back to the images
+// it ran before.
 func (w *worker) watchStart(ctx context.Context, cfg *config.Config, app config.App, before map[string]RunImage) error {
 	h := w.h
-	deadline := time.Now().Add(h.o.GracePeriod)
+	start := time.Now()
+	deadline := start.Add(h.o.GracePeriod)
+	var probe *config.Probe
+	if hc := app.Healthcheck; hc != nil {
+		if p, err := hc.Probe(); err == nil {
+			probe = &p
+			deadline = start.Add(max(h.o.GracePeriod, p.Window()))
+		}
+	}
+	healthy := probe == nil
+	fails := 0
+	var next time.Time
+	var lastErr error
 	for time.Now().Before(deadline) {
 		st, err := h.o.Containers.Status(ctx, w.uuid)
 		if err != nil {
 			return err
 		}
 		if st.Exists && !st.Running {
-			return w.startFailed(ctx, cfg, app, before, st.ExitCode)
+			return w.startFailed(ctx, cfg, app, before, fmt.Sprintf("app exited with code %d within %s of starting on new images", st.ExitCode, h.o.GracePeriod))
+		}
+		if !healthy && !time.Now().Before(next) {
+			next = time.Now().Add(probe.Interval)
+			switch lastErr = h.o.Containers.Probe(ctx, w.uuid, *probe); {
+			case lastErr == nil:
+				healthy = true
+				w.tell(events.Event{Kind: events.Healthy, Message: "the app passed its healthcheck on its new images", Took: events.Duration(time.Since(start).Round(time.Millisecond))})
+			case time.Since(start) >= probe.StartPeriod:
+				fails++
+				if fails >= probe.Retries {
+					return w.startFailed(ctx, cfg, app, before, fmt.Sprintf("app unhealthy on new images: %d probes in a row failed (last: %v)", fails, lastErr))
+				}
+			}
+		}
+		if healthy && time.Since(start) >= h.o.GracePeriod {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -531,10 +561,13 @@ func (w *worker) watchStart(ctx context.Context, cfg *config.Config, app config.
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	if !healthy {
+		return w.startFailed(ctx, cfg, app, before, fmt.Sprintf("app unhealthy on new images: no probe passed within %s (last: %v)", probe.Window(), lastErr))
+	}
 	return nil
 }
 
-func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config.App, before map[string]RunImage, code uint32) error {
+func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config.App, before map[string]RunImage, msg string) error {
 	h := w.h
 	root := app.RootDrive().Image
 	m, err := h.o.Policies.Module(ctx, cfg.Policy(app))
@@ -542,7 +575,6 @@ func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config
 		return err
 	}
 	r, _, _ := h.o.Images.Get(root.UUID)
-	msg := fmt.Sprintf("app exited with code %d within %s of starting on new images", code, h.o.GracePeriod)
 	run := w.rec.Running[root.UUID]
 	in := h.input(cfg, app, *root, r, run, true, sdk.EventStartFailed, &w.rec)
 	in.LastError = msg

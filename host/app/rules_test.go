@@ -197,6 +197,8 @@ type fakeContainers struct {
 
 func (f *fakeContainers) StopTimeout() time.Duration { return time.Second }
 
+func (f *fakeContainers) Probe(context.Context, string, config.Probe) error { return nil }
+
 func (f *fakeContainers) note(op string, s containers.Spec) {
 	v := versions[s.Image[strings.LastIndex(s.Image, "@")+1:]]
 	f.log = append(f.log, strings.TrimSpace(strings.Join(append([]string{op, nameOf(s.ID), v}, s.Env...), " ")))

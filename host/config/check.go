@@ -250,6 +250,13 @@ func (ac *appChecker) check(i int, a App) problems {
 	ac.drives(&p, f, a)
 	checkRuntime(&p, f, a)
 	checkHostAccess(&p, f, a, ac.allow)
+	if h := a.Healthcheck; h != nil {
+		if _, err := h.Probe(); err != nil {
+			p.add(f+".healthcheck", "%v", err)
+		} else if (h.HTTP != "" || h.TCP != 0) && a.NetworkMode() == NetworkNone {
+			p.add(f+".healthcheck", "http and tcp probes reach the app's network, which network none does not have; use exec")
+		}
+	}
 	if base, ok := a.UserNSRange(); ok {
 		if j, taken := ac.ranges[base]; taken {
 			// 1 in 16384 for two apps: rare, and never silently shared.

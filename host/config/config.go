@@ -333,6 +333,9 @@ type App struct {
 	// Binds are host paths mounted in the app, "HOSTPATH:CONTAINERPATH[:ro]",
 	// each under a directory device.allow.binds lists.
 	Binds []string `json:"binds,omitempty"`
+	// Healthcheck, if set, must pass after an image change, or the change
+	// is handled as a failed start (the built-in policies roll back).
+	Healthcheck *Healthcheck `json:"healthcheck,omitempty"`
 	// User runs the app's process as "UID[:GID]" (numeric), instead of the
 	// image's user. Its volumes are owned by that user.
 	User string `json:"user,omitempty"`

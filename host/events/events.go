@@ -68,6 +68,9 @@ const (
 	// StartFailed: the app could not start, or died within the grace
 	// period on new images and the policy did not roll back.
 	StartFailed Kind = "app.start-failed"
+	// Healthy: the app passed its healthcheck on new images (Took: how long
+	// after the change).
+	Healthy Kind = "app.healthy"
 	// RolledBack: the app went back to its previous images (Reason).
 	RolledBack Kind = "app.rolled-back"
 	// Removed: the configuration no longer lists the app.
@@ -82,7 +85,7 @@ const (
 func Kinds() []Kind {
 	return []Kind{ConfigAccepted, ConfigRejected, Checked, CheckFailed, UpdateAvailable,
 		DownloadStarted, DownloadProgress, DownloadFinished, DownloadFailed, DownloadPaused, DownloadRefused,
-		ImageChanged, Stopping, Started, Restarted, Purged, Exited, StartFailed, RolledBack, Removed, Deferred, PolicyFault}
+		ImageChanged, Stopping, Started, Restarted, Purged, Exited, StartFailed, Healthy, RolledBack, Removed, Deferred, PolicyFault}
 }
 
 // Level is the log level the kind is told at: errors for what failed,

@@ -6,7 +6,9 @@
 // /fail-fast in its image it exits 1 at once, to exercise rollback. For the
 // isolation tests: with $PROBE=HOST:PORT it records in /data/probe.log
 // whether it could connect there, and with $LISTEN=ADDR it answers every
-// connection on ADDR with a greeting. With $SPAM=N it prints N lines at
+// connection on ADDR with a greeting (an HTTP/1.0 200 answer), unless its
+// version is $UNHEALTHY_VERSION (the healthcheck tests); `/app health`
+// exits 0 when $LISTEN accepts a connection. With $SPAM=N it prints N lines at
 // start (the log rotation test). It stops on SIGTERM, SIGINT, SIGQUIT or
 // SIGUSR1 and records which in /data/stops.log; with $IGNORE_TERM it
 // ignores SIGTERM (an app only SIGKILL stops). With $READ=PATH,... it
@@ -26,6 +28,15 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		// The exec healthcheck: healthy when $LISTEN accepts a connection.
+		c, err := net.DialTimeout("tcp", "127.0.0.1"+os.Getenv("LISTEN"), time.Second)
+		if err != nil {
+			os.Exit(1)
+		}
+		c.Close()
+		os.Exit(0)
+	}
 	version, _ := os.ReadFile("/version")
 	v := strings.TrimSpace(string(version))
 	_, statErr := os.Stat("/marker")
@@ -81,7 +92,7 @@ func main() {
 			f.Close()
 		}
 	}
-	if addr := os.Getenv("LISTEN"); addr != "" {
+	if addr := os.Getenv("LISTEN"); addr != "" && os.Getenv("UNHEALTHY_VERSION") != v {
 		if l, err := net.Listen("tcp", addr); err == nil {
 			go func() {
 				for {
@@ -89,7 +100,7 @@ func main() {
 					if err != nil {
 						return
 					}
-					fmt.Fprintf(c, "testapp %s\n", v)
+					fmt.Fprintf(c, "HTTP/1.0 200 OK\r\n\r\ntestapp %s\n", v)
 					c.Close()
 				}
 			}()
