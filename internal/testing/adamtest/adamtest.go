@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pullwise/pullwise/internal/testing/testbin"
 )
 
 // AdamPath is where scripts/setup.sh installs Adam v0.1.3.
@@ -37,18 +39,7 @@ type Adam struct {
 // Start runs Adam until the test ends.
 func Start(t testing.TB) *Adam {
 	t.Helper()
-	bin := AdamPath
-	if _, err := os.Stat(bin); err != nil {
-		p, lerr := exec.LookPath("adam")
-		if lerr != nil {
-			msg := "Adam is not built (scripts/setup.sh builds v0.1.3 into " + AdamPath + ")"
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-		bin = p
-	}
+	bin := testbin.Need(t, AdamPath, "it builds Adam v0.1.3 there from a pinned module")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/pullwise/pullwise/host/network"
+	"github.com/pullwise/pullwise/internal/testing/testbin"
 )
 
 // Daemon is a running private containerd.
@@ -46,13 +47,7 @@ func (d *Daemon) Context() context.Context {
 func Need(t testing.TB, bins ...string) {
 	t.Helper()
 	for _, b := range bins {
-		if _, err := exec.LookPath(b); err != nil {
-			msg := fmt.Sprintf("%s is not installed (scripts/setup.sh installs it: apt-get install containerd runc docker-registry)", b)
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
+		testbin.Need(t, b, "apt-get install "+b)
 	}
 	if os.Geteuid() != 0 {
 		msg := "containerd tests need root"

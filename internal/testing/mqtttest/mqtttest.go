@@ -15,6 +15,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/pullwise/pullwise/internal/testing/testbin"
 )
 
 // Broker is a running mosquitto.
@@ -26,17 +28,7 @@ type Broker struct {
 // Start runs mosquitto until the test ends.
 func Start(t testing.TB) *Broker {
 	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-		if _, err := os.Stat(bin); err != nil {
-			msg := "mosquitto is not installed (scripts/setup.sh installs it: apt-get install mosquitto)"
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
+	bin := testbin.Need(t, "mosquitto", "apt-get install mosquitto", "/usr/sbin/mosquitto")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

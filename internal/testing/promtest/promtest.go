@@ -17,20 +17,13 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/pullwise/pullwise/internal/testing/testbin"
 )
 
-// need fails (under CI=true) or skips the test when bin is missing.
 func need(t testing.TB, bin string) string {
 	t.Helper()
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		msg := fmt.Sprintf("%s is not installed (scripts/setup.sh installs it: apt-get install prometheus)", bin)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
+	return testbin.Need(t, bin, "apt-get install prometheus")
 }
 
 // Check runs `promtool check metrics` on an exposition and fails the test

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pullwise/pullwise/internal/testing/testbin"
 )
 
 // NewDistribution starts the Debian docker-registry server (CNCF
@@ -17,14 +19,7 @@ import (
 // fails the test; elsewhere it skips.
 func NewDistribution(t testing.TB) string {
 	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		msg := "docker-registry is not installed (scripts/setup.sh installs it: apt-get install docker-registry)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	bin := testbin.Need(t, "docker-registry", "apt-get install docker-registry")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -12,19 +12,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pullwise/pullwise/internal/testing/testbin"
 )
 
 // Build assembles src and appends the pullwise.metadata custom section
 // holding metadata (JSON), as `pullwise policy annotate` would.
 func Build(t testing.TB, src, metadata string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("wat2wasm"); err != nil {
-		msg := "wat2wasm is not installed (scripts/setup.sh installs it: apt-get install wabt)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	testbin.Need(t, "wat2wasm", "apt-get install wabt")
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "m.wat"), filepath.Join(dir, "m.wasm")
 	if err := os.WriteFile(in, []byte(src), 0o644); err != nil {
