@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -66,8 +65,7 @@ Kinds: ` + kindsHelp() + `
 				ctx, cancel = signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			}
 			defer cancel()
-			p := newEventPrinter(cmd.OutOrStdout(), out.structured())
-			err := agent.NewClient(*state).Events(ctx, q, p.print)
+			err := agent.NewClient(*state).Events(ctx, q, eventPrinter(cmd.OutOrStdout(), out.structured()))
 			if follow && ctx.Err() != nil {
 				return nil // Ctrl-C
 			}
@@ -81,36 +79,23 @@ Kinds: ` + kindsHelp() + `
 	return cmd
 }
 
-func kindsHelp() string {
-	var s []string
-	for _, k := range events.Kinds() {
-		s = append(s, string(k))
-	}
-	return strings.Join(s, ", ") + "."
-}
+func kindsHelp() string { return events.KindList() + "." }
 
-// eventPrinter writes events as a table (flushed per event, so -f shows
-// them at once) or one JSON document a line.
-type eventPrinter struct {
-	out  io.Writer
-	json bool
-}
-
-func newEventPrinter(w io.Writer, asJSON bool) *eventPrinter {
-	return &eventPrinter{out: w, json: asJSON}
-}
-
-func (p *eventPrinter) print(e events.Event) error {
-	if p.json {
-		return json.NewEncoder(p.out).Encode(e)
+// eventPrinter prints each event as it comes (so -f shows it at once): a
+// line of fixed-width columns, or one JSON document.
+func eventPrinter(w io.Writer, asJSON bool) func(events.Event) error {
+	enc := json.NewEncoder(w)
+	return func(e events.Event) error {
+		if asJSON {
+			return enc.Encode(e)
+		}
+		app := e.AppName
+		if app == "" {
+			app = "-"
+		}
+		_, err := fmt.Fprintf(w, "%s  %-22s  %s  %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Kind, app, eventText(e))
+		return err
 	}
-	tw := tabwriter.NewWriter(p.out, 0, 0, 2, ' ', 0)
-	app := e.AppName
-	if app == "" {
-		app = "-"
-	}
-	fmt.Fprintf(tw, "%s\t%-22s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Kind, app, eventText(e))
-	return tw.Flush()
 }
 
 // eventText is an event's message with the fields that make it useful:

@@ -95,7 +95,7 @@ func (a *Agent) runController(ctx context.Context, c *eve.Controller) {
 			if fails == 1 || fails%10 == 0 {
 				a.log.Warn("the controller: the apps run on the last good configuration", "error", err, "retry-in", wait.String())
 			}
-			if strings.Contains(err.Error(), "refused") || strings.Contains(err.Error(), "403") {
+			if eve.Reconnect(err) {
 				connected = false
 			}
 		} else {

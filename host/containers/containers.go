@@ -34,6 +34,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/moby/sys/signal"
 	"github.com/opencontainers/image-spec/identity"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -277,10 +278,11 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 	// How the process is stopped, as containerd's clients keep it: its
 	// well-known label, from the app's configuration or the image's
 	// STOPSIGNAL.
-	stopSignal := containerd.WithImageStopSignal(img, "SIGTERM")
+	opts := []containerd.NewContainerOpts{containerd.WithContainerLabels(labels)}
 	if s.StopSignal != "" {
 		labels[containerd.StopSignalLabel] = s.StopSignal
-		stopSignal = func(context.Context, *containerd.Client, *containerstore.Container) error { return nil }
+	} else {
+		opts = append(opts, containerd.WithImageStopSignal(img, "SIGTERM"))
 	}
 	snapshot := containerd.WithNewSnapshot(rootfs, img)
 	if s.HasUserNS {
@@ -289,14 +291,12 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 		// range, shared by every container of that image and range.
 		snapshot = containerd.WithUserNSRemappedSnapshot(rootfs, img, s.idMap(), s.idMap())
 	}
-	_, err = m.client.NewContainer(ctx, s.ID,
-		containerd.WithContainerLabels(labels),
-		stopSignal,
+	_, err = m.client.NewContainer(ctx, s.ID, append(opts,
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(m.snapshotter),
 		snapshot,
 		containerd.WithNewSpec(specOpts...),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("app %s: creating container: %w", s.ID, err)
 	}
@@ -659,12 +659,13 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 		return fmt.Errorf("app %s: %w", id, err)
 	}
 	if st, err := t.Status(ctx); err == nil && st.Status == containerd.Running {
-		sig, err := containerd.GetStopSignal(ctx, c, syscall.SIGTERM)
-		if err != nil {
-			sig = syscall.SIGTERM
-		}
-		wait := m.stopTimeout
+		// How to stop it, from its labels (read once): containerd's
+		// well-known stop signal, and our stop timeout.
+		sig, wait := syscall.SIGTERM, m.stopTimeout
 		if labels, err := c.Labels(ctx); err == nil {
+			if s, err := signal.ParseSignal(labels[containerd.StopSignalLabel]); err == nil {
+				sig = s
+			}
 			if d, err := time.ParseDuration(labels[LabelStopTimeout]); err == nil && d > 0 {
 				wait = d
 			}

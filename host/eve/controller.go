@@ -79,6 +79,17 @@ type Controller struct {
 // ErrNotModified is a config poll whose answer is "nothing new" (304).
 var ErrNotModified = errors.New("configuration not modified")
 
+// ErrUnverified is an answer whose signature does not verify.
+var ErrUnverified = errors.New("unverified")
+
+// Reconnect reports whether err calls for Connect again before the next
+// request: an answer that did not verify (the signing certificate may have
+// changed), or a controller that no longer knows the device or its token.
+func Reconnect(err error) bool {
+	var se *statusError
+	return errors.Is(err, ErrUnverified) || errors.As(err, &se) && (se.code == http.StatusUnauthorized || se.code == http.StatusForbidden)
+}
+
 // NewController loads (or, the first time, makes) the device's identity
 // and prepares the client. The certificate it returns is what an operator
 // registers with the controller (`adam admin device add --path`).
@@ -228,35 +239,21 @@ func (c *Controller) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sig, err := sign(signer, payload)
+	env, err := seal(payload, signer, pair.Certificate[0], []byte(base64.StdEncoding.EncodeToString(ob)))
 	if err != nil {
 		return err
 	}
-	hash := sha256.Sum256(pair.Certificate[0])
-	env, err := proto.Marshal(&auth.AuthContainer{ProtectedPayload: &auth.AuthBody{Payload: payload},
-		Algo: evecommon.HashAlgorithm_HASH_ALGORITHM_SHA256_32BYTES, SenderCertHash: hash[:], SignatureHash: sig,
-		SenderCert: []byte(base64.StdEncoding.EncodeToString(ob))})
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.o.URL, "/")+"/api/v2/edgedevice/register", bytes.NewReader(env))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/x-proto-binary")
-	resp, err := c.http.Do(req)
+	code, body, err := c.do(ctx, http.MethodPost, "/api/v2/edgedevice/register", env)
 	if err != nil {
 		return fmt.Errorf("registering: %w", err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	switch resp.StatusCode {
+	switch code {
 	case http.StatusCreated, http.StatusOK:
 		return nil
 	case http.StatusConflict:
 		return fmt.Errorf("registering: the serial %q is already used by another device", c.o.Serial)
 	}
-	return fmt.Errorf("registering with the onboarding certificate and serial %q: %w", c.o.Serial, &statusError{code: resp.StatusCode, body: snippet(body)})
+	return fmt.Errorf("registering with the onboarding certificate and serial %q: %w", c.o.Serial, &statusError{code: code, body: snippet(body)})
 }
 
 // sign signs sha256(payload) with key as EVE does: ECDSA as r||s, RSA as
@@ -339,35 +336,19 @@ func (c *Controller) call(ctx context.Context, path string, req proto.Message, r
 	if err != nil {
 		return err
 	}
-	sig, err := sign(c.key, payload)
+	env, err := seal(payload, c.key, c.cert.Raw, nil)
 	if err != nil {
 		return err
 	}
-	certHash := sha256.Sum256(c.cert.Raw)
-	env, err := proto.Marshal(&auth.AuthContainer{ProtectedPayload: &auth.AuthBody{Payload: payload},
-		Algo: evecommon.HashAlgorithm_HASH_ALGORITHM_SHA256_32BYTES, SenderCertHash: certHash[:], SignatureHash: sig})
+	code, body, err := c.do(ctx, http.MethodPost, path, env)
 	if err != nil {
 		return err
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.o.URL, "/")+path, bytes.NewReader(env))
-	if err != nil {
-		return err
-	}
-	hreq.Header.Set("Content-Type", "application/x-proto-binary")
-	hresp, err := c.http.Do(hreq)
-	if err != nil {
-		return err
-	}
-	defer hresp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(hresp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if hresp.StatusCode == http.StatusNotModified {
+	if code == http.StatusNotModified {
 		return ErrNotModified
 	}
-	if !containsInt(ok, hresp.StatusCode) {
-		return &statusError{code: hresp.StatusCode, body: snippet(body)}
+	if !slices.Contains(ok, code) {
+		return &statusError{code: code, body: snippet(body)}
 	}
 	if resp == nil {
 		return nil
@@ -386,21 +367,12 @@ func (c *Controller) call(ctx context.Context, path string, req proto.Message, r
 // certificate once it is trusted (it chains to the CA, or is the pinned
 // one) and has signed the answer itself.
 func (c *Controller) fetchCerts(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.o.URL, "/")+"/api/v2/edgedevice/certs", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
+	code, body, err := c.do(ctx, http.MethodGet, "/api/v2/edgedevice/certs", nil)
 	if err != nil {
 		return fmt.Errorf("fetching the controller's certificates: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetching the controller's certificates: %w", &statusError{code: resp.StatusCode, body: snippet(body)})
+	if code != http.StatusOK {
+		return fmt.Errorf("fetching the controller's certificates: %w", &statusError{code: code, body: snippet(body)})
 	}
 	var env auth.AuthContainer
 	if err := proto.Unmarshal(body, &env); err != nil {
@@ -426,7 +398,7 @@ func (c *Controller) fetchCerts(ctx context.Context) error {
 			return err
 		}
 		if err := verify(cert, env.GetProtectedPayload().GetPayload(), env.GetSignatureHash()); err != nil {
-			return fmt.Errorf("the controller's certificates are not signed by its signing certificate: %w", err)
+			return fmt.Errorf("the controller's certificates are not signed by its signing certificate: %w: %w", ErrUnverified, err)
 		}
 		c.signing = cert
 		return nil
@@ -459,7 +431,7 @@ func (c *Controller) open(body []byte) ([]byte, error) {
 	}
 	p := env.GetProtectedPayload().GetPayload()
 	if err := verify(c.signing, p, env.GetSignatureHash()); err != nil {
-		return nil, fmt.Errorf("the controller's answer fails verification (refused): %w", err)
+		return nil, fmt.Errorf("the controller's answer fails verification (refused): %w: %w", ErrUnverified, err)
 	}
 	return p, nil
 }
@@ -484,7 +456,41 @@ func verify(cert *x509.Certificate, payload, sig []byte) error {
 	return fmt.Errorf("unsupported signing key %T", cert.PublicKey)
 }
 
-func containsInt(xs []int, x int) bool { return slices.Contains(xs, x) }
+// seal wraps payload in an AuthContainer signed with key, whose
+// certificate (DER) it names by hash; senderCert, when set, travels with it
+// (registration sends the onboarding certificate so).
+func seal(payload []byte, key crypto.Signer, certDER, senderCert []byte) ([]byte, error) {
+	sig, err := sign(key, payload)
+	if err != nil {
+		return nil, err
+	}
+	hash := sha256.Sum256(certDER)
+	return proto.Marshal(&auth.AuthContainer{ProtectedPayload: &auth.AuthBody{Payload: payload},
+		Algo: evecommon.HashAlgorithm_HASH_ALGORITHM_SHA256_32BYTES, SenderCertHash: hash[:], SignatureHash: sig, SenderCert: senderCert})
+}
+
+// do sends one request to the controller (body nil for none) and returns
+// the answer's status and body.
+func (c *Controller) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.o.URL, "/")+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-proto-binary")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return resp.StatusCode, b, err
+}
 
 func snippet(b []byte) string {
 	s := strings.TrimSpace(string(b))

@@ -17,6 +17,7 @@ package events
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -107,16 +108,6 @@ func (k Kind) Level() hclog.Level {
 // Transient kinds (download progress, stopping) are for followers only:
 // not kept on disk, not notified unless a filter names them.
 func (k Kind) Transient() bool { return k == DownloadProgress || k == Stopping }
-
-// Known reports whether k is one of Kinds.
-func (k Kind) Known() bool {
-	for _, x := range Kinds() {
-		if x == k {
-			return true
-		}
-	}
-	return false
-}
 
 // Event is one thing that happened. Fields a kind does not use are empty.
 type Event struct {
@@ -240,32 +231,38 @@ func (f Filter) Match(e Event) bool {
 	if len(f.Kinds) == 0 {
 		return !e.Kind.Transient()
 	}
-	for _, k := range f.Kinds {
-		if k == string(e.Kind) || (!e.Kind.Transient() && (k == "*" || strings.HasSuffix(k, ".*") && strings.HasPrefix(string(e.Kind), k[:len(k)-1]))) {
+	for _, p := range f.Kinds {
+		// A transient kind passes only when named: a family or "*" is for
+		// what is kept.
+		if p == string(e.Kind) || !e.Kind.Transient() && matches(p, e.Kind) {
 			return true
 		}
 	}
 	return false
 }
 
+// matches reports whether a pattern (a kind, a family "app.*", or "*")
+// selects kind k.
+func matches(pattern string, k Kind) bool {
+	if family, ok := strings.CutSuffix(pattern, "*"); ok && (family == "" || strings.HasSuffix(family, ".")) {
+		return strings.HasPrefix(string(k), family)
+	}
+	return pattern == string(k)
+}
+
 // CheckKinds says which of patterns names no kind (a typo in a filter
 // would otherwise silently select nothing).
 func CheckKinds(patterns []string) error {
 	for _, p := range patterns {
-		ok := p == "*"
-		for _, k := range Kinds() {
-			if string(k) == p || strings.HasSuffix(p, ".*") && strings.HasPrefix(string(k), p[:len(p)-1]) {
-				ok = true
-			}
-		}
-		if !ok {
-			return fmt.Errorf("unknown event kind %q (kinds: %s; a family: app.*, download.*, image.*)", p, kindList())
+		if !slices.ContainsFunc(Kinds(), func(k Kind) bool { return matches(p, k) }) {
+			return fmt.Errorf("unknown event kind %q (kinds: %s; a family: app.*, download.*, image.*)", p, KindList())
 		}
 	}
 	return nil
 }
 
-func kindList() string {
+// KindList is every kind, comma-separated (for help and errors).
+func KindList() string {
 	ks := Kinds()
 	s := make([]string, len(ks))
 	for i, k := range ks {

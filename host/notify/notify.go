@@ -85,18 +85,24 @@ func New(ring *events.Log, stateDir string, log hclog.Logger) *Manager {
 // Apply starts, restarts and stops receivers as n says. device names the
 // device in MQTT topics and client IDs.
 func (m *Manager) Apply(n *config.NotifySettings, device string) {
-	want := map[string]func() (sender, string, []string, error){}
+	// Each receiver wanted, by key, with its settings as configured (a
+	// change restarts it) and how to make its sender.
+	type wanted struct {
+		settings, dest string
+		kinds          []string
+		make           func() (sender, error)
+	}
+	want := map[string]wanted{}
+	key := func(v any) string {
+		b, _ := json.Marshal(v)
+		return string(b) + "\x00" + device
+	}
 	if n != nil {
 		for _, w := range n.Webhooks {
-			want["webhook-"+w.WebhookName()] = func() (sender, string, []string, error) {
-				return newWebhook(w), w.URL, w.Events, nil
-			}
+			want["webhook-"+w.WebhookName()] = wanted{key(w), w.URL, w.Events, func() (sender, error) { return newWebhook(w), nil }}
 		}
 		if q := n.MQTT; q != nil {
-			want["mqtt"] = func() (sender, string, []string, error) {
-				s, err := newMQTT(*q, device)
-				return s, q.Broker, q.Events, err
-			}
+			want["mqtt"] = wanted{key(q), q.Broker, q.Events, func() (sender, error) { return newMQTT(*q, device) }}
 		}
 	}
 	m.mu.Lock()
@@ -107,15 +113,15 @@ func (m *Manager) Apply(n *config.NotifySettings, device string) {
 			delete(m.receivers, key)
 		}
 	}
-	for key, mk := range want {
-		settings := settingsKey(n, key) + "\x00" + device
+	for key, w := range want {
 		if r, ok := m.receivers[key]; ok {
-			if r.settings == settings {
+			if r.settings == w.settings {
 				continue
 			}
 			r.cancel()
 		}
-		s, dest, kinds, err := mk()
+		s, err := w.make()
+		dest, kinds := w.dest, w.kinds
 		if err != nil {
 			m.log.Error("notifications: the receiver cannot be set up", "receiver", key, "error", err)
 			delete(m.receivers, key)
@@ -129,7 +135,7 @@ func (m *Manager) Apply(n *config.NotifySettings, device string) {
 		place := filepath.Join(m.dir, key+".seq")
 		f := events.Filter{Kinds: kinds, After: m.place(place)}
 		ctx, cancel := context.WithCancel(context.Background())
-		m.receivers[key] = &receiver{settings: settings, cancel: cancel}
+		m.receivers[key] = &receiver{settings: w.settings, cancel: cancel}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
@@ -216,22 +222,6 @@ func (m *Manager) place(path string) uint64 {
 // cut sends an event twice, not never).
 func savePlace(path string, seq uint64) error {
 	return atomicfile.Write(path, []byte(strconv.FormatUint(seq, 10)+"\n"), false)
-}
-
-// settingsKey serializes the settings of one receiver.
-func settingsKey(n *config.NotifySettings, key string) string {
-	var v any
-	if key == "mqtt" {
-		v = n.MQTT
-	} else {
-		for _, w := range n.Webhooks {
-			if "webhook-"+w.WebhookName() == key {
-				v = w
-			}
-		}
-	}
-	b, _ := json.Marshal(v)
-	return string(b)
 }
 
 // Sign is the signature header's value for body under secret:
