@@ -150,6 +150,12 @@ type Image struct {
 	// blobs still to fetch and their unpacked size (estimated). 0 when
 	// unknown. Compare with Device.FreeDiskBytes.
 	DiskBytes int64 `json:"diskBytes,omitempty"`
+	// RolledBackDigest is a digest the app was rolled back from because
+	// it failed on it (it exited at start or failed its healthcheck). The
+	// host leaves it out at a refresh, the operator's way of asking to try
+	// again; Converge does not pull it otherwise, so a tag that still
+	// names a broken image is not retried until it moves.
+	RolledBackDigest string `json:"rolledBackDigest,omitempty"`
 }
 
 // Present reports whether the image is on disk.
@@ -169,6 +175,33 @@ type App struct {
 	UUID     string   `json:"uuid"`
 	Name     string   `json:"name,omitempty"`
 	Counters Counters `json:"counters"`
+	// Health is the running app's healthcheck state; nil when the app has
+	// no healthcheck (its own or its image's) or is not running.
+	Health *Health `json:"health,omitempty"`
+}
+
+// HealthStatus is an app's healthcheck state, as Docker names it.
+type HealthStatus string
+
+const (
+	// HealthStarting: no probe has passed since the process started and
+	// its start period has not run out.
+	HealthStarting HealthStatus = "starting"
+	// HealthHealthy: the last probe passed.
+	HealthHealthy HealthStatus = "healthy"
+	// HealthUnhealthy: as many probes in a row as the healthcheck's retries
+	// failed.
+	HealthUnhealthy HealthStatus = "unhealthy"
+)
+
+// Health is a running app's healthcheck state.
+type Health struct {
+	Status HealthStatus `json:"status"`
+	// Since is when Status last changed: a canary policy can hold a
+	// refresh until the app has been healthy for a while.
+	Since time.Time `json:"since"`
+	// FailingStreak counts the probes that failed in a row.
+	FailingStreak int `json:"failingStreak,omitempty"`
 }
 
 // Counters are EVE's InstanceOpsCmd counters as last acted upon.

@@ -513,6 +513,12 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk4(in *jlexer.Lexer, out *
 			} else {
 				out.DiskBytes = int64(in.Int64())
 			}
+		case "rolledBackDigest":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.RolledBackDigest = string(in.String())
+			}
 		default:
 			in.SkipRecursive()
 		}
@@ -588,6 +594,11 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk4(out *jwriter.Writer, in
 		out.RawString(prefix)
 		out.Int64(int64(in.DiskBytes))
 	}
+	if in.RolledBackDigest != "" {
+		const prefix string = ",\"rolledBackDigest\":"
+		out.RawString(prefix)
+		out.String(string(in.RolledBackDigest))
+	}
 	out.RawByte('}')
 }
 
@@ -600,7 +611,82 @@ func (v Image) MarshalEasyJSON(w *jwriter.Writer) {
 func (v *Image) UnmarshalEasyJSON(l *jlexer.Lexer) {
 	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk4(l, v)
 }
-func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk5(in *jlexer.Lexer, out *Device) {
+func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk5(in *jlexer.Lexer, out *Health) {
+	isTopLevel := in.IsStart()
+	if in.IsNull() {
+		if isTopLevel {
+			in.Consumed()
+		}
+		in.Skip()
+		return
+	}
+	in.Delim('{')
+	for !in.IsDelim('}') {
+		key := in.UnsafeFieldName(false)
+		in.WantColon()
+		switch key {
+		case "status":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.Status = HealthStatus(in.String())
+			}
+		case "since":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				if data := in.Raw(); in.Ok() {
+					in.AddError((out.Since).UnmarshalJSON(data))
+				}
+			}
+		case "failingStreak":
+			if in.IsNull() {
+				in.Skip()
+			} else {
+				out.FailingStreak = int(in.Int())
+			}
+		default:
+			in.SkipRecursive()
+		}
+		in.WantComma()
+	}
+	in.Delim('}')
+	if isTopLevel {
+		in.Consumed()
+	}
+}
+func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk5(out *jwriter.Writer, in Health) {
+	out.RawByte('{')
+	first := true
+	_ = first
+	{
+		const prefix string = ",\"status\":"
+		out.RawString(prefix[1:])
+		out.String(string(in.Status))
+	}
+	{
+		const prefix string = ",\"since\":"
+		out.RawString(prefix)
+		out.Raw((in.Since).MarshalJSON())
+	}
+	if in.FailingStreak != 0 {
+		const prefix string = ",\"failingStreak\":"
+		out.RawString(prefix)
+		out.Int(int(in.FailingStreak))
+	}
+	out.RawByte('}')
+}
+
+// MarshalEasyJSON supports easyjson.Marshaler interface
+func (v Health) MarshalEasyJSON(w *jwriter.Writer) {
+	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk5(w, v)
+}
+
+// UnmarshalEasyJSON supports easyjson.Unmarshaler interface
+func (v *Health) UnmarshalEasyJSON(l *jlexer.Lexer) {
+	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk5(l, v)
+}
+func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk6(in *jlexer.Lexer, out *Device) {
 	isTopLevel := in.IsStart()
 	if in.IsNull() {
 		if isTopLevel {
@@ -656,7 +742,7 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk5(in *jlexer.Lexer, out *
 		in.Consumed()
 	}
 }
-func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk5(out *jwriter.Writer, in Device) {
+func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk6(out *jwriter.Writer, in Device) {
 	out.RawByte('{')
 	first := true
 	_ = first
@@ -685,14 +771,14 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk5(out *jwriter.Writer, in
 
 // MarshalEasyJSON supports easyjson.Marshaler interface
 func (v Device) MarshalEasyJSON(w *jwriter.Writer) {
-	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk5(w, v)
+	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk6(w, v)
 }
 
 // UnmarshalEasyJSON supports easyjson.Unmarshaler interface
 func (v *Device) UnmarshalEasyJSON(l *jlexer.Lexer) {
-	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk5(l, v)
+	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk6(l, v)
 }
-func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk6(in *jlexer.Lexer, out *Decision) {
+func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk7(in *jlexer.Lexer, out *Decision) {
 	isTopLevel := in.IsStart()
 	if in.IsNull() {
 		if isTopLevel {
@@ -756,7 +842,7 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk6(in *jlexer.Lexer, out *
 		in.Consumed()
 	}
 }
-func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk6(out *jwriter.Writer, in Decision) {
+func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk7(out *jwriter.Writer, in Decision) {
 	out.RawByte('{')
 	first := true
 	_ = first
@@ -790,14 +876,14 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk6(out *jwriter.Writer, in
 
 // MarshalEasyJSON supports easyjson.Marshaler interface
 func (v Decision) MarshalEasyJSON(w *jwriter.Writer) {
-	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk6(w, v)
+	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk7(w, v)
 }
 
 // UnmarshalEasyJSON supports easyjson.Unmarshaler interface
 func (v *Decision) UnmarshalEasyJSON(l *jlexer.Lexer) {
-	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk6(l, v)
+	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk7(l, v)
 }
-func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk7(in *jlexer.Lexer, out *Counters) {
+func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(in *jlexer.Lexer, out *Counters) {
 	isTopLevel := in.IsStart()
 	if in.IsNull() {
 		if isTopLevel {
@@ -839,7 +925,7 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk7(in *jlexer.Lexer, out *
 		in.Consumed()
 	}
 }
-func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk7(out *jwriter.Writer, in Counters) {
+func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(out *jwriter.Writer, in Counters) {
 	out.RawByte('{')
 	first := true
 	_ = first
@@ -863,14 +949,14 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk7(out *jwriter.Writer, in
 
 // MarshalEasyJSON supports easyjson.Marshaler interface
 func (v Counters) MarshalEasyJSON(w *jwriter.Writer) {
-	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk7(w, v)
+	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(w, v)
 }
 
 // UnmarshalEasyJSON supports easyjson.Unmarshaler interface
 func (v *Counters) UnmarshalEasyJSON(l *jlexer.Lexer) {
-	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk7(l, v)
+	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(l, v)
 }
-func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(in *jlexer.Lexer, out *Budget) {
+func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk9(in *jlexer.Lexer, out *Budget) {
 	isTopLevel := in.IsStart()
 	if in.IsNull() {
 		if isTopLevel {
@@ -920,7 +1006,7 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(in *jlexer.Lexer, out *
 		in.Consumed()
 	}
 }
-func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(out *jwriter.Writer, in Budget) {
+func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk9(out *jwriter.Writer, in Budget) {
 	out.RawByte('{')
 	first := true
 	_ = first
@@ -949,14 +1035,14 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(out *jwriter.Writer, in
 
 // MarshalEasyJSON supports easyjson.Marshaler interface
 func (v Budget) MarshalEasyJSON(w *jwriter.Writer) {
-	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk8(w, v)
+	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk9(w, v)
 }
 
 // UnmarshalEasyJSON supports easyjson.Unmarshaler interface
 func (v *Budget) UnmarshalEasyJSON(l *jlexer.Lexer) {
-	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk8(l, v)
+	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk9(l, v)
 }
-func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk9(in *jlexer.Lexer, out *App) {
+func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk10(in *jlexer.Lexer, out *App) {
 	isTopLevel := in.IsStart()
 	if in.IsNull() {
 		if isTopLevel {
@@ -988,6 +1074,20 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk9(in *jlexer.Lexer, out *
 			} else {
 				(out.Counters).UnmarshalEasyJSON(in)
 			}
+		case "health":
+			if in.IsNull() {
+				in.Skip()
+				out.Health = nil
+			} else {
+				if out.Health == nil {
+					out.Health = new(Health)
+				}
+				if in.IsNull() {
+					in.Skip()
+				} else {
+					(*out.Health).UnmarshalEasyJSON(in)
+				}
+			}
 		default:
 			in.SkipRecursive()
 		}
@@ -998,7 +1098,7 @@ func easyjson8228f79cDecodeGithubComPullwisePullwiseSdk9(in *jlexer.Lexer, out *
 		in.Consumed()
 	}
 }
-func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk9(out *jwriter.Writer, in App) {
+func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk10(out *jwriter.Writer, in App) {
 	out.RawByte('{')
 	first := true
 	_ = first
@@ -1017,15 +1117,20 @@ func easyjson8228f79cEncodeGithubComPullwisePullwiseSdk9(out *jwriter.Writer, in
 		out.RawString(prefix)
 		(in.Counters).MarshalEasyJSON(out)
 	}
+	if in.Health != nil {
+		const prefix string = ",\"health\":"
+		out.RawString(prefix)
+		(*in.Health).MarshalEasyJSON(out)
+	}
 	out.RawByte('}')
 }
 
 // MarshalEasyJSON supports easyjson.Marshaler interface
 func (v App) MarshalEasyJSON(w *jwriter.Writer) {
-	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk9(w, v)
+	easyjson8228f79cEncodeGithubComPullwisePullwiseSdk10(w, v)
 }
 
 // UnmarshalEasyJSON supports easyjson.Unmarshaler interface
 func (v *App) UnmarshalEasyJSON(l *jlexer.Lexer) {
-	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk9(l, v)
+	easyjson8228f79cDecodeGithubComPullwisePullwiseSdk10(l, v)
 }

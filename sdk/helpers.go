@@ -45,7 +45,8 @@ func Fail(reason string) Decision {
 //     never moves, so the registry need not be asked);
 //   - not yet checked in this round: check-remote;
 //   - checked: pull if the registry's digest differs from the image's, else
-//     use the image.
+//     use the image; but not a digest the app was rolled back from
+//     (RolledBackDigest): that one waits until the tag moves or a refresh.
 //
 // onFailure says what a failed check or pull does to the app. (Reasons are
 // concatenated rather than formatted: inside the sandbox fmt's loops are
@@ -61,6 +62,8 @@ func Converge(img Image, onFailure PullFailure) Decision {
 	case img.RemoteDigest == "":
 		return Decision{Action: ActionCheckRemote, RestartOnChange: true, OnPullFailure: onFailure,
 			Reason: "checking the registry for a new manifest of " + img.Ref}
+	case img.RemoteDigest == img.RolledBackDigest:
+		return UseLocal("registry digest " + img.RemoteDigest + " is the one the app was rolled back from; not pulled again until the tag moves or a refresh")
 	case img.RemoteDigest != img.LocalDigest:
 		return Pull(onFailure, "registry digest "+img.RemoteDigest+" differs from the image on disk ("+img.LocalDigest+"); pulling")
 	default:

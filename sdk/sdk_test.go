@@ -90,11 +90,14 @@ func TestConverge(t *testing.T) {
 		{"present, unchecked", Image{LocalDigest: "sha256:a"}, ActionCheckRemote},
 		{"present, same", Image{LocalDigest: "sha256:a", RemoteDigest: "sha256:a"}, ActionUseLocal},
 		{"present, moved", Image{LocalDigest: "sha256:a", RemoteDigest: "sha256:b"}, ActionPull},
+		{"moved to the digest rolled back from", Image{LocalDigest: "sha256:a", RemoteDigest: "sha256:b", RolledBackDigest: "sha256:b"}, ActionUseLocal},
+		{"moved past the digest rolled back from", Image{LocalDigest: "sha256:a", RemoteDigest: "sha256:c", RolledBackDigest: "sha256:b"}, ActionPull},
+		{"rolled back, pinned to it", Image{PinnedDigest: "sha256:b", LocalDigest: "sha256:a", RolledBackDigest: "sha256:b"}, ActionPull},
 		{"pinned, on disk", Image{PinnedDigest: "sha256:a", LocalDigest: "sha256:a"}, ActionUseLocal},
 		{"pinned, other on disk", Image{PinnedDigest: "sha256:b", LocalDigest: "sha256:a"}, ActionPull},
 	}
 	for _, tc := range tests {
-		d := Converge(tc.img, KeepExisting)
+		d := Converge(tc.img, PullFailureKeepExisting)
 		if d.Action != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, d.Action, tc.want)
 		}

@@ -36,8 +36,10 @@ import (
 // API v2. The device's certificate is registered, Adam is given an
 // EdgeDevConfig, and the app runs; the ContentTree sha256 reaches Adam as
 // info; a generation_count bump after the tag moved is one pull and one
-// restart; Adam stopped changes nothing on the device and the link comes
-// back; an answer tampered on the way is refused.
+// restart; the purge counter purges; volumes are reported; Adam stopped
+// for a minute changes nothing on the device, the link comes back and what
+// happened meanwhile arrives as info; an answer tampered on the way is
+// refused.
 func TestControllerDrivesTheDevice(t *testing.T) {
 	adam := adamtest.Start(t)
 	e := newE2E(t)
@@ -49,10 +51,13 @@ func TestControllerDrivesTheDevice(t *testing.T) {
 	cert := filepath.Join(e.state, "eve", eve.DeviceCertFile)
 	waitFor(t, "the device certificate", func() bool { _, err := os.Stat(cert); return err == nil })
 	dev := adam.AddDevice(cert)
-	edc := func(gen int64) string {
-		c := e.eveConfig(gen, 0, 0)
-		return strings.Replace(c, "{\n", fmt.Sprintf("{\n  \"id\": {\"uuid\": %q, \"version\": \"%d\"},\n", dev, gen+1), 1)
+	version := 0
+	edcWith := func(gen int64, purge uint32) string {
+		version++
+		c := e.eveConfig(gen, 0, purge)
+		return strings.Replace(c, "{\n", fmt.Sprintf("{\n  \"id\": {\"uuid\": %q, \"version\": \"%d\"},\n", dev, version), 1)
 	}
+	edc := func(gen int64) string { return edcWith(gen, 0) }
 	adam.SetConfig(dev, edc(0))
 	st := e.status("web running from Adam's configuration", func(st agent.Status) bool { return running(st) && imageOf(st, webUUID) == v1 })
 	if st.Agent.Controller == nil || st.Agent.Controller.DeviceUUID != dev {
@@ -69,26 +74,54 @@ func TestControllerDrivesTheDevice(t *testing.T) {
 		t.Fatalf("starts %q", got)
 	}
 	waitFor(t, "v2's sha256 in Adam's info", func() bool { return strings.Contains(adam.Info(dev), hexOf(v2)) })
+	// Every message the device posts, as `status -o eve` prints them
+	// (Adam's file store shows only the last of each burst: see
+	// eve.Info).
+	if out, err := e.cli("status", "-o", "eve"); err != nil || strings.Count(out, `"vinfo"`) != 2 || !strings.Contains(out, "CREATED_VOLUME") {
+		t.Fatalf("status -o eve: the app's two volumes, created: %v\n%s", err, out)
+	}
 
-	// Adam goes away: nothing changes on the device; the status says why.
+	// The purge counter: the app starts again on a fresh root filesystem
+	// and fresh volumes (its volume's start log begins anew).
+	adam.SetConfig(dev, edcWith(1, 1))
+	waitFor(t, "the purge", func() bool {
+		got := e.starts()
+		return len(got) == 1 && strings.Contains(got[0], "version=v2") && strings.Contains(got[0], "freshrootfs=true")
+	})
+
+	// Adam goes away for a minute: nothing changes on the device; the
+	// status says why. What happens meanwhile (the app's process killed,
+	// reported, started again) reaches Adam as info once it is back.
 	adam.Stop()
 	st = e.status("the controller's absence in the status", func(st agent.Status) bool {
 		return st.Agent.Controller != nil && st.Agent.Controller.LastError != ""
 	})
-	if !running(st) || len(e.starts()) != 2 {
-		t.Fatalf("without its controller the app changed: %+v, starts %q", st.Info.Apps, e.starts())
+	c, err := e.d.Client.LoadContainer(e.d.Context(), webUUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(e.d.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task.Kill(e.d.Context(), syscall.SIGKILL)
+	time.Sleep(time.Minute)
+	st = e.status("the app started again", running)
+	if got := e.starts(); len(got) != 2 || imageOf(st, webUUID) != v2 {
+		t.Fatalf("without its controller the app changed: %+v, starts %q", st.Info.Apps, got)
 	}
 	adam.Start()
 	e.status("the link back", func(st agent.Status) bool { return st.Agent.Controller != nil && st.Agent.Controller.LastError == "" })
+	waitFor(t, "the exit told in Adam's info after the outage", func() bool { return strings.Contains(adam.Info(dev), "exited with code 137") })
 
 	// An answer changed on the way (a proxy that holds Adam's TLS key and
 	// flips a byte of every body) is refused.
-	c, err := eve.NewController(eve.ControllerOptions{URL: tamperingProxy(t, adam), CAFile: adam.CA,
+	ctl, err := eve.NewController(eve.ControllerOptions{URL: tamperingProxy(t, adam), CAFile: adam.CA,
 		SigningCertFile: adam.SigningCert, Dir: filepath.Join(e.state, "eve")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Connect(context.Background()); err == nil || !strings.Contains(err.Error(), "not signed by its signing certificate") && !strings.Contains(err.Error(), "fails verification") {
+	if err := ctl.Connect(context.Background()); err == nil || !strings.Contains(err.Error(), "not signed by its signing certificate") && !strings.Contains(err.Error(), "fails verification") {
 		t.Fatalf("a tampered answer: %v, want it refused", err)
 	}
 }

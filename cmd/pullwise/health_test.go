@@ -6,9 +6,13 @@ import (
 	"testing"
 	"time"
 
+	imgv1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/host/decisions"
 	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/internal/testing/regtest"
+	"github.com/pullwise/pullwise/sdk"
 )
 
 // TestHealthcheckRollsBackAnUnhealthyImage: an app whose new image runs
@@ -59,5 +63,60 @@ func TestHealthcheckRollsBackAnUnhealthyImage(t *testing.T) {
 		if n := healthy(); n != i+1 {
 			t.Fatalf("%s: %d app.healthy events, want %d", check, n, i+1)
 		}
+	}
+
+	// No healthcheck of its own: the image's HEALTHCHECK guards the
+	// change (Docker's CMD form, as docker build writes it).
+	e.configure(e.web() + "    env: [\"LISTEN=:8080\", \"UNHEALTHY_VERSION=v2\"]\n")
+	time.Sleep(2 * time.Second)
+	withCheck := func(version string) string {
+		img := regtest.WithConfig(t, regtest.AppImage(t, version, false), func(c *imgv1.Config) {
+			c.Healthcheck = &imgv1.HealthConfig{Test: []string{"CMD", "/app", "health"}, Interval: 200 * time.Millisecond, Timeout: time.Second}
+		})
+		return regtest.PushImage(t, e.registry+"/demo/web:latest", img).String()
+	}
+	v5 := withCheck("v5")
+	if out, err := e.cli("refresh", "web", "--detailed-exitcode"); exitCode(err) != exitUpdated {
+		t.Fatalf("a refresh onto a healthy image with its own HEALTHCHECK: exit %d\n%s\nagent log:\n%s", exitCode(err), out, e.agentLog)
+	}
+	st := e.status("healthy by the image's healthcheck", func(st agent.Status) bool {
+		h := st.Info.Apps[0].Health
+		return imageOf(st, webUUID) == v5 && h != nil && h.Source == "image" && h.Status == sdk.HealthHealthy
+	})
+	if n := healthy(); n != 3 {
+		t.Fatalf("%d app.healthy events, want 3", n)
+	}
+	if out, _ := e.cli("status"); !strings.Contains(out, "RUNNING (healthy)") {
+		t.Fatalf("status does not show the health:\n%s", out)
+	}
+	withCheck("v2") // its process does not listen: the image's own check fails
+	if out, err := e.cli("refresh", "web", "--detailed-exitcode"); exitCode(err) != exitRolledBack {
+		t.Fatalf("a refresh onto an image failing its own HEALTHCHECK: exit %d, want %d\n%s", exitCode(err), exitRolledBack, out)
+	}
+	st = e.status("back on v5", func(st agent.Status) bool { return imageOf(st, webUUID) == v5 })
+
+	// A running app that turns unhealthy is reported (status, event,
+	// the policy's input) and keeps running: Docker's semantics.
+	restarts := st.Info.Apps[0].Restarts
+	e.configure(app(`{tcp: 8081, interval: 200ms, retries: 2}`)) // nothing listens there
+	st = e.status("unhealthy", func(st agent.Status) bool {
+		h := st.Info.Apps[0].Health
+		return h != nil && h.Status == sdk.HealthUnhealthy && h.Source == "app" && h.FailingStreak >= 2
+	})
+	if findEvent(e.events("web"), events.Unhealthy) == nil {
+		t.Fatal("no app.unhealthy event")
+	}
+	if !running(st) || imageOf(st, webUUID) != v5 || st.Info.Apps[0].Restarts > restarts+1 {
+		t.Fatalf("an unhealthy app must keep running on its image (at most one restart, for the edit): %+v", st.Info.Apps[0])
+	}
+	if out, err := e.cli("refresh", "web"); err != nil {
+		t.Fatalf("refresh: %v\n%s", err, out)
+	}
+	es, err := decisions.ReadDir(e.state, decisions.Filter{})
+	if err != nil || len(es) == 0 {
+		t.Fatalf("decision record: %v", err)
+	}
+	if h := es[len(es)-1].Input.App.Health; h == nil || h.Status != sdk.HealthUnhealthy {
+		t.Fatalf("the policy was not told the app is unhealthy: %+v", h)
 	}
 }

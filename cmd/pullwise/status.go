@@ -189,6 +189,9 @@ func printTable(out io.Writer, st agent.Status) {
 			name, state := "", ""
 			if first {
 				name, state = a.DisplayName, a.State
+				if a.Health != nil {
+					state += " (" + string(a.Health.Status) + ")"
+				}
 			}
 			first = false
 			check := "never"

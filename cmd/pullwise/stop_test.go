@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
@@ -41,5 +43,21 @@ func TestStopSignalAndTimeout(t *testing.T) {
 	regtest.Starts(t, e.volume(), 4, "")
 	if got := stops(); len(got) != before {
 		t.Fatalf("stops %q: the app ignoring SIGTERM recorded a stop, want it killed", got)
+	}
+
+	// No stopSignal of its own: the image's STOPSIGNAL stops it.
+	e.configure(web)
+	regtest.Starts(t, e.volume(), 5, "")
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.WithConfig(t, regtest.AppImage(t, "v2", false), func(c *v1.Config) { c.StopSignal = "SIGQUIT" }))
+	if out, err := e.cli("refresh", "web"); err != nil {
+		t.Fatalf("refresh: %v\n%s", err, out)
+	}
+	regtest.Starts(t, e.volume(), 6, "")
+	before = len(stops())
+	if out, err := e.cli("restart", "web"); err != nil {
+		t.Fatalf("restart: %v\n%s", err, out)
+	}
+	if got := stops(); len(got) != before+1 || got[len(got)-1] != "stop quit" {
+		t.Fatalf("stops %q, want the last by the image's SIGQUIT", got)
 	}
 }

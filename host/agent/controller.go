@@ -141,7 +141,7 @@ func (a *Agent) sendInfo(ctx context.Context, c *eve.Controller, sent map[string
 	}
 	gens, _ := eve.LoadGenerations(a.o.StateDir)
 	for _, m := range eve.Info(info, c.UUID(), gens) {
-		key := m.GetZtype().String() + "/" + m.GetAinfo().GetAppID() + m.GetCinfo().GetUuid()
+		key := m.GetZtype().String() + "/" + m.GetAinfo().GetAppID() + m.GetCinfo().GetUuid() + m.GetVinfo().GetUuid()
 		at := m.AtTimeStamp
 		m.AtTimeStamp = nil
 		body, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)

@@ -237,6 +237,7 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 			defer release()
 			return h.o.Puller.Pull(ctx, res, img.Pin(), progress)
 		})
+		w.setDownload(img.UUID, nil)
 		if err != nil {
 			e := events.Event{Kind: events.DownloadFailed, Message: "download failed", Image: img.UUID, Ref: img.Name, Digest: res.Digest, Error: err.Error()}
 			if _, ok := errors.AsType[*pull.NoSpaceError](err); ok {
@@ -280,6 +281,7 @@ func (w *worker) progress(img config.Image, res registry.Resolution) func(pull.P
 			for _, b := range blobs {
 				e.Bytes, e.Total = e.Bytes+b.Done, e.Total+b.Total
 			}
+			w.setDownload(img.UUID, &DownloadProgress{DoneBytes: e.Bytes, TotalBytes: e.Total})
 			w.tell(e)
 		}
 	}
@@ -382,6 +384,11 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 	if present {
 		in.Image.LocalDigest = local.Digest
 	}
+	if ev != sdk.EventRefresh {
+		// A refresh is the operator asking to try again: the digest the
+		// app was rolled back from is not held against it.
+		in.Image.RolledBackDigest = r.RolledBackFrom
+	}
 	// The last check of the reference, by whichever ImageObjectID: a check
 	// answers for every app on the reference, so their periodic checks fall
 	// due together and share one request.
@@ -405,6 +412,9 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 // ask asks module m for a decision about img and hands it, with its whole
 // input, to the decision record (Options.Record).
 func (w *worker) ask(ctx context.Context, m *plugins.Module, img config.Image, in sdk.Input) (sdk.Decision, error) {
+	if hi := w.healthInfo(); hi != nil {
+		in.App.Health = &hi.Health
+	}
 	start := time.Now()
 	d, err := m.Decide(ctx, in)
 	took := time.Since(start)

@@ -57,6 +57,8 @@ type Containers interface {
 	StopTimeout() time.Duration
 	// Probe runs one health probe of the app; nil is healthy.
 	Probe(ctx context.Context, id string, p config.Probe) error
+	// ImageHealthcheck is the app's root image's HEALTHCHECK, nil if none.
+	ImageHealthcheck(ctx context.Context, id string) (*config.Healthcheck, error)
 	Status(ctx context.Context, id string) (containers.Status, error)
 	Create(ctx context.Context, s containers.Spec) error
 	Start(ctx context.Context, id string) error

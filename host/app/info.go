@@ -74,9 +74,22 @@ type AppInfo struct {
 	// Attempts counts consecutive failed checks or pulls per ImageObjectID:
 	// the policies' back-off grows with it.
 	Attempts map[string]int `json:"attempts,omitempty"`
+	// Downloads are the downloads under way, by ImageObjectID (in memory
+	// only, updated at most once a second).
+	Downloads map[string]DownloadProgress `json:"downloads,omitempty"`
+	// Health is the running app's healthcheck state (not kept on disk:
+	// each process starts afresh); nil without a healthcheck.
+	Health *HealthInfo `json:"health,omitempty"`
 	// Pending is a container action begun and not yet recorded as done: if
 	// the agent died in it, the next run finds out whether it took effect.
 	Pending *Pending `json:"pending,omitempty"`
+}
+
+// DownloadProgress is how far a download is: the bytes of its blobs
+// fetched and, as far as known, in all.
+type DownloadProgress struct {
+	DoneBytes  int64 `json:"doneBytes"`
+	TotalBytes int64 `json:"totalBytes"`
 }
 
 // PolicyModule says which module decides for an app.
@@ -126,6 +139,11 @@ type ImageInfo struct {
 	LastCheckResult string     `json:"lastCheckResult,omitempty"`
 	// Decision is the policy's last decision for the image, with its reason.
 	Decision *DecisionInfo `json:"decision,omitempty"`
+	// Download is the image's download under way, if one is.
+	Download *DownloadProgress `json:"download,omitempty"`
+	// RolledBackFrom is the digest the app was rolled back from: not
+	// pulled again until the tag moves or a refresh asks for it.
+	RolledBackFrom string `json:"rolledBackFrom,omitempty"`
 }
 
 // DecisionInfo is a policy decision as reported.
@@ -167,10 +185,13 @@ func (h *Host) Info(_ context.Context) (Info, error) {
 			ii := ImageInfo{ImageObjectID: img.UUID, App: st.UUID, Ref: img.Name}
 			r, latched := recs[img.UUID]
 			if latched {
-				ii.SHA256, ii.IndexDigest, ii.LastCheckResult = r.Digest, r.IndexDigest, r.LastCheckResult
+				ii.SHA256, ii.IndexDigest, ii.LastCheckResult, ii.RolledBackFrom = r.Digest, r.IndexDigest, r.LastCheckResult, r.RolledBackFrom
 				if !r.LastCheck.IsZero() {
 					ii.LastCheck = ptr(r.LastCheck)
 				}
+			}
+			if d, ok := st.Downloads[img.UUID]; ok {
+				ii.Download = &d
 			}
 			if run, ok := st.Running[img.UUID]; ok && run.Ref == img.Name {
 				ii.SHA256, ii.IndexDigest = run.Digest, run.IndexDigest

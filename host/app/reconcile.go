@@ -293,6 +293,7 @@ func (w *worker) perform(ctx context.Context, cfg *config.Config, app config.App
 		return err
 	}
 	faultpoint.Hit(op + ":latched")
+	w.stopHealthWatch() // the process is about to stop: its probes would fail
 	if err := w.containerAction(ctx, app, op, run); err != nil {
 		w.fail(err)
 		w.setState(StateError)
@@ -512,20 +513,19 @@ func (w *worker) observe(ctx context.Context, cfg *config.Config, app config.App
 }
 
 // watchStart waits one grace period for the app, which now runs new
-// images, and, when it has a healthcheck, until a probe passes (the
-// healthcheck's window at most). If it dies in it, or no probe passes, its
+// images, and, when it has a healthcheck (its own, or else its image's),
+// until a probe passes (the healthcheck's window at most). If it dies in it, or no probe passes, its
 // policy is asked (start-failed); on rollback it goes back to the images
 // it ran before.
 func (w *worker) watchStart(ctx context.Context, cfg *config.Config, app config.App, before map[string]RunImage) error {
 	h := w.h
 	start := time.Now()
 	deadline := start.Add(h.o.GracePeriod)
-	var probe *config.Probe
-	if hc := app.Healthcheck; hc != nil {
-		if p, err := hc.Probe(); err == nil {
-			probe = &p
-			deadline = start.Add(max(h.o.GracePeriod, p.Window()))
-		}
+	probe, source := w.probeOf(ctx, app)
+	if probe != nil {
+		deadline = start.Add(max(h.o.GracePeriod, probe.Window()))
+		st, _ := h.o.Containers.Status(ctx, w.uuid)
+		w.resetHealth(probe, source, st.Pid)
 	}
 	healthy := probe == nil
 	fails := 0
@@ -541,7 +541,9 @@ func (w *worker) watchStart(ctx context.Context, cfg *config.Config, app config.
 		}
 		if !healthy && !time.Now().Before(next) {
 			next = time.Now().Add(probe.Interval)
-			switch lastErr = h.o.Containers.Probe(ctx, w.uuid, *probe); {
+			lastErr = h.o.Containers.Probe(ctx, w.uuid, *probe)
+			w.noteProbe(lastErr)
+			switch {
 			case lastErr == nil:
 				healthy = true
 				w.tell(events.Event{Kind: events.Healthy, Message: "the app passed its healthcheck on its new images", Took: events.Duration(time.Since(start).Round(time.Millisecond))})
@@ -594,8 +596,10 @@ func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config
 	for id, b := range before {
 		r, ok, _ := h.o.Images.Get(id)
 		if ok && r.Digest != b.Digest {
+			// The digest it failed on is marked, so a tag that still
+			// names it is not pulled again until it moves or a refresh.
 			latches = append(latches, imagestore.Record{ID: id, Ref: b.Ref, Digest: b.Digest, IndexDigest: b.IndexDigest,
-				Reason: imagestore.LatchRollback, ResolvedAt: h.o.Now().UTC()})
+				Reason: imagestore.LatchRollback, ResolvedAt: h.o.Now().UTC(), RolledBackFrom: r.Digest})
 		}
 	}
 	if err := w.perform(ctx, cfg, app, opReplace, before, latches); err != nil {

@@ -482,3 +482,74 @@ func TestMonitorOnlyReportsAndKeeps(t *testing.T) {
 		t.Fatalf("a refresh under monitor only runs %s, want %s", img.SHA256, d2)
 	}
 }
+
+// TestRolledBackDigestWaitsForTheTagToMove: after a rollback the digest the
+// app failed on is marked, and a periodic policy's checks leave it alone
+// while the tag still names it (no pull, no restart, no second rollback);
+// a refresh retries it, and a tag that moves on is taken.
+func TestRolledBackDigestWaitsForTheTagToMove(t *testing.T) {
+	w := newWorld(t)
+	var mu sync.Mutex
+	told := map[events.Kind]int{}
+	w.opts.Events = func(e events.Event) {
+		mu.Lock()
+		told[e.Kind]++
+		mu.Unlock()
+	}
+	count := func(k events.Kind) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return told[k]
+	}
+	clock := &shiftedClock{}
+	w.opts.Now = clock.now
+	w.start()
+	d1 := w.push("web:latest", "v1", false)
+	a := appOpts{uuid: "web", ref: "web:latest"}
+	cfg := func() *config.Config {
+		c := w.config(a)
+		c.Apps[0].PullPolicy = &config.PolicyRef{Name: "periodic", Settings: json.RawMessage(`{"interval":"1m"}`)}
+		return c
+	}
+	if err := w.apply(cfg()); err != nil {
+		t.Fatal(err)
+	}
+	tick := func() {
+		t.Helper()
+		clock.advance(61 * time.Second)
+		w.host.Tick(w.ctx) // a rollback is an error for the waiter; the state says the rest
+	}
+	d2 := w.push("web:latest", "v2", true) // exits at once
+	tick()
+	st, img := w.app("web")
+	if img.SHA256 != d1 || st.State != StateRolledBack || img.RolledBackFrom != d2 || count(events.RolledBack) != 1 {
+		t.Fatalf("after a failed update: runs %s in state %s, rolled back from %q, %d rollbacks; want %s, ROLLED_BACK, %s, 1",
+			img.SHA256, st.State, img.RolledBackFrom, count(events.RolledBack), d1, d2)
+	}
+	restarts := st.Restarts
+	for range 2 {
+		tick()
+	}
+	st, img = w.app("web")
+	if img.SHA256 != d1 || st.Restarts != restarts || count(events.RolledBack) != 1 || count(events.ImageChanged) != 2 {
+		t.Fatalf("checks while the tag names the bad image: runs %s, %d restarts (want %d), %d rollbacks, %d image changes",
+			img.SHA256, st.Restarts, restarts, count(events.RolledBack), count(events.ImageChanged))
+	}
+	if !strings.Contains(img.Decision.Reason, "rolled back from") {
+		t.Fatalf("the decision does not say why it keeps the image: %+v", img.Decision)
+	}
+
+	// A refresh is the operator asking to try again.
+	a.refresh = 1
+	w.apply(cfg())
+	if _, img = w.app("web"); img.SHA256 != d1 || count(events.RolledBack) != 2 {
+		t.Fatalf("a refresh onto the bad image: runs %s, %d rollbacks; want %s, 2", img.SHA256, count(events.RolledBack), d1)
+	}
+
+	// The tag moves on: taken at the next check, and the mark is gone.
+	d3 := w.push("web:latest", "v3", false)
+	tick()
+	if st, img = w.app("web"); img.SHA256 != d3 || st.State != StateRunning || img.RolledBackFrom != "" {
+		t.Fatalf("after the tag moved: runs %s in state %s, rolled back from %q; want %s, RUNNING, none", img.SHA256, st.State, img.RolledBackFrom, d3)
+	}
+}

@@ -198,6 +198,9 @@ type fakeContainers struct {
 func (f *fakeContainers) StopTimeout() time.Duration { return time.Second }
 
 func (f *fakeContainers) Probe(context.Context, string, config.Probe) error { return nil }
+func (f *fakeContainers) ImageHealthcheck(context.Context, string) (*config.Healthcheck, error) {
+	return nil, nil
+}
 
 func (f *fakeContainers) note(op string, s containers.Spec) {
 	v := versions[s.Image[strings.LastIndex(s.Image, "@")+1:]]

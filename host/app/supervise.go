@@ -33,16 +33,17 @@ func (w *worker) watchExit(ctx context.Context, pid uint32) {
 	exit, err := w.h.o.Containers.Wait(wctx, w.uuid)
 	if err != nil {
 		cancel()
-		w.exitWatch, w.lastWatched = nil, 0
+		w.exitWatch, w.lastWatched, w.procCtx = nil, 0, nil
 		w.lookAgain()
 		w.logger().Debug("cannot watch the app's process; looking again shortly", "error", err)
 		return
 	}
-	w.exitWatch, w.lastWatched = cancel, pid
+	w.exitWatch, w.lastWatched, w.procCtx = cancel, pid, wctx
 	started := time.Now()
 	go func() {
 		select {
 		case code := <-exit:
+			cancel() // ends the process's health watch
 			w.logger().Debug("the watched process ended", "pid", pid, "code", code)
 			w.mu.Lock()
 			w.ranLong = time.Since(started) > crashBackoffReset

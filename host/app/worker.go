@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
 
@@ -35,10 +36,12 @@ type worker struct {
 	waiters  []waiter
 	info     AppInfo // the published report
 	started  bool
-	stopped  chan struct{} // closed when the loop has ended (app removed or host closed)
-	ranLong  bool          // the last watched process ran past the crash back-off reset
-	exitSeen bool          // the watched process exited since the worker last looked
-	linkDue  bool          // the link changed while the policy waited for a next check
+	stopped  chan struct{}               // closed when the loop has ended (app removed or host closed)
+	ranLong  bool                        // the last watched process ran past the crash back-off reset
+	exitSeen bool                        // the watched process exited since the worker last looked
+	linkDue  bool                        // the link changed while the policy waited for a next check
+	health   *healthState                // the running process's healthcheck state; nil without one
+	download map[string]DownloadProgress // downloads under way, by ImageObjectID
 
 	// Owned by the loop goroutine (and New, before it starts).
 	rec         AppInfo              // the app's persisted record
@@ -52,10 +55,14 @@ type worker struct {
 	announced   map[string]string    // ImageObjectID -> the digest last told available (image.update-available)
 	booted      bool                 // the first piece of work has run (boot event)
 	exitWatch   context.CancelFunc
-	crashes     int       // consecutive exits after the grace period
-	restartAt   time.Time // when an exited app is started again
-	lookAgainAt time.Time // when to observe the container again after containerd did not answer
-	lastWatched uint32    // the pid whose exit is being watched
+	crashes     int             // consecutive exits after the grace period
+	restartAt   time.Time       // when an exited app is started again
+	lookAgainAt time.Time       // when to observe the container again after containerd did not answer
+	lastWatched uint32          // the pid whose exit is being watched
+	procCtx     context.Context // the watched process's: done when it exited
+	healthWatch context.CancelFunc
+	healthCtx   context.Context // the health watch's: done when it ended
+	healthKey   string          // the process and healthcheck the health watch probes
 }
 
 type waiter struct {
@@ -252,11 +259,31 @@ func (w *worker) publish() {
 	w.mu.Unlock()
 }
 
+// setDownload notes how far the download of image id is (nil: it ended).
+func (w *worker) setDownload(id string, p *DownloadProgress) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p == nil {
+		delete(w.download, id)
+		return
+	}
+	if w.download == nil {
+		w.download = map[string]DownloadProgress{}
+	}
+	w.download[id] = *p
+}
+
 // snapshot is the app's reported state.
 func (w *worker) snapshot() AppInfo {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.info.clone()
+	info := w.info.clone()
+	info.Downloads = maps.Clone(w.download)
+	if w.health != nil {
+		hi := w.health.info
+		info.Health = &hi
+	}
+	return info
 }
 
 // loop acts on submissions, policy ticks and app exits until the app is
@@ -268,6 +295,7 @@ func (w *worker) loop(ctx context.Context) {
 		if w.exitWatch != nil {
 			w.exitWatch()
 		}
+		w.stopHealthWatch()
 	}()
 	for {
 		var timer <-chan time.Time
@@ -301,6 +329,9 @@ func (w *worker) loop(ctx context.Context) {
 			case st.Running:
 				w.watchExit(ctx, st.Pid)
 			}
+		}
+		if !removed && w.applied != nil {
+			w.watchHealth(ctx, *w.applied)
 		}
 		w.finish(taken, err)
 		w.h.changed()

@@ -279,6 +279,13 @@ func (m *Manager) create(ctx context.Context, s Spec, gen int) error {
 	// well-known label, from the app's configuration or the image's
 	// STOPSIGNAL.
 	opts := []containerd.NewContainerOpts{containerd.WithContainerLabels(labels)}
+	if hc, err := imageHealthcheck(ctx, img); err != nil {
+		return fmt.Errorf("app %s: %w", s.ID, err)
+	} else if hc != nil {
+		if b, err := json.Marshal(hc); err == nil && len(b) <= 4096 { // containerd's label limit
+			labels[LabelHealthcheck] = string(b)
+		}
+	}
 	if s.StopSignal != "" {
 		labels[containerd.StopSignalLabel] = s.StopSignal
 	} else {

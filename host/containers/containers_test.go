@@ -28,7 +28,7 @@ func starts(t *testing.T, m *Manager, id string, n int) []string {
 
 // appImages pushes the test app at each REPO:VERSION to a registry and
 // pulls it into d, returning the containerd names in order.
-func appImages(t *testing.T, d *ctrdtest.Daemon, repoVersions ...string) []string {
+func appImages(t testing.TB, d *ctrdtest.Daemon, repoVersions ...string) []string {
 	t.Helper()
 	ctx := d.Context()
 	host := regtest.NewRegistry(t)

@@ -109,6 +109,7 @@ func Translate(c *evecfg.EdgeDevConfig, overlay *config.Config, gens *Generation
 	}
 	insecure := map[string]bool{}
 	usedBy := map[string][]string{}
+	appVols := map[string]Volume{}
 	for i, ai := range c.GetApps() {
 		uuid := ai.GetUuidandversion().GetUuid()
 		app := config.App{UUID: uuid, DisplayName: ai.GetDisplayname()}
@@ -134,6 +135,13 @@ func Translate(c *evecfg.EdgeDevConfig, overlay *config.Config, gens *Generation
 				v, ok := vols[ref.GetUuid()]
 				if !ok {
 					return fieldErr(f+".uuid", "no volume %q in the configuration's volumes", ref.GetUuid())
+				}
+				if _, seen := appVols[v.GetUuid()]; !seen { // reported with the first app using it
+					vol := Volume{Name: v.GetDisplayName(), App: uuid, Generation: v.GetGenerationCount()}
+					if v.GetOrigin().GetType() == evecfg.VolumeContentOriginType_VCOT_DOWNLOAD {
+						vol.Tree = v.GetOrigin().GetDownloadContentTreeID()
+					}
+					appVols[v.GetUuid()] = vol
 				}
 				switch v.GetOrigin().GetType() {
 				case evecfg.VolumeContentOriginType_VCOT_BLANK:
@@ -182,6 +190,7 @@ func Translate(c *evecfg.EdgeDevConfig, overlay *config.Config, gens *Generation
 		}
 		t.Apps = append(t.Apps, app)
 	}
+	gens.noteVolumes(appVols)
 	counters := gens.apply(usedBy, t.Trees)
 	for i := range t.Apps {
 		if _, rejected := t.Rejected[t.Apps[i].UUID]; !rejected {

@@ -1,12 +1,16 @@
 package eve
 
 import (
+	"fmt"
+	"maps"
 	"strconv"
+	"strings"
 	"testing"
 
 	evecfg "github.com/lf-edge/eve-api/go/config"
 	"github.com/lf-edge/eve-api/go/evecommon"
 
+	"github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/config"
 )
 
@@ -119,6 +123,56 @@ func TestParseRefusesEmptyAndGarbage(t *testing.T) {
 	for _, b := range []string{"", "  \n", "{not json", "\x01\x02\x03garbage"} {
 		if _, err := Parse([]byte(b)); err == nil {
 			t.Errorf("%q parsed", b)
+		}
+	}
+}
+
+// TestInfo: a loaded tree reports 100 %, a downloading one its bytes
+// (99 % at most), and each volume follows its app: created once the app
+// runs on it, in error while the app failed with nothing running.
+func TestInfo(t *testing.T) {
+	gens := &Generations{Trees: map[string]int64{}, Refresh: map[string]int64{}}
+	Translate(devConfig(0, 0), &config.Config{}, gens)
+	sha := "sha256:" + strings.Repeat("a", 64)
+	tests := []struct {
+		name     string
+		info     app.Info
+		trees    map[string]string // app -> state and progress
+		volumes  map[string]string // volume -> state
+		volumErr bool
+	}{
+		{"web runs, api downloads",
+			app.Info{Apps: []app.AppInfo{
+				{UUID: appA, State: app.StateRunning, Running: map[string]app.RunImage{treeW: {Digest: sha}}},
+				{UUID: appB, State: app.StateDownloading}},
+				Images: []app.ImageInfo{
+					{ImageObjectID: treeW, App: appA, SHA256: sha},
+					{ImageObjectID: treeW, App: appB, Download: &app.DownloadProgress{DoneBytes: 50, TotalBytes: 200}}}},
+			map[string]string{appA: "LOADED 100", appB: "DOWNLOAD_STARTED 25"},
+			map[string]string{"v-img": "CREATED_VOLUME", "v-data": "CREATED_VOLUME"}, false},
+		{"web failed before it ran",
+			app.Info{Apps: []app.AppInfo{{UUID: appA, State: app.StateError, LastError: "no such image"}, {UUID: appB, State: app.StateResolving}},
+				Images: []app.ImageInfo{{ImageObjectID: treeW, App: appA}, {ImageObjectID: treeW, App: appB}}},
+			map[string]string{appA: "INITIAL 0", appB: "RESOLVING_TAG 0"},
+			map[string]string{"v-img": "ERROR", "v-data": "ERROR"}, true},
+	}
+	for _, tc := range tests {
+		trees, vols := map[string]string{}, map[string]string{}
+		i := 0
+		for _, m := range Info(tc.info, "dev", gens) {
+			if ct := m.GetCinfo(); ct != nil {
+				trees[tc.info.Images[i].App] = fmt.Sprintf("%s %d", ct.GetState(), ct.GetProgressPercentage())
+				i++
+			}
+			if v := m.GetVinfo(); v != nil {
+				vols[v.GetUuid()] = v.GetState().String()
+				if (v.GetVolumeErr() != nil) != tc.volumErr {
+					t.Errorf("%s: volume %s error %v", tc.name, v.GetUuid(), v.GetVolumeErr())
+				}
+			}
+		}
+		if !maps.Equal(trees, tc.trees) || !maps.Equal(vols, tc.volumes) {
+			t.Errorf("%s: trees %v, volumes %v; want %v, %v", tc.name, trees, vols, tc.trees, tc.volumes)
 		}
 	}
 }

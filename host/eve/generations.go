@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,7 +27,26 @@ const GenerationsFile = "eve-generations.json"
 type Generations struct {
 	Trees   map[string]int64 `json:"trees"`   // ContentTree uuid -> generation_count last seen
 	Refresh map[string]int64 `json:"refresh"` // app uuid -> its refreshImage counter
+	// Volumes are the last configuration's volumes that apps use, by
+	// uuid: what ZInfoVolume reports.
+	Volumes map[string]Volume `json:"volumes,omitempty"`
 	changed bool
+}
+
+// Volume is one of the configuration's volumes as its info needs it.
+type Volume struct {
+	Name string `json:"name,omitempty"`
+	App  string `json:"app"`
+	// Tree is the ContentTree the volume comes from; empty for a blank one.
+	Tree       string `json:"tree,omitempty"`
+	Generation int64  `json:"generation,omitempty"`
+}
+
+// noteVolumes keeps vols as the configuration's volumes.
+func (g *Generations) noteVolumes(vols map[string]Volume) {
+	if !maps.Equal(g.Volumes, vols) {
+		g.Volumes, g.changed = vols, true
+	}
 }
 
 // LoadGenerations reads the record in dir (none yet: an empty record).

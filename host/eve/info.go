@@ -1,6 +1,8 @@
 package eve
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,8 +12,8 @@ import (
 	"github.com/pullwise/pullwise/host/app"
 )
 
-// Info is the report as EVE's info messages: one ZInfoApp per app, then one
-// ZInfoContentTree per image (ContentTree uuid = ImageObjectID), whose
+// Info is the report as EVE's info messages: one ZInfoApp per app, one
+// ZInfoVolume per volume, then one ZInfoContentTree per image (ContentTree uuid = ImageObjectID), whose
 // sha256 is the manifest digest the tag resolved to: the design note's
 // "report the SHA back to the controller". dev is the device's uuid; gens,
 // when known, gives each tree's generation_count once the app has acted
@@ -34,13 +36,16 @@ func Info(info app.Info, dev string, gens *Generations) []*eveinfo.ZInfoMsg {
 		out = append(out, &eveinfo.ZInfoMsg{Ztype: eveinfo.ZInfoTypes_ZiApp, DevId: dev, AtTimeStamp: at,
 			InfoContent: &eveinfo.ZInfoMsg_Ainfo{Ainfo: za}})
 	}
+	// Volumes before trees: Adam's file store (v0.1.3) appends a device's
+	// info messages to one file and reads the file back as one merged
+	// message, so `adam admin device info` shows the last message of a
+	// burst; the tree, with the resolved sha256, is the one that matters.
+	out = append(out, volumes(info, dev, at, state, gens)...)
 	for _, img := range info.Images {
 		a := state[img.App]
 		ct := &eveinfo.ZInfoContentTree{Uuid: img.ImageObjectID, DisplayName: img.Ref,
 			Sha256: strings.TrimPrefix(img.SHA256, "sha256:"), State: treeState(a.State, img)}
-		if ct.State == eveinfo.ZSwState_LOADED {
-			ct.ProgressPercentage = 100
-		}
+		ct.ProgressPercentage = progress(ct.State, img)
 		if gens != nil {
 			if gen, ok := gens.Trees[img.ImageObjectID]; ok && a.Counters.RefreshImage >= gens.Refresh[a.UUID] {
 				ct.GenerationCount = gen
@@ -57,6 +62,59 @@ func Info(info app.Info, dev string, gens *Generations) []*eveinfo.ZInfoMsg {
 			InfoContent: &eveinfo.ZInfoMsg_Cinfo{Cinfo: ct}})
 	}
 	return out
+}
+
+// volumes are the configuration's volumes as ZInfoVolume: one that comes
+// from a ContentTree follows its tree (downloading, then created once the
+// app runs on it); a blank one is created once its app ran; either is in
+// error while its app is and has nothing.
+func volumes(info app.Info, dev string, at *timestamppb.Timestamp, state map[string]app.AppInfo, gens *Generations) []*eveinfo.ZInfoMsg {
+	if gens == nil {
+		return nil
+	}
+	var out []*eveinfo.ZInfoMsg
+	for _, id := range slices.Sorted(maps.Keys(gens.Volumes)) {
+		v := gens.Volumes[id]
+		a, ok := state[v.App]
+		if !ok {
+			continue
+		}
+		zv := &eveinfo.ZInfoVolume{Uuid: id, DisplayName: v.Name, GenerationCount: v.Generation, State: eveinfo.ZSwState_INITIAL}
+		created := len(a.Running) > 0
+		if v.Tree != "" {
+			for _, img := range info.Images {
+				if img.App == v.App && img.ImageObjectID == v.Tree {
+					ts := treeState(a.State, img)
+					created = created && ts == eveinfo.ZSwState_LOADED
+					if ts == eveinfo.ZSwState_DOWNLOAD_STARTED {
+						zv.State, zv.ProgressPercentage = eveinfo.ZSwState_DOWNLOAD_STARTED, progress(ts, img)
+					}
+				}
+			}
+		}
+		switch {
+		case created:
+			zv.State, zv.ProgressPercentage = eveinfo.ZSwState_CREATED_VOLUME, 100
+		case a.State == app.StateError:
+			zv.State, zv.VolumeErr = eveinfo.ZSwState_ERROR, appErr(a)
+		}
+		out = append(out, &eveinfo.ZInfoMsg{Ztype: eveinfo.ZInfoTypes_ZiVolume, DevId: dev, AtTimeStamp: at,
+			InfoContent: &eveinfo.ZInfoMsg_Vinfo{Vinfo: zv}})
+	}
+	return out
+}
+
+// progress is a tree's download percentage: 100 once loaded, the bytes
+// fetched of the known total while downloading (99 at most: the last
+// percent is the unpack).
+func progress(state eveinfo.ZSwState, img app.ImageInfo) uint32 {
+	switch {
+	case state == eveinfo.ZSwState_LOADED:
+		return 100
+	case state == eveinfo.ZSwState_DOWNLOAD_STARTED && img.Download != nil && img.Download.TotalBytes > 0:
+		return uint32(min(99, img.Download.DoneBytes*100/img.Download.TotalBytes))
+	}
+	return 0
 }
 
 // appState maps an app's state to EVE's.

@@ -69,9 +69,13 @@ const (
 	// StartFailed: the app could not start, or died within the grace
 	// period on new images and the policy did not roll back.
 	StartFailed Kind = "app.start-failed"
-	// Healthy: the app passed its healthcheck on new images (Took: how long
-	// after the change).
+	// Healthy: the app passed its healthcheck: on new images (Took: how
+	// long after the change), or again after it was unhealthy.
 	Healthy Kind = "app.healthy"
+	// Unhealthy: the running app failed its healthcheck as many times in
+	// a row as its retries (Error: the last probe's). Reported, not acted
+	// on: the app keeps running (Docker's semantics).
+	Unhealthy Kind = "app.unhealthy"
 	// RolledBack: the app went back to its previous images (Reason).
 	RolledBack Kind = "app.rolled-back"
 	// Removed: the configuration no longer lists the app.
@@ -86,7 +90,7 @@ const (
 func Kinds() []Kind {
 	return []Kind{ConfigAccepted, ConfigRejected, Checked, CheckFailed, UpdateAvailable,
 		DownloadStarted, DownloadProgress, DownloadFinished, DownloadFailed, DownloadPaused, DownloadRefused,
-		ImageChanged, Stopping, Started, Restarted, Purged, Exited, StartFailed, Healthy, RolledBack, Removed, Deferred, PolicyFault}
+		ImageChanged, Stopping, Started, Restarted, Purged, Exited, StartFailed, Healthy, Unhealthy, RolledBack, Removed, Deferred, PolicyFault}
 }
 
 // Level is the log level the kind is told at: errors for what failed,
@@ -97,7 +101,7 @@ func (k Kind) Level() hclog.Level {
 	switch k {
 	case ConfigRejected, DownloadFailed, StartFailed, PolicyFault:
 		return hclog.Error
-	case RolledBack, Deferred, DownloadPaused, DownloadRefused, CheckFailed, Exited:
+	case RolledBack, Deferred, DownloadPaused, DownloadRefused, CheckFailed, Exited, Unhealthy:
 		return hclog.Warn
 	case DownloadProgress, Checked, Stopping:
 		return hclog.Debug

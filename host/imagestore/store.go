@@ -50,6 +50,11 @@ type Record struct {
 	// app can be rolled back.
 	PreviousDigest      string `json:"previousDigest,omitempty"`
 	PreviousIndexDigest string `json:"previousIndexDigest,omitempty"`
+	// RolledBackFrom is a digest an app was rolled back from because it
+	// failed on it: its policy is told (sdk.Image.RolledBackDigest) so the
+	// tag is not pulled again while it still names that image. Kept while
+	// the latch stays; a refresh or a change to another digest drops it.
+	RolledBackFrom string `json:"rolledBackFrom,omitempty"`
 }
 
 // LatchReason says what changed a latch. A latch changes only on purpose.
@@ -247,6 +252,9 @@ func (s *Store) Latch(rec Record) error {
 				rec.PreviousDigest, rec.PreviousIndexDigest = prev.Digest, prev.IndexDigest
 			} else {
 				rec.PreviousDigest, rec.PreviousIndexDigest = prev.PreviousDigest, prev.PreviousIndexDigest
+				if rec.RolledBackFrom == "" && rec.Reason != LatchRefresh {
+					rec.RolledBackFrom = prev.RolledBackFrom
+				}
 			}
 			if rec.LastCheck.IsZero() {
 				rec.LastCheck, rec.LastCheckResult, rec.LastRemoteDigest = prev.LastCheck, prev.LastCheckResult, prev.LastRemoteDigest

@@ -50,6 +50,41 @@ func TestLatchIsNeverSilent(t *testing.T) {
 	}
 }
 
+// TestRolledBackMark: the digest an app was rolled back from stays marked
+// while the latch stays (a create or policy latch of the same digest keeps
+// it), and a refresh or a change to another digest drops it.
+func TestRolledBackMark(t *testing.T) {
+	tests := []struct {
+		name string
+		next Record
+		want string
+	}{
+		{"same digest at create (agent restart)", Record{Digest: digest('a'), Reason: LatchCreate}, digest('b')},
+		{"same digest by a policy", Record{Digest: digest('a'), Reason: LatchPolicy}, digest('b')},
+		{"refresh of the same digest", Record{Digest: digest('a'), Reason: LatchRefresh}, ""},
+		{"moved to another digest", Record{Digest: digest('c'), Reason: LatchPolicy}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := open(t)
+			for _, r := range []Record{
+				{Digest: digest('a'), Reason: LatchCreate},
+				{Digest: digest('b'), Reason: LatchPolicy},
+				{Digest: digest('a'), Reason: LatchRollback, RolledBackFrom: digest('b')},
+				tc.next,
+			} {
+				r.ID, r.Ref = "img-1", "r/a:latest"
+				if err := s.Latch(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if r, _, _ := s.Get("img-1"); r.RolledBackFrom != tc.want {
+				t.Fatalf("rolledBackFrom %q, want %q", r.RolledBackFrom, tc.want)
+			}
+		})
+	}
+}
+
 func TestLatchValidates(t *testing.T) {
 	s, _ := open(t)
 	for _, rec := range []Record{

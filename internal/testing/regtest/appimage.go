@@ -109,3 +109,20 @@ func tarLayer(files map[string][]byte, mode int64) (v1.Layer, error) {
 	tw.Close()
 	return tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
 }
+
+// WithConfig gives img the config edit makes (a HEALTHCHECK, a
+// STOPSIGNAL: what docker build writes).
+func WithConfig(t testing.TB, img v1.Image, edit func(*v1.Config)) v1.Image {
+	t.Helper()
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	edit(&cfg.Config)
+	out, err := mutate.ConfigFile(img, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
