@@ -96,15 +96,7 @@ func TestControllerDrivesTheDevice(t *testing.T) {
 	st = e.status("the controller's absence in the status", func(st agent.Status) bool {
 		return st.Agent.Controller != nil && st.Agent.Controller.LastError != ""
 	})
-	c, err := e.d.Client.LoadContainer(e.d.Context(), webUUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := c.Task(e.d.Context(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	task.Kill(e.d.Context(), syscall.SIGKILL)
+	e.killApp(webUUID)
 	time.Sleep(time.Minute)
 	st = e.status("the app started again", running)
 	if got := e.starts(); len(got) != 2 || imageOf(st, webUUID) != v2 {

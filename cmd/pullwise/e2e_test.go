@@ -158,6 +158,22 @@ func (e *e2e) status(what string, cond func(agent.Status) bool) agent.Status {
 	}
 }
 
+// killApp kills the app's process behind the agent's back (a crash).
+func (e *e2e) killApp(uuid string) {
+	e.t.Helper()
+	c, err := e.d.Client.LoadContainer(e.d.Context(), uuid)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	task, err := c.Task(e.d.Context(), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := task.Kill(e.d.Context(), syscall.SIGKILL); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *e2e) starts() []string { return regtest.StartLines(e.volume()) }
 
 // volume is the web app's volume directory, where the test app logs starts.

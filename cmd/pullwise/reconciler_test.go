@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -178,15 +177,7 @@ func TestReconcilerBlackBox(t *testing.T) {
 
 	t.Run("a process that dies later is reported and started again", func(t *testing.T) {
 		e, _ := startWeb(t)
-		c, err := e.d.Client.LoadContainer(e.d.Context(), webUUID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		task, err := c.Task(e.d.Context(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		task.Kill(e.d.Context(), syscall.SIGKILL)
+		e.killApp(webUUID)
 		st := e.status("the exit reported", func(st agent.Status) bool { _, _, code := appInfo(st, "web"); return code != nil })
 		if _, _, code := appInfo(st, "web"); *code != 137 {
 			t.Fatalf("exit code %d", *code)

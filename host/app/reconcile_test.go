@@ -430,24 +430,8 @@ func TestContainerdRestartIsSurvived(t *testing.T) {
 // image.update-available once per new digest; a refresh applies the update.
 func TestMonitorOnlyReportsAndKeeps(t *testing.T) {
 	w := newWorld(t)
-	var mu sync.Mutex
-	var told []events.Event
-	w.opts.Events = func(e events.Event) {
-		mu.Lock()
-		told = append(told, e)
-		mu.Unlock()
-	}
-	available := func() []events.Event {
-		mu.Lock()
-		defer mu.Unlock()
-		var out []events.Event
-		for _, e := range told {
-			if e.Kind == events.UpdateAvailable {
-				out = append(out, e)
-			}
-		}
-		return out
-	}
+	told := w.recordEvents()
+	available := func() []events.Event { return told(events.UpdateAvailable) }
 	clock := &shiftedClock{}
 	w.opts.Now = clock.now
 	w.start()
@@ -483,24 +467,37 @@ func TestMonitorOnlyReportsAndKeeps(t *testing.T) {
 	}
 }
 
+// recordEvents has the host (started after it) keep the events it tells;
+// the function returned gives those of one kind.
+func (w *world) recordEvents() func(events.Kind) []events.Event {
+	var mu sync.Mutex
+	var told []events.Event
+	w.opts.Events = func(e events.Event) {
+		mu.Lock()
+		told = append(told, e)
+		mu.Unlock()
+	}
+	return func(k events.Kind) []events.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []events.Event
+		for _, e := range told {
+			if e.Kind == k {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+}
+
 // TestRolledBackDigestWaitsForTheTagToMove: after a rollback the digest the
 // app failed on is marked, and a periodic policy's checks leave it alone
 // while the tag still names it (no pull, no restart, no second rollback);
 // a refresh retries it, and a tag that moves on is taken.
 func TestRolledBackDigestWaitsForTheTagToMove(t *testing.T) {
 	w := newWorld(t)
-	var mu sync.Mutex
-	told := map[events.Kind]int{}
-	w.opts.Events = func(e events.Event) {
-		mu.Lock()
-		told[e.Kind]++
-		mu.Unlock()
-	}
-	count := func(k events.Kind) int {
-		mu.Lock()
-		defer mu.Unlock()
-		return told[k]
-	}
+	told := w.recordEvents()
+	count := func(k events.Kind) int { return len(told(k)) }
 	clock := &shiftedClock{}
 	w.opts.Now = clock.now
 	w.start()

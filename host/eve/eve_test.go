@@ -3,6 +3,7 @@ package eve
 import (
 	"fmt"
 	"maps"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -174,5 +175,24 @@ func TestInfo(t *testing.T) {
 		if !maps.Equal(trees, tc.trees) || !maps.Equal(vols, tc.volumes) {
 			t.Errorf("%s: trees %v, volumes %v; want %v, %v", tc.name, trees, vols, tc.trees, tc.volumes)
 		}
+	}
+}
+
+// TestExampleConfig: the README's example EdgeDevConfig (Adam's JSON form)
+// parses and maps to one app with no part rejected.
+func TestExampleConfig(t *testing.T) {
+	b, err := os.ReadFile("../../examples/eve/edgedevconfig.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gens := &Generations{Trees: map[string]int64{}, Refresh: map[string]int64{}}
+	tr := Translate(c, &config.Config{}, gens)
+	if len(tr.Rejected) != 0 || len(tr.Apps) != 1 || tr.Apps[0].Drives[0].Image.Name != "docker.io/library/nginx:latest" ||
+		tr.Policy == nil || tr.Policy.Name != "always" || len(gens.Volumes) != 2 {
+		t.Fatalf("the example: %+v, rejected %v, volumes %v", tr.Apps, tr.Rejected, gens.Volumes)
 	}
 }
