@@ -52,9 +52,10 @@ func TestControllerDrivesTheDevice(t *testing.T) {
 	waitFor(t, "the device certificate", func() bool { _, err := os.Stat(cert); return err == nil })
 	dev := adam.AddDevice(cert)
 	version := 0
+	restart := uint32(0)
 	edcWith := func(gen int64, purge uint32) string {
 		version++
-		c := e.eveConfig(gen, 0, purge)
+		c := e.eveConfig(gen, restart, purge)
 		return strings.Replace(c, "{\n", fmt.Sprintf("{\n  \"id\": {\"uuid\": %q, \"version\": \"%d\"},\n", dev, version), 1)
 	}
 	edc := func(gen int64) string { return edcWith(gen, 0) }
@@ -105,6 +106,20 @@ func TestControllerDrivesTheDevice(t *testing.T) {
 	adam.Start()
 	e.status("the link back", func(st agent.Status) bool { return st.Agent.Controller != nil && st.Agent.Controller.LastError == "" })
 	waitFor(t, "the exit told in Adam's info after the outage", func() bool { return strings.Contains(adam.Info(dev), "exited with code 137") })
+
+	// A generation bump with nothing new: a check, no restart. Then the
+	// restart counter: one start on the same root filesystem.
+	adam.SetConfig(dev, edcWith(2, 1))
+	e.status("the check the bump asked for", func(st agent.Status) bool { return st.Info.Apps[0].Counters.RefreshImage == 2 })
+	if got := e.starts(); len(got) != 2 {
+		t.Fatalf("a bump with nothing new restarted the app: starts %q", got)
+	}
+	restart = 1
+	adam.SetConfig(dev, edcWith(2, 1))
+	waitFor(t, "the restart", func() bool { return len(e.starts()) == 3 })
+	if got := e.starts(); !strings.Contains(got[2], "freshrootfs=false") || !strings.Contains(got[2], "version=v2") {
+		t.Fatalf("after a bump with nothing new and a restart: starts %q, want one more on the same root filesystem", got)
+	}
 
 	// An answer changed on the way (a proxy that holds Adam's TLS key and
 	// flips a byte of every body) is refused.

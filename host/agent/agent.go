@@ -345,7 +345,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.bumps, err = loadBumps(a.db)
+	a.bumps, err = loadBumps(a.db, o.StateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -905,6 +905,9 @@ func (a *Agent) publish(appID string, p pull.Progress) {
 
 func (a *Agent) close() {
 	a.host.Close()
+	if a.bumps != nil {
+		a.bumps.close()
+	}
 	a.device() // the last traffic
 	if err := a.meter.Save(time.Now(), true); err != nil {
 		a.log.Warn("saving the data budget", "error", err)

@@ -6,19 +6,33 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/pullwise/pullwise/host/statedb"
 )
 
 // TestBumpsSurviveARestart: a counter increase asked through the API is in
-// the state file before the API answers, and is added to the
-// configuration's counters after the agent restarts.
+// its journal before the API answers (a line torn by a power cut is
+// skipped), counters earlier agents kept in the state file are moved into
+// it once, and they are added to the configuration's counters after the
+// agent restarts.
 func TestBumpsSurviveARestart(t *testing.T) {
 	dir := t.TempDir()
 	db, err := statedb.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := loadBumps(db)
+	// An earlier agent's counters, in the state file's bucket.
+	if err := db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(statedb.BucketAPICounters)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte("app-2"), []byte(`{"restart":0,"purge":2,"refreshImage":0}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := loadBumps(db, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,6 +44,14 @@ func TestBumpsSurviveARestart(t *testing.T) {
 	if err := b.add("app-1", "reboot"); err == nil {
 		t.Fatal("an unknown operation was accepted")
 	}
+	b.close()
+	// A power cut in the middle of a fourth request's line.
+	f, err := os.OpenFile(filepath.Join(dir, BumpsName), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"app":"app-1","counters":{"restart":9`)
+	f.Close()
 	db.Close()
 
 	db, err = statedb.Open(dir)
@@ -37,11 +59,20 @@ func TestBumpsSurviveARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	b, err = loadBumps(db)
+	b, err = loadBumps(db, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := agentOn(t, "apps:\n  - {uuid: app-1, displayName: web, restart: {counter: 4}, refreshImage: {counter: 1}, drives: [{kind: container, image: {uuid: i, name: \"r/a:1\"}}]}\n")
+	if err := db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(statedb.BucketAPICounters) != nil {
+			t.Error("the earlier agent's bucket is still there")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := agentOn(t, "apps:\n  - {uuid: app-1, displayName: web, restart: {counter: 4}, refreshImage: {counter: 1}, drives: [{kind: container, image: {uuid: i, name: \"r/a:1\"}}]}\n"+
+		"  - {uuid: app-2, displayName: db, drives: [{kind: container, image: {uuid: j, name: \"r/b:1\"}}]}\n")
 	c, err := a.readConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +80,9 @@ func TestBumpsSurviveARestart(t *testing.T) {
 	b.apply(c)
 	if c.Apps[0].Restart.Counter != 5 || c.Apps[0].RefreshImage.Counter != 3 || c.Apps[0].Purge.Counter != 0 {
 		t.Fatalf("counters %+v %+v %+v", c.Apps[0].Restart, c.Apps[0].RefreshImage, c.Apps[0].Purge)
+	}
+	if c.Apps[1].Purge.Counter != 2 {
+		t.Fatalf("the earlier agent's purge counter: %+v", c.Apps[1].Purge)
 	}
 }
 

@@ -125,8 +125,8 @@ func (w *worker) watchHealth(ctx context.Context, app config.App) {
 	}
 	hcJSON, _ := json.Marshal(app.Healthcheck)
 	key := fmt.Sprintf("%d %s", pid, hcJSON)
-	if key == w.healthKey && w.healthCtx != nil && w.healthCtx.Err() == nil {
-		return // probing this process with this healthcheck already
+	if key == w.healthKey && (w.healthCtx == nil || w.healthCtx.Err() == nil) {
+		return // probing this process with this healthcheck already, or it has none
 	}
 	w.stopHealthWatch()
 	w.healthKey = key
