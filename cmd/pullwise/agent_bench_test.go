@@ -109,6 +109,8 @@ func BenchmarkAgentAction(b *testing.B) {
 	e := newE2E(b)
 	regtest.PushImage(b, e.registry+"/demo/web:latest", regtest.AppImage(b, "v1", false))
 	e.writeConfig(e.fleetConfig(50, e.registry+"/demo/web:latest"))
+	// As a device runs it: at the default log level.
+	e.agentArgs = append(e.agentArgs, "--log-level", "info")
 	e.startAgent()
 	e.waitRunning(50)
 	time.Sleep(2 * time.Second)

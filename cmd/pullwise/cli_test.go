@@ -19,6 +19,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
@@ -157,8 +158,8 @@ func exitCode(err error) int {
 func TestProgressLines(t *testing.T) {
 	var buf bytes.Buffer
 	clock := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	p := &progressLines{out: &buf, tty: true, now: func() time.Time { return clock }, blobs: map[string]*blobLine{}}
-	a, b := "sha256:aaaaaaaaaaaa0000", "sha256:bbbbbbbbbbbb0000"
+	p := &progressLines{out: &buf, tty: true, now: func() time.Time { return clock }, blobs: map[imagedigest.Digest]*blobLine{}}
+	a, b := imagedigest.Digest("sha256:aaaaaaaaaaaa0000"), imagedigest.Digest("sha256:bbbbbbbbbbbb0000")
 	p.update(pull.Progress{Digest: a, Total: 4 << 20})
 	p.update(pull.Progress{Digest: b, Total: 8 << 20})
 	clock = clock.Add(2 * time.Second)
@@ -177,7 +178,7 @@ func TestProgressLines(t *testing.T) {
 	}
 
 	buf.Reset()
-	plain := &progressLines{out: &buf, now: func() time.Time { return clock }, blobs: map[string]*blobLine{}}
+	plain := &progressLines{out: &buf, now: func() time.Time { return clock }, blobs: map[imagedigest.Digest]*blobLine{}}
 	for _, done := range []int64{0, 1 << 20, 2 << 20, 2<<20 + 1, 3 << 20} {
 		plain.update(pull.Progress{Digest: a, Done: done, Total: 4 << 20})
 	}

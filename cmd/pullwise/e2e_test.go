@@ -16,6 +16,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/host/events"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
@@ -204,10 +205,10 @@ func TestEndToEnd(t *testing.T) {
 	v1 := regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false)).String()
 	e.startAgent()
 	st := e.status("the app to run", running)
-	if st.Info.Images[0].SHA256 != v1 {
+	if st.Info.Images[0].SHA256.String() != v1 {
 		t.Fatalf("resolved %s, want %s", st.Info.Images[0].SHA256, v1)
 	}
-	if out, err := e.cli("status"); err != nil || !strings.Contains(out, "web") || !strings.Contains(out, shortDigest(v1)) {
+	if out, err := e.cli("status"); err != nil || !strings.Contains(out, "web") || !strings.Contains(out, shortDigest(imagedigest.Digest(v1))) {
 		t.Fatalf("status table: %v\n%s", err, out)
 	}
 	// The running agent's version beside the client's, as kubectl shows them.
@@ -240,7 +241,7 @@ func TestEndToEnd(t *testing.T) {
 	if out, err := e.cli("refresh", "web", "--detailed-exitcode"); err != nil || !strings.Contains(out, "0 restart(s)") {
 		t.Fatalf("a refresh with nothing new: %v, want exit 0\n%s", err, out)
 	}
-	st = e.status("the new digest", func(st agent.Status) bool { return running(st) && st.Info.Images[0].SHA256 == v2 })
+	st = e.status("the new digest", func(st agent.Status) bool { return running(st) && st.Info.Images[0].SHA256.String() == v2 })
 	if st.Info.Apps[0].Restarts != 1 || st.Info.Apps[0].Counters.RefreshImage != 2 {
 		t.Fatalf("after refresh: %+v", st.Info.Apps[0])
 	}
@@ -260,10 +261,10 @@ func TestEndToEnd(t *testing.T) {
 	// The same story as events, for scripts and notifiers.
 	evs := e.events("web")
 	changed := findEvent(evs, events.ImageChanged)
-	if changed == nil || changed.From != v1 || changed.Digest != v2 || changed.AppName != "web" || changed.App != webUUID || changed.Image == "" {
+	if changed == nil || changed.From.String() != v1 || changed.Digest.String() != v2 || changed.AppName != "web" || changed.App != webUUID || changed.Image == "" {
 		t.Fatalf("no image.changed event from v1 to v2: %+v", evs)
 	}
-	if d := findEvent(evs, events.DownloadFinished); d == nil || d.Bytes <= 0 || d.Took <= 0 || d.Digest != v2 {
+	if d := findEvent(evs, events.DownloadFinished); d == nil || d.Bytes <= 0 || d.Took <= 0 || d.Digest.String() != v2 {
 		t.Fatalf("no download.finished event with bytes and time: %+v", evs)
 	}
 	if findEvent(evs, events.Started) == nil || findEvent(evs, events.Checked) == nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/agent"
 	"github.com/pullwise/pullwise/host/events"
+	"github.com/pullwise/pullwise/host/imagedigest"
 )
 
 func newEventsCmd(state *string) *cobra.Command {
@@ -138,9 +139,10 @@ func eventText(e events.Event) string {
 }
 
 // short cuts a digest to its algorithm and 12 hex digits, as docker does.
-func short(d string) string {
-	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
-		return d[:i+13]
+func short(d imagedigest.Digest) string {
+	s := d.String()
+	if i := strings.IndexByte(s, ':'); i >= 0 && len(s) > i+13 {
+		return s[:i+13]
 	}
-	return d
+	return s
 }

@@ -65,7 +65,7 @@ func appState(st agent.Status, name string) (string, string) {
 func imageOf(st agent.Status, uuid string) string {
 	for _, i := range st.Info.Images {
 		if i.App == uuid {
-			return i.SHA256
+			return i.SHA256.String()
 		}
 	}
 	return ""

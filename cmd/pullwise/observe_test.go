@@ -153,7 +153,7 @@ apps:
 	}
 	waitFor(t, "the webhook that is up to get the image change", func() bool { return findEvent(up.events(), events.ImageChanged) != nil })
 	ch := findEvent(up.events(), events.ImageChanged)
-	if ch.Digest != v2 || ch.AppName != "web" {
+	if ch.Digest.String() != v2 || ch.AppName != "web" {
 		t.Fatalf("webhook event %+v", ch)
 	}
 	up.mu.Lock()
@@ -190,7 +190,7 @@ apps:
 	waitFor(t, "the receiver that was down to get what it missed", func() bool { return len(down.events()) > 0 })
 	time.Sleep(time.Second)
 	got := down.events()
-	if len(got) != 1 || got[0].Kind != events.ImageChanged || got[0].Digest != v2 {
+	if len(got) != 1 || got[0].Kind != events.ImageChanged || got[0].Digest.String() != v2 {
 		t.Fatalf("after the receiver came back: %+v, want the one image change", got)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/agent"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
@@ -31,7 +32,7 @@ func appInfo(st agent.Status, name string) (uuid string, restarts int, lastExit 
 func imageInfo(st agent.Status, uuid string) (sha, latched string) {
 	for _, i := range st.Info.Images {
 		if i.App == uuid {
-			return i.SHA256, i.Latched
+			return i.SHA256.String(), i.Latched.String()
 		}
 	}
 	return "", ""
@@ -143,7 +144,7 @@ func TestReconcilerBlackBox(t *testing.T) {
 		if sha, latched := imageInfo(st, uuidA); sha != v1 || latched != v2 {
 			t.Fatalf("twin reports %s (latched %s); it runs %s", sha, latched, v1)
 		}
-		if out, err := e.cli("status"); err != nil || !strings.Contains(out, shortDigest(v1)) {
+		if out, err := e.cli("status"); err != nil || !strings.Contains(out, shortDigest(imagedigest.Digest(v1))) {
 			t.Fatalf("status table: %v\n%s", err, out)
 		}
 	})

@@ -18,7 +18,7 @@ func TestResolve(t *testing.T) {
 		t.Fatal(err, out)
 	}
 	var res registry.Resolution
-	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Digest != want.String() {
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Digest.String() != want.String() {
 		t.Fatalf("%s: %+v %v", out, res, err)
 	}
 	idx, per := regtest.PushIndex(t, host+"/demo/multi:1", "linux/amd64", "linux/arm64")

@@ -19,6 +19,7 @@ import (
 	"github.com/pullwise/pullwise/host/agent"
 	hostapp "github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/eve"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/internal/printable"
 	"github.com/pullwise/pullwise/sdk"
@@ -247,12 +248,12 @@ func printTable(out io.Writer, st agent.Status) {
 }
 
 // shortDigest is a digest's first 12 hex digits.
-func shortDigest(d string) string {
-	d = strings.TrimPrefix(d, "sha256:")
-	if len(d) > 12 {
-		return d[:12]
+func shortDigest(d imagedigest.Digest) string {
+	h := strings.TrimPrefix(d.String(), "sha256:")
+	if len(h) > 12 {
+		return h[:12]
 	}
-	return d
+	return h
 }
 
 // progressPrinter shows downloads: on a terminal one line per blob (size,
@@ -265,7 +266,7 @@ func progressPrinter(out io.Writer) func(pull.Progress) {
 	if f, ok := out.(*os.File); ok {
 		tty = isatty.IsTerminal(f.Fd())
 	}
-	p := &progressLines{out: out, tty: tty, now: time.Now, blobs: map[string]*blobLine{}}
+	p := &progressLines{out: out, tty: tty, now: time.Now, blobs: map[imagedigest.Digest]*blobLine{}}
 	return p.update
 }
 
@@ -275,8 +276,8 @@ type progressLines struct {
 	out   io.Writer
 	tty   bool
 	now   func() time.Time
-	order []string
-	blobs map[string]*blobLine
+	order []imagedigest.Digest
+	blobs map[imagedigest.Digest]*blobLine
 	drawn int // lines drawn last time (terminal)
 	last  time.Time
 }

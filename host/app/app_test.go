@@ -194,7 +194,7 @@ func TestRefreshSemantics(t *testing.T) {
 		t.Fatalf("create: %q", got)
 	}
 	info, img := w.app("web")
-	if info.State != StateRunning || img.SHA256 != v1 || img.Decision == nil || img.Decision.Policy != "always" {
+	if info.State != StateRunning || img.SHA256.String() != v1 || img.Decision == nil || img.Decision.Policy != "always" {
 		t.Fatalf("after create: %+v %+v", info, img)
 	}
 
@@ -228,7 +228,7 @@ func TestRefreshSemantics(t *testing.T) {
 			t.Fatalf("starts %q", got)
 		}
 		info, img := w.app("web")
-		if img.SHA256 != v2 || info.Restarts != 1 || info.State != StateRunning {
+		if img.SHA256.String() != v2 || info.Restarts != 1 || info.State != StateRunning {
 			t.Fatalf("%+v %+v", info, img)
 		}
 	})
@@ -301,7 +301,7 @@ func TestFailedRefreshKeepsAppRunningAndDeferredRestartProceeds(t *testing.T) {
 		t.Fatalf("starts %q", got)
 	}
 	info, img := w.app("web")
-	if img.SHA256 != v1 || info.LastError == "" || info.State != StateRunning || info.Counters.Restart != 1 {
+	if img.SHA256.String() != v1 || info.LastError == "" || info.State != StateRunning || info.Counters.Restart != 1 {
 		t.Fatalf("%+v %+v", info, img)
 	}
 }
@@ -457,7 +457,7 @@ func TestRollbackWhenNewImageFailsToStart(t *testing.T) {
 	a.refresh = 1
 	w.apply(w.config(a))
 	info, img := w.app("web")
-	if info.State != StateRolledBack || img.SHA256 != v1 || !strings.Contains(info.LastError, "rolled back") {
+	if info.State != StateRolledBack || img.SHA256.String() != v1 || !strings.Contains(info.LastError, "rolled back") {
 		t.Fatalf("%+v %+v", info, img)
 	}
 	got := w.starts("web", 3)
@@ -556,7 +556,7 @@ func TestCheckOnStartAtRestartAndBoot(t *testing.T) {
 	if got := w.starts("web", 2); got[1] != "start version=v2 freshrootfs=true ro=" {
 		t.Fatalf("restart under check-on-start: %q", got)
 	}
-	if _, img := w.app("web"); img.SHA256 != v2 || img.Decision == nil || img.Decision.Event != "start" {
+	if _, img := w.app("web"); img.SHA256.String() != v2 || img.Decision == nil || img.Decision.Event != "start" {
 		t.Fatalf("image after restart: %+v", img)
 	}
 	// The host restarts while the tag moves again: boot checks.
@@ -568,7 +568,7 @@ func TestCheckOnStartAtRestartAndBoot(t *testing.T) {
 	if got := w.starts("web", 3); got[2] != "start version=v3 freshrootfs=true ro=" {
 		t.Fatalf("boot under check-on-start: %q", got)
 	}
-	if _, img := w.app("web"); img.SHA256 != v3 {
+	if _, img := w.app("web"); img.SHA256.String() != v3 {
 		t.Fatalf("image after boot: %+v", img)
 	}
 }
@@ -609,7 +609,7 @@ func TestMeteredLinkWeighsTheDownload(t *testing.T) {
 	if err := w.apply(w.config(a)); err != nil {
 		t.Fatal(err)
 	}
-	if _, img := w.app("web"); img.SHA256 != v2 || img.Decision.Action != "pull" {
+	if _, img := w.app("web"); img.SHA256.String() != v2 || img.Decision.Action != "pull" {
 		t.Fatalf("small download: %+v %+v", img, img.Decision)
 	}
 	// A large one: a 20 MB layer is half an hour at 10 kB/s, over the 600 s limit.
@@ -623,7 +623,7 @@ func TestMeteredLinkWeighsTheDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, img := w.app("web")
-	if img.SHA256 != v2 || img.Decision.Action != "defer" || !strings.Contains(img.Decision.Reason, "download of 2097") || info.NextCheck == nil {
+	if img.SHA256.String() != v2 || img.Decision.Action != "defer" || !strings.Contains(img.Decision.Reason, "download of 2097") || info.NextCheck == nil {
 		t.Fatalf("large download: %+v %+v %+v", info, img, img.Decision)
 	}
 }
@@ -686,7 +686,7 @@ func TestChangedImageReference(t *testing.T) {
 	if got := w.starts("web", 2); got[1] != "start version=o1 freshrootfs=true ro=" {
 		t.Fatalf("starts %q", got)
 	}
-	if _, img := w.app("web"); img.SHA256 != other || img.ImageObjectID != id("img-other") {
+	if _, img := w.app("web"); img.SHA256.String() != other || img.ImageObjectID != id("img-other") {
 		t.Fatalf("%+v", img)
 	}
 	if _, ok, _ := w.images.Get(id("img-web")); ok {

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
 )
@@ -22,8 +23,8 @@ type checks struct {
 	window time.Duration
 
 	mu        sync.Mutex
-	recent    map[string]checked  // by reference
-	estimates map[string]estimate // download estimates, by manifest digest
+	recent    map[string]checked              // by reference
+	estimates map[imagedigest.Digest]estimate // download estimates, by manifest digest
 	inflight  singleflight.Group
 }
 
@@ -39,7 +40,7 @@ type checked struct {
 }
 
 func newChecks(reg Registry, window time.Duration) *checks {
-	return &checks{reg: reg, window: window, recent: map[string]checked{}, estimates: map[string]estimate{}}
+	return &checks{reg: reg, window: window, recent: map[string]checked{}, estimates: map[imagedigest.Digest]estimate{}}
 }
 
 // resolve answers what ref names now, with an answer obtained at or after
@@ -71,7 +72,7 @@ func (c *checks) resolve(ctx context.Context, ref string, prev *registry.Resolut
 // estimate answers what a pull of digest would download, computed once
 // for every app that asks within the window (twenty apps on a moved tag:
 // one manifest request, not twenty).
-func (c *checks) estimate(digest string, now time.Time, compute func() pull.Need) pull.Need {
+func (c *checks) estimate(digest imagedigest.Digest, now time.Time, compute func() pull.Need) pull.Need {
 	c.mu.Lock()
 	for k, e := range c.estimates {
 		if now.Sub(e.at) > c.window {
@@ -83,7 +84,7 @@ func (c *checks) estimate(digest string, now time.Time, compute func() pull.Need
 		return e.need
 	}
 	c.mu.Unlock()
-	v, _, _ := c.inflight.Do("estimate "+digest, func() (any, error) {
+	v, _, _ := c.inflight.Do("estimate "+digest.String(), func() (any, error) {
 		n := compute()
 		c.mu.Lock()
 		c.estimates[digest] = estimate{need: n, at: now}

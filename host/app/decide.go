@@ -11,6 +11,7 @@ import (
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/decisions"
 	"github.com/pullwise/pullwise/host/events"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -90,7 +91,7 @@ func (w *worker) decide(ctx context.Context, cfg *config.Config, app config.App,
 // announce tells once per digest that the registry has an image the app
 // does not run and the policy chose not to take (a monitor-only policy, or
 // one that waits for a refresh): image.update-available.
-func (w *worker) announce(img config.Image, running *RunImage, remote string, res round.Result, err error) {
+func (w *worker) announce(img config.Image, running *RunImage, remote imagedigest.Digest, res round.Result, err error) {
 	if err != nil || running == nil || remote == "" || res.Changed || res.Deferred {
 		return
 	}
@@ -102,7 +103,7 @@ func (w *worker) announce(img config.Image, running *RunImage, remote string, re
 		return
 	}
 	if w.announced == nil {
-		w.announced = map[string]string{}
+		w.announced = map[string]imagedigest.Digest{}
 	}
 	w.announced[img.UUID] = remote
 	w.tell(events.Event{Kind: events.UpdateAvailable, Message: "an update is available; the policy keeps the running image",
@@ -132,7 +133,7 @@ type roundHost struct {
 	have  bool
 	since time.Time
 	// remote is what the registry said the reference names, once checked.
-	remote string
+	remote imagedigest.Digest
 }
 
 func (r *roundHost) Resolve(ctx context.Context) (registry.Resolution, error) {
@@ -205,7 +206,7 @@ func (h *Host) need(ctx context.Context, img config.Image, res registry.Resoluti
 // latched is a record's latch as the registry client's previous resolution,
 // so an unchanged tag costs one request.
 func latched(r imagestore.Record) *registry.Resolution {
-	return &registry.Resolution{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
+	return &registry.Resolution{Ref: r.Ref, Pair: r.Pair}
 }
 
 // fetch brings what res names into containerd, unless it is there already
@@ -219,7 +220,7 @@ func (w *worker) fetch(ctx context.Context, app config.App, img config.Image, re
 		return pull.Result{}, err
 	}
 	w.holds = append(w.holds, h.o.Images.Hold(res.Digest, res.IndexDigest))
-	name, err := h.imageName(RunImage{Ref: img.Name, Digest: res.Digest, IndexDigest: res.IndexDigest})
+	name, err := h.imageName(RunImage{Ref: img.Name, Pair: res.Pair})
 	if err != nil {
 		return pull.Result{}, err
 	}
@@ -267,7 +268,7 @@ func (w *worker) progress(img config.Image, res registry.Resolution) func(pull.P
 	h := w.h
 	var last time.Time
 	var mu sync.Mutex
-	blobs := map[string]pull.Progress{}
+	blobs := map[imagedigest.Digest]pull.Progress{}
 	return func(p pull.Progress) {
 		if h.o.Progress != nil {
 			h.o.Progress(w.uuid, p)
@@ -304,7 +305,7 @@ func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latc
 		if !ok {
 			return RunImage{}, false
 		}
-		got := RunImage{Ref: img.Name, Digest: res.Digest, IndexDigest: res.IndexDigest}
+		got := RunImage{Ref: img.Name, Pair: res.Pair}
 		if !got.Matches(pin) {
 			return RunImage{}, false
 		}
@@ -325,19 +326,19 @@ func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latc
 		}
 	}
 	if latch != nil {
-		l := RunImage{Ref: latch.Ref, Digest: latch.Digest, IndexDigest: latch.IndexDigest}
+		l := RunImage{Ref: latch.Ref, Pair: latch.Pair}
 		if n, err := h.imageName(l); err == nil && l.Matches(pin) {
 			names = append(names, n)
 		}
 	}
 	if pin != "" {
-		if n, err := h.imageName(RunImage{Ref: img.Name, Digest: pin}); err == nil {
+		if n, err := h.imageName(RunImage{Ref: img.Name, Pair: imagedigest.Pair{Digest: pin}}); err == nil {
 			names = append(names, n)
 		}
 		// Brought by another ImageObjectID, perhaps as an index.
 		if recs, err := h.o.Images.List(); err == nil {
 			for _, r := range recs {
-				l := RunImage{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
+				l := RunImage{Ref: r.Ref, Pair: r.Pair}
 				if l.Matches(pin) {
 					if n, err := h.imageName(l); err == nil {
 						names = append(names, n)
@@ -359,7 +360,7 @@ func (h *Host) local(ctx context.Context, img config.Image, runs *RunImage, latc
 // imageName is the containerd name of an image: repository@digest of what
 // was pulled (the index for a multi-arch tag).
 func (h *Host) imageName(r RunImage) (string, error) {
-	return h.o.Puller.Name(r.Ref, r.Digest, r.IndexDigest)
+	return h.o.Puller.Name(r.Ref, r.Pair)
 }
 
 // input is the policy's input document for one image of one app.
@@ -367,7 +368,7 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 	in := sdk.Input{
 		Now:   h.o.Now().UTC(),
 		Event: ev,
-		Image: sdk.Image{ID: img.UUID, Ref: img.Name, PinnedDigest: img.Pin(), LastRemoteDigest: r.LastRemoteDigest},
+		Image: sdk.Image{ID: img.UUID, Ref: img.Name, PinnedDigest: img.Pin().String(), LastRemoteDigest: r.LastRemoteDigest.String()},
 		// The one conversion from the host's counters to the SDK's.
 		App:      sdk.App{UUID: app.UUID, Name: app.DisplayName, Counters: sdk.Counters(rec.Counters)},
 		Device:   h.o.Device(),
@@ -382,12 +383,12 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 		}
 	}
 	if present {
-		in.Image.LocalDigest = local.Digest
+		in.Image.LocalDigest = local.Digest.String()
 	}
 	if ev != sdk.EventRefresh {
 		// A refresh is the operator asking to try again: the digest the
 		// app was rolled back from is not held against it.
-		in.Image.RolledBackDigest = r.RolledBackFrom
+		in.Image.RolledBackDigest = r.RolledBackFrom.String()
 	}
 	// The last check of the reference, by whichever ImageObjectID: a check
 	// answers for every app on the reference, so their periodic checks fall
@@ -396,7 +397,7 @@ func (h *Host) input(cfg *config.Config, app config.App, img config.Image, r ima
 	if recs, err := h.o.Images.List(); err == nil {
 		for _, o := range recs {
 			if o.Ref == img.Name && o.LastCheck.After(last) {
-				last, in.Image.LastRemoteDigest = o.LastCheck, o.LastRemoteDigest
+				last, in.Image.LastRemoteDigest = o.LastCheck, o.LastRemoteDigest.String()
 			}
 		}
 	}

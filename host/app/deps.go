@@ -9,6 +9,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -32,14 +33,14 @@ type Puller interface {
 	// skips the unpack check, for an image a container was built from).
 	Local(ctx context.Context, imageName string) (pull.Result, bool)
 	Named(ctx context.Context, imageName string) (pull.Result, bool)
-	Pull(ctx context.Context, res registry.Resolution, want string, progress func(pull.Progress)) (pull.Result, error)
+	Pull(ctx context.Context, res registry.Resolution, want imagedigest.Digest, progress func(pull.Progress)) (pull.Result, error)
 	// Name is the containerd name of an image pulled from ref: the
 	// repository at the top digest (the index, for a multi-arch tag).
-	Name(ref, digest, indexDigest string) (string, error)
+	Name(ref string, d imagedigest.Pair) (string, error)
 	Tag(ctx context.Context, ref string, res pull.Result) error
 	TagName(ref string) string
 	Alias(ctx context.Context, from, to string) error
-	Has(ctx context.Context, digest string) bool
+	Has(ctx context.Context, digest imagedigest.Digest) bool
 	// Manifest fetches the platform manifest a resolution names (for the
 	// download estimate) and keeps it for the pull that may follow.
 	Manifest(ctx context.Context, res registry.Resolution) (*v1.Manifest, error)

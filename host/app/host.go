@@ -42,6 +42,7 @@ import (
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/decisions"
 	"github.com/pullwise/pullwise/host/events"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/sdk"
@@ -186,7 +187,7 @@ func (h *Host) latchedImages(app config.App) map[string]RunImage {
 	run := map[string]RunImage{}
 	for _, img := range containerImages(app) {
 		if r, ok, _ := h.o.Images.Get(img.UUID); ok && r.Ref == img.Name {
-			run[img.UUID] = RunImage{Ref: r.Ref, Digest: r.Digest, IndexDigest: r.IndexDigest}
+			run[img.UUID] = RunImage{Ref: r.Ref, Pair: r.Pair}
 		}
 	}
 	return run
@@ -458,7 +459,7 @@ func (h *Host) changed() {
 // collect lets containerd collect the images no ImageObjectID refers to
 // and no app runs, and says how many it removed.
 func (h *Host) collect(ctx context.Context) int {
-	var keep []string
+	var keep []imagedigest.Digest
 	h.mu.Lock()
 	for _, w := range h.workers {
 		for _, r := range w.snapshot().Running {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 )
 
@@ -127,13 +128,13 @@ type ImageInfo struct {
 	Ref string `json:"ref"`
 	// SHA256 is the resolved SHA (the platform manifest) the app's container
 	// runs; before the app runs, the SHA the ID is latched to.
-	SHA256 string `json:"sha256,omitempty"`
+	SHA256 imagedigest.Digest `json:"sha256,omitempty"`
 	// IndexDigest is the multi-arch index's digest, if the tag named one.
-	IndexDigest string `json:"indexDigest,omitempty"`
+	IndexDigest imagedigest.Digest `json:"indexDigest,omitempty"`
 	// Latched is the SHA the ImageObjectID is latched to when it differs
 	// from what the app runs (another app on the same ID refreshed it): the
 	// app moves to it at its own refresh or purge.
-	Latched string `json:"latched,omitempty"`
+	Latched imagedigest.Digest `json:"latched,omitempty"`
 	// LastCheck and LastCheckResult describe the last registry check.
 	LastCheck       *time.Time `json:"lastCheck,omitempty"`
 	LastCheckResult string     `json:"lastCheckResult,omitempty"`
@@ -143,7 +144,7 @@ type ImageInfo struct {
 	Download *DownloadProgress `json:"download,omitempty"`
 	// RolledBackFrom is the digest the app was rolled back from: not
 	// pulled again until the tag moves or a refresh asks for it.
-	RolledBackFrom string `json:"rolledBackFrom,omitempty"`
+	RolledBackFrom imagedigest.Digest `json:"rolledBackFrom,omitempty"`
 }
 
 // DecisionInfo is a policy decision as reported.

@@ -598,7 +598,7 @@ func (w *worker) startFailed(ctx context.Context, cfg *config.Config, app config
 		if ok && r.Digest != b.Digest {
 			// The digest it failed on is marked, so a tag that still
 			// names it is not pulled again until it moves or a refresh.
-			latches = append(latches, imagestore.Record{ID: id, Ref: b.Ref, Digest: b.Digest, IndexDigest: b.IndexDigest,
+			latches = append(latches, imagestore.Record{ID: id, Ref: b.Ref, Pair: b.Pair,
 				Reason: imagestore.LatchRollback, ResolvedAt: h.o.Now().UTC(), RolledBackFrom: r.Digest})
 		}
 	}

@@ -86,7 +86,7 @@ func TestPresenceIsWhatContainerdHolds(t *testing.T) {
 		if got := w.starts(id, 1); got[0] != "start version=v1 freshrootfs=true ro=" {
 			t.Fatalf("%s: %q", id, got)
 		}
-		if _, img := w.app(id); img.SHA256 != v1 {
+		if _, img := w.app(id); img.SHA256.String() != v1 {
 			t.Fatalf("%s runs %s, want %s", id, img.SHA256, v1)
 		}
 	}
@@ -244,10 +244,10 @@ func TestSharedImageObjectIDReportsWhatEachAppRuns(t *testing.T) {
 	if err := w.apply(w.config(a, b)); err != nil {
 		t.Fatal(err)
 	}
-	if _, img := w.app("a"); img.SHA256 != v2 || img.Latched != "" {
+	if _, img := w.app("a"); img.SHA256.String() != v2 || img.Latched != "" {
 		t.Fatalf("a: %+v", img)
 	}
-	if _, img := w.app("b"); img.SHA256 != v1 || img.Latched != v2 {
+	if _, img := w.app("b"); img.SHA256.String() != v1 || img.Latched.String() != v2 {
 		t.Fatalf("b must report what it runs (%s) and the latch (%s): %+v", v1[:19], v2[:19], img)
 	}
 	if st, _ := w.cm.Status(w.ctx, id("b")); !strings.Contains(st.Image, v1) {
@@ -261,7 +261,7 @@ func TestSharedImageObjectIDReportsWhatEachAppRuns(t *testing.T) {
 	if got := w.starts("b", 2); got[1] != "start version=v2 freshrootfs=true ro=" || w.proxy.BlobBytes() != 0 {
 		t.Fatalf("b's refresh: %q, %s", got, w.proxy)
 	}
-	if _, img := w.app("b"); img.SHA256 != v2 || img.Latched != "" {
+	if _, img := w.app("b"); img.SHA256.String() != v2 || img.Latched != "" {
 		t.Fatalf("b after its refresh: %+v", img)
 	}
 }
@@ -287,7 +287,7 @@ func TestPinAddedToARunningAppIsVerified(t *testing.T) {
 		t.Fatalf("the app was restarted on a rejected pin: %q", got)
 	}
 	info, img := w.app("web")
-	if info.State != StateRunning || !strings.Contains(info.LastError, wrong) || img.SHA256 != v1 {
+	if info.State != StateRunning || !strings.Contains(info.LastError, wrong) || img.SHA256.String() != v1 {
 		t.Fatalf("%+v %+v", info, img)
 	}
 	// The right pin is accepted without a restart (the app runs it already).
@@ -452,17 +452,17 @@ func TestMonitorOnlyReportsAndKeeps(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, img := w.app("web"); img.SHA256 != d1 {
+	if _, img := w.app("web"); img.SHA256.String() != d1 {
 		t.Fatalf("monitor only pulled: runs %s, want %s", img.SHA256, d1)
 	}
-	if got := available(); len(got) != 1 || got[0].From != d1 || got[0].Digest != d2 || !strings.Contains(got[0].Reason, "monitor only") {
+	if got := available(); len(got) != 1 || got[0].From.String() != d1 || got[0].Digest.String() != d2 || !strings.Contains(got[0].Reason, "monitor only") {
 		t.Fatalf("update-available events %+v, want one from v1 to v2", got)
 	}
 	a.refresh = 1
 	if err := w.apply(cfg()); err != nil {
 		t.Fatal(err)
 	}
-	if _, img := w.app("web"); img.SHA256 != d2 {
+	if _, img := w.app("web"); img.SHA256.String() != d2 {
 		t.Fatalf("a refresh under monitor only runs %s, want %s", img.SHA256, d2)
 	}
 }
@@ -519,7 +519,7 @@ func TestRolledBackDigestWaitsForTheTagToMove(t *testing.T) {
 	d2 := w.push("web:latest", "v2", true) // exits at once
 	tick()
 	st, img := w.app("web")
-	if img.SHA256 != d1 || st.State != StateRolledBack || img.RolledBackFrom != d2 || count(events.RolledBack) != 1 {
+	if img.SHA256.String() != d1 || st.State != StateRolledBack || img.RolledBackFrom.String() != d2 || count(events.RolledBack) != 1 {
 		t.Fatalf("after a failed update: runs %s in state %s, rolled back from %q, %d rollbacks; want %s, ROLLED_BACK, %s, 1",
 			img.SHA256, st.State, img.RolledBackFrom, count(events.RolledBack), d1, d2)
 	}
@@ -528,7 +528,7 @@ func TestRolledBackDigestWaitsForTheTagToMove(t *testing.T) {
 		tick()
 	}
 	st, img = w.app("web")
-	if img.SHA256 != d1 || st.Restarts != restarts || count(events.RolledBack) != 1 || count(events.ImageChanged) != 2 {
+	if img.SHA256.String() != d1 || st.Restarts != restarts || count(events.RolledBack) != 1 || count(events.ImageChanged) != 2 {
 		t.Fatalf("checks while the tag names the bad image: runs %s, %d restarts (want %d), %d rollbacks, %d image changes",
 			img.SHA256, st.Restarts, restarts, count(events.RolledBack), count(events.ImageChanged))
 	}
@@ -539,14 +539,14 @@ func TestRolledBackDigestWaitsForTheTagToMove(t *testing.T) {
 	// A refresh is the operator asking to try again.
 	a.refresh = 1
 	w.apply(cfg())
-	if _, img = w.app("web"); img.SHA256 != d1 || count(events.RolledBack) != 2 {
+	if _, img = w.app("web"); img.SHA256.String() != d1 || count(events.RolledBack) != 2 {
 		t.Fatalf("a refresh onto the bad image: runs %s, %d rollbacks; want %s, 2", img.SHA256, count(events.RolledBack), d1)
 	}
 
 	// The tag moves on: taken at the next check, and the mark is gone.
 	d3 := w.push("web:latest", "v3", false)
 	tick()
-	if st, img = w.app("web"); img.SHA256 != d3 || st.State != StateRunning || img.RolledBackFrom != "" {
+	if st, img = w.app("web"); img.SHA256.String() != d3 || st.State != StateRunning || img.RolledBackFrom != "" {
 		t.Fatalf("after the tag moved: runs %s in state %s, rolled back from %q; want %s, RUNNING, none", img.SHA256, st.State, img.RolledBackFrom, d3)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/containers"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -34,10 +35,10 @@ import (
 // registry in app_test.go and reconcile_test.go.
 
 // versions names the fakes' digests in action logs.
-var versions = map[string]string{}
+var versions = map[imagedigest.Digest]string{}
 
-func fakeDigest(version string) string {
-	d := "sha256:" + strings.Repeat(fmt.Sprintf("%x", len(versions)+1), 64)[:64]
+func fakeDigest(version string) imagedigest.Digest {
+	d := imagedigest.Digest("sha256:" + strings.Repeat(fmt.Sprintf("%x", len(versions)+1), 64)[:64])
 	for k, v := range versions {
 		if v == version {
 			return k
@@ -49,7 +50,7 @@ func fakeDigest(version string) string {
 
 type fakeRegistry struct {
 	mu        sync.Mutex
-	tags      map[string]string // reference -> digest
+	tags      map[string]imagedigest.Digest // reference -> digest
 	fail      error
 	resolves  int
 	gate      chan struct{} // when set, a resolve waits for it
@@ -71,13 +72,13 @@ func (f *fakeRegistry) Resolve(_ context.Context, ref string, _ *registry.Resolu
 		return registry.Resolution{}, f.fail
 	}
 	if _, d, ok := strings.Cut(ref, "@"); ok {
-		return registry.Resolution{Ref: ref, Digest: d, ResolvedAt: time.Now()}, nil
+		return registry.Resolution{Ref: ref, Pair: imagedigest.Pair{Digest: imagedigest.Digest(d)}, ResolvedAt: time.Now()}, nil
 	}
 	d, ok := f.tags[ref]
 	if !ok {
 		return registry.Resolution{}, &registry.Error{Ref: ref, Op: "resolve", Kind: registry.ErrNotFound, Err: errors.New("no such tag")}
 	}
-	return registry.Resolution{Ref: ref, Digest: d, ResolvedAt: time.Now()}, nil
+	return registry.Resolution{Ref: ref, Pair: imagedigest.Pair{Digest: d}, ResolvedAt: time.Now()}, nil
 }
 
 func (f *fakePuller) Manifest(context.Context, registry.Resolution) (*v1.Manifest, error) {
@@ -109,7 +110,7 @@ func (f *fakePuller) Local(_ context.Context, n string) (pull.Result, bool) {
 
 func (f *fakePuller) Named(ctx context.Context, n string) (pull.Result, bool) { return f.Local(ctx, n) }
 
-func (f *fakePuller) Pull(ctx context.Context, res registry.Resolution, want string, _ func(pull.Progress)) (pull.Result, error) {
+func (f *fakePuller) Pull(ctx context.Context, res registry.Resolution, want imagedigest.Digest, _ func(pull.Progress)) (pull.Result, error) {
 	if err := registry.Verify(res, want); err != nil {
 		return pull.Result{}, err
 	}
@@ -121,23 +122,20 @@ func (f *fakePuller) Pull(ctx context.Context, res registry.Resolution, want str
 		f.pulling <- struct{}{}
 		<-gate
 	}
-	n, _ := f.Name(res.Ref, res.Digest, res.IndexDigest)
-	r := pull.Result{Name: n, Digest: res.Digest, IndexDigest: res.IndexDigest, Size: 1}
+	n, _ := f.Name(res.Ref, res.Pair)
+	r := pull.Result{Name: n, Pair: res.Pair, Size: 1}
 	f.mu.Lock()
 	f.images[n] = r
 	f.mu.Unlock()
 	return r, nil
 }
 
-func (f *fakePuller) Name(ref, digest, index string) (string, error) {
+func (f *fakePuller) Name(ref string, d imagedigest.Pair) (string, error) {
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
 		return "", err
 	}
-	if index != "" {
-		digest = index
-	}
-	return r.Context().Name() + "@" + digest, nil
+	return r.Context().Name() + "@" + d.Top().String(), nil
 }
 
 func (f *fakePuller) Tag(_ context.Context, ref string, res pull.Result) error {
@@ -163,7 +161,7 @@ func (f *fakePuller) Alias(_ context.Context, from, to string) error {
 	return nil
 }
 
-func (f *fakePuller) Has(context.Context, string) bool { return false }
+func (f *fakePuller) Has(context.Context, imagedigest.Digest) bool { return false }
 func (f *fakePuller) Need(context.Context, *v1.Manifest) pull.Need {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -203,7 +201,7 @@ func (f *fakeContainers) ImageHealthcheck(context.Context, string) (*config.Heal
 }
 
 func (f *fakeContainers) note(op string, s containers.Spec) {
-	v := versions[s.Image[strings.LastIndex(s.Image, "@")+1:]]
+	v := versions[imagedigest.Digest(s.Image[strings.LastIndex(s.Image, "@")+1:])]
 	f.log = append(f.log, strings.TrimSpace(strings.Join(append([]string{op, nameOf(s.ID), v}, s.Env...), " ")))
 }
 
@@ -344,7 +342,7 @@ func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin 
 	}
 	t.Cleanup(func() { rt.Close(context.Background()) })
 	r = &rig{t: t, ctx: context.Background(),
-		reg: &fakeRegistry{tags: map[string]string{fakeRepo + ":latest": fakeDigest("v1")}},
+		reg: &fakeRegistry{tags: map[string]imagedigest.Digest{fakeRepo + ":latest": fakeDigest("v1")}},
 		pl:  &fakePuller{images: map[string]pull.Result{}, pulling: make(chan struct{}, 8), free: -1},
 		ct:  &fakeContainers{apps: map[string]*fakeContainer{}}, dev: sdk.Device{Link: sdk.Link{Online: true}}}
 	if prepare != nil {
@@ -518,7 +516,7 @@ func TestPresenceWithoutTheRegistry(t *testing.T) {
 	existing.PullPolicy = &config.PolicyRef{Name: "use-existing"}
 	never := fakeApp("never", fakeRepo+":latest")
 	never.PullPolicy = &config.PolicyRef{Name: "never"}
-	pinned := fakeApp("pinned", fakeRepo+"@"+fakeDigest("v1"))
+	pinned := fakeApp("pinned", fakeRepo+"@"+fakeDigest("v1").String())
 	if err := r.apply(first, existing, never, pinned); err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +554,7 @@ func TestStateOfTheEarlierAgent(t *testing.T) {
 	asked := a
 	asked.Restart.Counter = 1 // the restart the earlier agent was doing when it died
 	r := newRigWith(t, func(db *bolt.DB, images *imagestore.Store) {
-		if err := images.Latch(imagestore.Record{ID: id("img-web"), Ref: a.Drives[0].Image.Name, Digest: v1, Reason: imagestore.LatchCreate}); err != nil {
+		if err := images.Latch(imagestore.Record{ID: id("img-web"), Ref: a.Drives[0].Image.Name, Pair: imagedigest.Pair{Digest: v1}, Reason: imagestore.LatchCreate}); err != nil {
 			t.Fatal(err)
 		}
 		st, err := openState(db)
@@ -569,8 +567,8 @@ func TestStateOfTheEarlierAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	name, _ := r.pl.Name(fakeRepo+":latest", v1, "")
-	r.pl.images[name] = pull.Result{Name: name, Digest: v1}
+	name, _ := r.pl.Name(fakeRepo+":latest", imagedigest.Pair{Digest: v1})
+	r.pl.images[name] = pull.Result{Name: name, Pair: imagedigest.Pair{Digest: v1}}
 	// The restart had taken effect: another process in the same generation.
 	r.ct.apps[id("web")] = &fakeContainer{running: true, gen: 1, pid: 2, images: []string{name}}
 	r.h.Close()
@@ -617,9 +615,9 @@ func TestNextCheckFloor(t *testing.T) {
 	})
 	// The image is on disk, pulled as its tag: the module's use-local holds.
 	v1 := fakeDigest("v1")
-	name, _ := r.pl.Name(fakeRepo+":latest", v1, "")
-	r.pl.images[name] = pull.Result{Name: name, Digest: v1}
-	r.pl.images[r.pl.TagName(fakeRepo+":latest")] = pull.Result{Name: name, Digest: v1}
+	name, _ := r.pl.Name(fakeRepo+":latest", imagedigest.Pair{Digest: v1})
+	r.pl.images[name] = pull.Result{Name: name, Pair: imagedigest.Pair{Digest: v1}}
+	r.pl.images[r.pl.TagName(fakeRepo+":latest")] = pull.Result{Name: name, Pair: imagedigest.Pair{Digest: v1}}
 	a := fakeApp("web", fakeRepo+":latest")
 	a.PullPolicy = &config.PolicyRef{Name: "eager"}
 	if err := r.apply(a); err != nil {
@@ -805,7 +803,7 @@ func TestDeferredRefreshIsStillARefresh(t *testing.T) {
 // lets the pull go ahead unchecked.
 func TestDiskPreflightRules(t *testing.T) {
 	img := config.Image{UUID: id("img-web"), Name: fakeRepo + ":latest"}
-	res := registry.Resolution{Ref: img.Name, Digest: fakeDigest("v1")}
+	res := registry.Resolution{Ref: img.Name, Pair: imagedigest.Pair{Digest: fakeDigest("v1")}}
 	for _, tc := range []struct {
 		name           string
 		need, free     int64

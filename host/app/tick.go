@@ -4,17 +4,18 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/registry"
 )
 
 // ImageCheck is what a refresh would find for one image.
 type ImageCheck struct {
-	ImageObjectID string `json:"imageObjectId"`
-	Ref           string `json:"ref"`
-	Current       string `json:"current,omitempty"`
-	Remote        string `json:"remote,omitempty"`
-	WouldChange   bool   `json:"wouldChange"`
-	Error         string `json:"error,omitempty"`
+	ImageObjectID string             `json:"imageObjectId"`
+	Ref           string             `json:"ref"`
+	Current       imagedigest.Digest `json:"current,omitempty"`
+	Remote        imagedigest.Digest `json:"remote,omitempty"`
+	WouldChange   bool               `json:"wouldChange"`
+	Error         string             `json:"error,omitempty"`
 }
 
 // DryRunRefresh reports which of an app's images a refresh would change,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/events"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/internal/printable"
 )
 
@@ -44,16 +45,16 @@ type worker struct {
 	download map[string]DownloadProgress // downloads under way, by ImageObjectID
 
 	// Owned by the loop goroutine (and New, before it starts).
-	rec         AppInfo              // the app's persisted record
-	applied     *config.App          // the configuration as last acted upon; nil before create
-	attempted   string               // attemptKey of the configuration whose create or change last failed
-	holds       []func()             // images held from garbage collection until this piece of work ends
-	dirty       bool                 // rec (or applied) has changes not yet written (see settle)
-	eager       int                  // consecutive decisions that asked to be consulted again too soon
-	moduleFails int                  // consecutive rounds whose policy module could not be had
-	loggedAt    map[string]time.Time // when each image's decision was last logged at info level
-	announced   map[string]string    // ImageObjectID -> the digest last told available (image.update-available)
-	booted      bool                 // the first piece of work has run (boot event)
+	rec         AppInfo                       // the app's persisted record
+	applied     *config.App                   // the configuration as last acted upon; nil before create
+	attempted   string                        // attemptKey of the configuration whose create or change last failed
+	holds       []func()                      // images held from garbage collection until this piece of work ends
+	dirty       bool                          // rec (or applied) has changes not yet written (see settle)
+	eager       int                           // consecutive decisions that asked to be consulted again too soon
+	moduleFails int                           // consecutive rounds whose policy module could not be had
+	loggedAt    map[string]time.Time          // when each image's decision was last logged at info level
+	announced   map[string]imagedigest.Digest // ImageObjectID -> the digest last told available (image.update-available)
+	booted      bool                          // the first piece of work has run (boot event)
 	exitWatch   context.CancelFunc
 	crashes     int             // consecutive exits after the grace period
 	restartAt   time.Time       // when an exited app is started again

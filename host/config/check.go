@@ -452,7 +452,7 @@ func checkImage(p *problems, f string, img Image, known bool) {
 			p.add(f+".sha256", "%q is not a sha256 (64 hex digits)", img.SHA256)
 			return
 		}
-		if d, ok := ref.(name.Digest); ok && !strings.EqualFold(d.DigestStr(), img.Pin()) {
+		if d, ok := ref.(name.Digest); ok && !strings.EqualFold(d.DigestStr(), img.Pin().String()) {
 			p.add(f+".sha256", "%s contradicts the digest in name (%s)", img.Pin(), d.DigestStr())
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/modules"
 )
 
@@ -588,12 +589,12 @@ type Image struct {
 
 // Pin returns the sha256 the image must have, from SHA256 or from an
 // "@sha256:" in Name, lower-case with its prefix; empty if none.
-func (i Image) Pin() string {
+func (i Image) Pin() imagedigest.Digest {
 	if i.SHA256 != "" {
-		return "sha256:" + strings.TrimPrefix(strings.ToLower(i.SHA256), "sha256:")
+		return imagedigest.Normalize(i.SHA256)
 	}
 	if _, d, ok := strings.Cut(i.Name, "@"); ok {
-		return strings.ToLower(d)
+		return imagedigest.Normalize(d)
 	}
 	return ""
 }

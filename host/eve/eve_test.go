@@ -13,6 +13,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/app"
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/imagedigest"
 )
 
 const (
@@ -134,7 +135,7 @@ func TestParseRefusesEmptyAndGarbage(t *testing.T) {
 func TestInfo(t *testing.T) {
 	gens := &Generations{Trees: map[string]int64{}, Refresh: map[string]int64{}}
 	Translate(devConfig(0, 0), &config.Config{}, gens)
-	sha := "sha256:" + strings.Repeat("a", 64)
+	sha := imagedigest.Digest("sha256:" + strings.Repeat("a", 64))
 	tests := []struct {
 		name     string
 		info     app.Info
@@ -144,7 +145,7 @@ func TestInfo(t *testing.T) {
 	}{
 		{"web runs, api downloads",
 			app.Info{Apps: []app.AppInfo{
-				{UUID: appA, State: app.StateRunning, Running: map[string]app.RunImage{treeW: {Digest: sha}}},
+				{UUID: appA, State: app.StateRunning, Running: map[string]app.RunImage{treeW: {Pair: imagedigest.Pair{Digest: sha}}}},
 				{UUID: appB, State: app.StateDownloading}},
 				Images: []app.ImageInfo{
 					{ImageObjectID: treeW, App: appA, SHA256: sha},

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pullwise/pullwise/host/app"
+	"github.com/pullwise/pullwise/host/imagedigest"
 )
 
 // Info is the report as EVE's info messages: one ZInfoApp per app, one
@@ -44,7 +45,7 @@ func Info(info app.Info, dev string, gens *Generations) []*eveinfo.ZInfoMsg {
 	for _, img := range info.Images {
 		a := state[img.App]
 		ct := &eveinfo.ZInfoContentTree{Uuid: img.ImageObjectID, DisplayName: img.Ref,
-			Sha256: strings.TrimPrefix(img.SHA256, "sha256:"), State: treeState(a.State, img)}
+			Sha256: imagedigest.Hex(img.SHA256), State: treeState(a.State, img)}
 		ct.ProgressPercentage = progress(ct.State, img)
 		if gens != nil {
 			if gen, ok := gens.Trees[img.ImageObjectID]; ok && a.Counters.RefreshImage >= gens.Refresh[a.UUID] {

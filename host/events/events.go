@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/pullwise/pullwise/host/imagedigest"
 )
 
 // Kind says what happened.
@@ -129,8 +131,8 @@ type Event struct {
 	Ref   string `json:"ref,omitempty"`
 	// Digest is the manifest digest concerned (the new one for a change);
 	// From the one before.
-	Digest string `json:"digest,omitempty"`
-	From   string `json:"from,omitempty"`
+	Digest imagedigest.Digest `json:"digest,omitempty"`
+	From   imagedigest.Digest `json:"from,omitempty"`
 	// Policy is the policy that decided, and Reason what it said.
 	Policy string `json:"policy,omitempty"`
 	Reason string `json:"reason,omitempty"`

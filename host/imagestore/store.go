@@ -14,11 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pullwise/pullwise/host/imagedigest"
 )
 
 var bucketIDs = []byte("image-object-ids")
@@ -29,10 +32,9 @@ type Record struct {
 	ID string `json:"id"`
 	// Ref is the reference the ID was resolved from.
 	Ref string `json:"ref"`
-	// Digest is the resolved SHA: the platform manifest's digest.
-	Digest string `json:"digest"`
-	// IndexDigest is the multi-arch index's digest, if the tag named one.
-	IndexDigest string `json:"indexDigest,omitempty"`
+	// Pair is the resolved SHA (the platform manifest's digest) and the
+	// multi-arch index's digest, if the tag named one.
+	imagedigest.Pair
 	// Size is the image's size in bytes (manifest, config and layers).
 	Size int64 `json:"size,omitempty"`
 	// ResolvedAt is when Digest was latched.
@@ -41,20 +43,26 @@ type Record struct {
 	Reason LatchReason `json:"reason"`
 	// LastCheck, LastCheckResult and LastRemoteDigest describe the last time
 	// the registry was asked, whatever the outcome.
-	LastCheck        time.Time `json:"lastCheck,omitzero"`
-	LastCheckResult  string    `json:"lastCheckResult,omitempty"`
-	LastRemoteDigest string    `json:"lastRemoteDigest,omitempty"`
+	LastCheck        time.Time          `json:"lastCheck,omitzero"`
+	LastCheckResult  string             `json:"lastCheckResult,omitempty"`
+	LastRemoteDigest imagedigest.Digest `json:"lastRemoteDigest,omitempty"`
 	// LastPull is when the image was last downloaded.
 	LastPull time.Time `json:"lastPull,omitzero"`
 	// PreviousDigest is what Digest was before the last refresh, kept so an
 	// app can be rolled back.
-	PreviousDigest      string `json:"previousDigest,omitempty"`
-	PreviousIndexDigest string `json:"previousIndexDigest,omitempty"`
+	// (Two fields, not a Pair: their names in the file are older than it.)
+	PreviousDigest      imagedigest.Digest `json:"previousDigest,omitempty"`
+	PreviousIndexDigest imagedigest.Digest `json:"previousIndexDigest,omitempty"`
 	// RolledBackFrom is a digest an app was rolled back from because it
 	// failed on it: its policy is told (sdk.Image.RolledBackDigest) so the
 	// tag is not pulled again while it still names that image. Kept while
 	// the latch stays; a refresh or a change to another digest drops it.
-	RolledBackFrom string `json:"rolledBackFrom,omitempty"`
+	RolledBackFrom imagedigest.Digest `json:"rolledBackFrom,omitempty"`
+}
+
+// Previous is what the latch was before the last change, as a pair.
+func (r Record) Previous() imagedigest.Pair {
+	return imagedigest.Pair{Digest: r.PreviousDigest, IndexDigest: r.PreviousIndexDigest}
 }
 
 // LatchReason says what changed a latch. A latch changes only on purpose.
@@ -84,14 +92,15 @@ type Store struct {
 	own bool // opened by Open: Close closes db
 
 	mu     sync.Mutex
-	held   map[string]int   // digests an in-flight refresh involves
-	checks map[string]check // registry checks not yet written, by ID
+	held   map[imagedigest.Digest]int // digests an in-flight refresh involves
+	checks map[string]check           // registry checks not yet written, by ID
 }
 
 // check is a registry check kept in memory until the ID's next write.
 type check struct {
-	at             time.Time
-	remote, result string
+	at     time.Time
+	remote imagedigest.Digest
+	result string
 }
 
 // Open opens (creating if needed) a store of its own at path. Only one
@@ -123,7 +132,7 @@ func New(db *bolt.DB) (*Store, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("initialising the image store in %s: %w", db.Path(), err)
 	}
-	return &Store{db: db, held: map[string]int{}, checks: map[string]check{}}, nil
+	return &Store{db: db, held: map[imagedigest.Digest]int{}, checks: map[string]check{}}, nil
 }
 
 // Close writes the checks not yet written and closes the store.
@@ -221,10 +230,10 @@ func (s *Store) Latch(rec Record) error {
 	if rec.ID == "" {
 		return errors.New("latch: empty ImageObjectID")
 	}
-	if !digestRE.MatchString(rec.Digest) {
+	if !digestRE.MatchString(rec.Digest.String()) {
 		return fmt.Errorf("latch %s: digest %q is not a lower-case sha256 digest", rec.ID, rec.Digest)
 	}
-	if rec.IndexDigest != "" && !digestRE.MatchString(rec.IndexDigest) {
+	if rec.IndexDigest != "" && !digestRE.MatchString(rec.IndexDigest.String()) {
 		return fmt.Errorf("latch %s: index digest %q is not a lower-case sha256 digest", rec.ID, rec.IndexDigest)
 	}
 	switch rec.Reason {
@@ -288,7 +297,7 @@ func (s *Store) Latch(rec Record) error {
 // nothing new writes nothing, because flash wears. After a power cut the
 // recorded last check may be older than the real one, which costs at
 // most one check more.
-func (s *Store) RecordCheck(id string, at time.Time, remoteDigest, result string) error {
+func (s *Store) RecordCheck(id string, at time.Time, remoteDigest imagedigest.Digest, result string) error {
 	if _, ok, err := s.Get(id); err != nil {
 		return err
 	} else if !ok {
@@ -310,7 +319,7 @@ func (s *Store) Delete(id string) error {
 }
 
 // References returns the IDs whose latch or previous latch is digest.
-func (s *Store) References(digest string) ([]string, error) {
+func (s *Store) References(digest imagedigest.Digest) ([]string, error) {
 	recs, err := s.List()
 	if err != nil {
 		return nil, err
@@ -327,7 +336,7 @@ func (s *Store) References(digest string) ([]string, error) {
 
 // Hold marks digests as involved in an in-flight refresh until release is
 // called: Collectable never offers them.
-func (s *Store) Hold(digests ...string) (release func()) {
+func (s *Store) Hold(digests ...imagedigest.Digest) (release func()) {
 	s.mu.Lock()
 	for _, d := range digests {
 		s.held[d]++
@@ -350,23 +359,23 @@ func (s *Store) Hold(digests ...string) (release func()) {
 // Collectable returns those of the given digests (images on disk) that no
 // ImageObjectID refers to, as its latch or its previous latch, and that no
 // in-flight refresh holds: the images garbage collection may remove.
-func (s *Store) Collectable(onDisk []string) ([]string, error) {
+func (s *Store) Collectable(onDisk []imagedigest.Digest) ([]imagedigest.Digest, error) {
 	recs, err := s.List()
 	if err != nil {
 		return nil, err
 	}
-	used := map[string]bool{}
+	used := map[imagedigest.Digest]bool{}
 	for _, r := range recs {
 		used[r.Digest], used[r.IndexDigest], used[r.PreviousDigest], used[r.PreviousIndexDigest] = true, true, true, true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []string
+	var out []imagedigest.Digest
 	for _, d := range onDisk {
 		if !used[d] && s.held[d] == 0 {
 			out = append(out, d)
 		}
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out, nil
 }

@@ -11,9 +11,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pullwise/pullwise/host/imagedigest"
 )
 
-func digest(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
+func digest(c byte) imagedigest.Digest {
+	return imagedigest.Digest("sha256:" + strings.Repeat(string(c), 64))
+}
 
 func open(t *testing.T) (*Store, string) {
 	t.Helper()
@@ -28,20 +32,20 @@ func open(t *testing.T) (*Store, string) {
 
 func TestLatchIsNeverSilent(t *testing.T) {
 	s, _ := open(t)
-	if err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate}); err != nil {
+	if err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchCreate}); err != nil {
 		t.Fatal(err)
 	}
 	// Re-creating with the same SHA is fine (an agent restart re-creating apps).
-	if err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate}); err != nil {
+	if err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchCreate}); err != nil {
 		t.Fatal(err)
 	}
 	// A create that would re-resolve to another SHA is refused.
-	err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('b'), Reason: LatchCreate})
+	err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest('b')}, Reason: LatchCreate})
 	if !errors.Is(err, ErrAlreadyLatched) {
 		t.Fatalf("silent re-resolution: %v", err)
 	}
 	// A refresh may move it, and the previous SHA is kept for rollback.
-	if err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('b'), Reason: LatchRefresh}); err != nil {
+	if err := s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest('b')}, Reason: LatchRefresh}); err != nil {
 		t.Fatal(err)
 	}
 	r, ok, err := s.Get("img-1")
@@ -57,20 +61,20 @@ func TestRolledBackMark(t *testing.T) {
 	tests := []struct {
 		name string
 		next Record
-		want string
+		want imagedigest.Digest
 	}{
-		{"same digest at create (agent restart)", Record{Digest: digest('a'), Reason: LatchCreate}, digest('b')},
-		{"same digest by a policy", Record{Digest: digest('a'), Reason: LatchPolicy}, digest('b')},
-		{"refresh of the same digest", Record{Digest: digest('a'), Reason: LatchRefresh}, ""},
-		{"moved to another digest", Record{Digest: digest('c'), Reason: LatchPolicy}, ""},
+		{"same digest at create (agent restart)", Record{Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchCreate}, digest('b')},
+		{"same digest by a policy", Record{Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchPolicy}, digest('b')},
+		{"refresh of the same digest", Record{Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchRefresh}, ""},
+		{"moved to another digest", Record{Pair: imagedigest.Pair{Digest: digest('c')}, Reason: LatchPolicy}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := open(t)
 			for _, r := range []Record{
-				{Digest: digest('a'), Reason: LatchCreate},
-				{Digest: digest('b'), Reason: LatchPolicy},
-				{Digest: digest('a'), Reason: LatchRollback, RolledBackFrom: digest('b')},
+				{Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchCreate},
+				{Pair: imagedigest.Pair{Digest: digest('b')}, Reason: LatchPolicy},
+				{Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchRollback, RolledBackFrom: digest('b')},
 				tc.next,
 			} {
 				r.ID, r.Ref = "img-1", "r/a:latest"
@@ -88,11 +92,11 @@ func TestRolledBackMark(t *testing.T) {
 func TestLatchValidates(t *testing.T) {
 	s, _ := open(t)
 	for _, rec := range []Record{
-		{ID: "", Digest: digest('a'), Reason: LatchCreate},
-		{ID: "x", Digest: "sha256:ABC", Reason: LatchCreate},
-		{ID: "x", Digest: strings.ToUpper(digest('a')), Reason: LatchCreate},
-		{ID: "x", Digest: digest('a'), Reason: "because"},
-		{ID: "x", Digest: digest('a'), IndexDigest: "nope", Reason: LatchCreate},
+		{ID: "", Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchCreate},
+		{ID: "x", Pair: imagedigest.Pair{Digest: "sha256:ABC"}, Reason: LatchCreate},
+		{ID: "x", Pair: imagedigest.Pair{Digest: imagedigest.Digest(strings.ToUpper(digest('a').String()))}, Reason: LatchCreate},
+		{ID: "x", Pair: imagedigest.Pair{Digest: digest('a')}, Reason: "because"},
+		{ID: "x", Pair: imagedigest.Pair{Digest: digest('a'), IndexDigest: "nope"}, Reason: LatchCreate},
 	} {
 		if err := s.Latch(rec); err == nil {
 			t.Errorf("accepted %+v", rec)
@@ -103,19 +107,19 @@ func TestLatchValidates(t *testing.T) {
 func TestSeveralIDsOneSHA(t *testing.T) {
 	s, _ := open(t)
 	for _, id := range []string{"img-1", "img-2"} {
-		if err := s.Latch(Record{ID: id, Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate}); err != nil {
+		if err := s.Latch(Record{ID: id, Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchCreate}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Latch(Record{ID: "img-3", Ref: "r/b:1", Digest: digest('c'), IndexDigest: digest('d'), Reason: LatchCreate}); err != nil {
+	if err := s.Latch(Record{ID: "img-3", Ref: "r/b:1", Pair: imagedigest.Pair{Digest: digest('c'), IndexDigest: digest('d')}, Reason: LatchCreate}); err != nil {
 		t.Fatal(err)
 	}
 	ids, _ := s.References(digest('a'))
 	if fmt.Sprint(ids) != "[img-1 img-2]" {
 		t.Fatalf("references %v", ids)
 	}
-	onDisk := []string{digest('a'), digest('c'), digest('d'), digest('e')}
-	if got, _ := s.Collectable(onDisk); fmt.Sprint(got) != fmt.Sprint([]string{digest('e')}) {
+	onDisk := []imagedigest.Digest{digest('a'), digest('c'), digest('d'), digest('e')}
+	if got, _ := s.Collectable(onDisk); fmt.Sprint(got) != fmt.Sprint([]imagedigest.Digest{digest('e')}) {
 		t.Fatalf("collectable %v, want only the unreferenced one", got)
 	}
 	// Only when the last ID referring to a SHA goes is it collectable.
@@ -141,7 +145,7 @@ func TestSeveralIDsOneSHA(t *testing.T) {
 
 func TestRecordCheckKeepsLatch(t *testing.T) {
 	s, _ := open(t)
-	s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate})
+	s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchCreate})
 	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	if err := s.RecordCheck("img-1", at, digest('b'), "changed"); err != nil {
 		t.Fatal(err)
@@ -173,7 +177,7 @@ func TestTornWrite(t *testing.T) {
 		fmt.Println("ready")
 		for i := 0; ; i++ {
 			c := "abcdef0123456789"[i%16]
-			s.Latch(Record{ID: fmt.Sprintf("img-%d", i%50), Ref: "r/a:latest", Digest: digest(c), Reason: LatchRefresh,
+			s.Latch(Record{ID: fmt.Sprintf("img-%d", i%50), Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest(c)}, Reason: LatchRefresh,
 				LastCheckResult: strings.Repeat("x", 1000)})
 		}
 	}
@@ -199,7 +203,7 @@ func TestTornWrite(t *testing.T) {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		for _, r := range recs {
-			if !digestRE.MatchString(r.Digest) || len(r.LastCheckResult) != 1000 {
+			if !digestRE.MatchString(r.Digest.String()) || len(r.LastCheckResult) != 1000 {
 				t.Fatalf("round %d: torn record %+v", round, r)
 			}
 		}
@@ -212,8 +216,8 @@ func TestTornWrite(t *testing.T) {
 // is there after a reopen.
 func TestChecksAreWrittenWithTheNextWrite(t *testing.T) {
 	s, path := open(t)
-	s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Digest: digest('a'), Reason: LatchCreate})
-	s.Latch(Record{ID: "img-2", Ref: "r/b:latest", Digest: digest('b'), Reason: LatchCreate})
+	s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchCreate})
+	s.Latch(Record{ID: "img-2", Ref: "r/b:latest", Pair: imagedigest.Pair{Digest: digest('b')}, Reason: LatchCreate})
 	before, _ := os.ReadFile(path)
 	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	s.RecordCheck("img-1", at, digest('a'), "unchanged")
@@ -222,7 +226,7 @@ func TestChecksAreWrittenWithTheNextWrite(t *testing.T) {
 		t.Fatal("a check wrote to the file")
 	}
 	// A latch writes its ID's check with it.
-	s.Latch(Record{ID: "img-2", Ref: "r/b:latest", Digest: digest('c'), Reason: LatchRefresh})
+	s.Latch(Record{ID: "img-2", Ref: "r/b:latest", Pair: imagedigest.Pair{Digest: digest('c')}, Reason: LatchRefresh})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/images"
 
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 )
 
@@ -18,10 +19,10 @@ func (p *Puller) Collect(ctx context.Context, store *imagestore.Store) ([]string
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
 	}
-	byDigest := map[string][]string{}
-	var digests []string
+	byDigest := map[imagedigest.Digest][]string{}
+	var digests []imagedigest.Digest
 	for _, img := range imgs {
-		d := img.Target.Digest.String()
+		d := img.Target.Digest
 		if _, ok := byDigest[d]; !ok {
 			digests = append(digests, d)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/containerd/v2/defaults"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/sdk"
 )
 
@@ -32,7 +33,7 @@ const UnpackFactor = 2
 // Need says what pulling the image of manifest m needs beyond what
 // containerd holds.
 func (p *Puller) Need(ctx context.Context, m *v1.Manifest) Need {
-	partial := map[string]int64{}
+	partial := map[imagedigest.Digest]int64{}
 	if statuses, err := p.client.ContentStore().ListStatuses(ctx); err == nil {
 		for _, s := range statuses {
 			partial[digestOfRef(s)] = s.Offset
@@ -40,10 +41,10 @@ func (p *Puller) Need(ctx context.Context, m *v1.Manifest) Need {
 	}
 	var n Need
 	blob := func(d v1.Hash, size int64, layer bool) {
-		if p.Has(ctx, d.String()) {
+		if p.Has(ctx, imagedigest.Digest(d.String())) {
 			return
 		}
-		n.Download += max(size-partial[d.String()], 0)
+		n.Download += max(size-partial[imagedigest.Digest(d.String())], 0)
 		if layer {
 			n.Disk += UnpackFactor * size
 		}

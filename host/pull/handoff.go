@@ -9,7 +9,6 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/remotes"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pullwise/pullwise/host/registry"
@@ -28,9 +27,9 @@ import (
 // download: fetched once and kept in containerd's content store for the
 // pull that may follow.
 func (p *Puller) Manifest(ctx context.Context, res registry.Resolution) (*v1.Manifest, error) {
-	if d, err := godigest.Parse(res.Digest); err == nil {
+	if res.Digest.Validate() == nil {
 		// Kept by an earlier estimate (or pull): no request.
-		if body, err := content.ReadBlob(ctx, p.client.ContentStore(), ocispec.Descriptor{Digest: d}); err == nil {
+		if body, err := content.ReadBlob(ctx, p.client.ContentStore(), ocispec.Descriptor{Digest: res.Digest}); err == nil {
 			return parseManifest(res, body)
 		}
 	}
@@ -38,7 +37,7 @@ func (p *Puller) Manifest(ctx context.Context, res registry.Resolution) (*v1.Man
 	if err != nil {
 		return nil, err
 	}
-	ctx, _, err = p.lease(ctx, topDigest(res))
+	ctx, _, err = p.lease(ctx, res.Top())
 	if err != nil {
 		return nil, err
 	}
@@ -72,20 +71,12 @@ func (p *Puller) keep(ctx context.Context, desc ocispec.Descriptor, body []byte)
 func topDescriptor(res registry.Resolution) (ocispec.Descriptor, []byte, bool) {
 	if res.IndexDigest != "" {
 		desc, body, ok := res.Index()
-		return desc, body, ok && desc.Digest.String() == res.IndexDigest
+		return desc, body, ok && desc.Digest == res.IndexDigest
 	}
-	d, err := godigest.Parse(res.Digest)
-	if err != nil || res.Size <= 0 || !images.IsManifestType(res.MediaType) {
+	if res.Digest.Validate() != nil || res.Size <= 0 || !images.IsManifestType(res.MediaType) {
 		return ocispec.Descriptor{}, nil, false
 	}
-	return ocispec.Descriptor{MediaType: res.MediaType, Digest: d, Size: res.Size}, nil, true
-}
-
-func topDigest(res registry.Resolution) string {
-	if res.IndexDigest != "" {
-		return res.IndexDigest
-	}
-	return res.Digest
+	return ocispec.Descriptor{MediaType: res.MediaType, Digest: res.Digest, Size: res.Size}, nil, true
 }
 
 // knownResolver answers the resolution of one name from what the check

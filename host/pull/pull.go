@@ -27,9 +27,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
-	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/registry"
 )
 
@@ -76,7 +76,7 @@ func New(client *containerd.Client, reg *registry.Client, opts ...Option) *Pulle
 // Progress is one blob's download state.
 type Progress struct {
 	// Digest of the blob.
-	Digest string
+	Digest imagedigest.Digest
 	// Done and Total are bytes; Total is 0 when not yet known.
 	Done, Total int64
 	// Complete is true once the blob is committed (or was already present).
@@ -87,10 +87,9 @@ type Progress struct {
 type Result struct {
 	// Name is the image's name in containerd: repository@digest.
 	Name string
-	// Digest is the platform manifest's digest (the resolved SHA).
-	Digest string
-	// IndexDigest is the index's digest when the image came from one.
-	IndexDigest string
+	// Pair is the platform manifest's digest (the resolved SHA) and the
+	// index's when the image came from one.
+	imagedigest.Pair
 	// Size is the platform image's total size: manifest, config and layers.
 	Size int64
 }
@@ -103,15 +102,12 @@ type Result struct {
 // Nothing already on disk is replaced: the image is stored under a name of
 // its own digest, and a failed or mismatched pull leaves every earlier image
 // as it was.
-func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string, progress func(Progress)) (Result, error) {
+func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want imagedigest.Digest, progress func(Progress)) (Result, error) {
 	if err := registry.Verify(res, want); err != nil {
 		return Result{}, err
 	}
-	top := res.Digest
-	if res.IndexDigest != "" {
-		top = res.IndexDigest
-	}
-	imgName, err := p.Name(res.Ref, res.Digest, res.IndexDigest)
+	top := res.Top()
+	imgName, err := p.Name(res.Ref, res.Pair)
 	if err != nil {
 		return Result{}, err
 	}
@@ -165,7 +161,7 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	// The pull was by digest and containerd checked every digest on the way
 	// in; check the result names what was resolved all the same.
 	target := img.Target()
-	if target.Digest.String() != top {
+	if target.Digest != top {
 		return Result{}, &registry.Error{Ref: res.Ref, Op: "verify", Kind: registry.ErrDigestMismatch,
 			Err: fmt.Errorf("pulled %s, resolved %s", target.Digest, top)}
 	}
@@ -178,7 +174,7 @@ func (p *Puller) Pull(ctx context.Context, res registry.Resolution, want string,
 	if err != nil {
 		return Result{}, fmt.Errorf("sizing pulled image %s: %w", res.Ref, err)
 	}
-	return Result{Name: imgName, Digest: res.Digest, IndexDigest: res.IndexDigest, Size: size}, nil
+	return Result{Name: imgName, Pair: res.Pair, Size: size}, nil
 }
 
 // checkPlatformManifest makes sure containerd picked, from the index, the
@@ -190,7 +186,7 @@ func (p *Puller) checkPlatformManifest(ctx context.Context, index ocispec.Descri
 	}
 	for _, c := range children {
 		if c.Platform != nil && m.Match(*c.Platform) {
-			if c.Digest.String() != res.Digest {
+			if c.Digest != res.Digest {
 				return &registry.Error{Ref: res.Ref, Op: "verify", Kind: registry.ErrDigestMismatch,
 					Err: fmt.Errorf("containerd chose platform manifest %s, resolution says %s", c.Digest, res.Digest)}
 			}
@@ -232,9 +228,9 @@ const PartialTTL = 24 * time.Hour
 
 // lease returns ctx carrying a lease named after the image being pulled,
 // created if needed, and a function that deletes it.
-func (p *Puller) lease(ctx context.Context, digest string) (context.Context, func(), error) {
+func (p *Puller) lease(ctx context.Context, digest imagedigest.Digest) (context.Context, func(), error) {
 	lm := p.client.LeasesService()
-	id := "pullwise-pull-" + strings.ReplaceAll(digest, ":", "-")
+	id := "pullwise-pull-" + strings.ReplaceAll(digest.String(), ":", "-")
 	l, err := lm.Create(ctx, leases.WithID(id), leases.WithExpiration(PartialTTL))
 	if errdefs.IsAlreadyExists(err) {
 		l, err = leases.Lease{ID: id}, nil
@@ -256,11 +252,11 @@ func (p *Puller) watch(ctx context.Context, progress func(Progress)) (stop func(
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var mu sync.Mutex // progress is called from one goroutine at a time
-	seen := map[string]Progress{}
+	seen := map[imagedigest.Digest]Progress{}
 	handler = images.HandlerFunc(func(_ context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		d := desc.Digest.String()
+		d := desc.Digest
 		if _, ok := seen[d]; !ok {
 			pr := Progress{Digest: d, Total: desc.Size}
 			seen[d] = pr
@@ -314,14 +310,14 @@ func (p *Puller) watch(ctx context.Context, progress func(Progress)) (stop func(
 
 // digestOfRef extracts the digest from an ingest ref such as
 // "layer-sha256:abc..." (containerd's remotes.MakeRefKey).
-func digestOfRef(s content.Status) string {
+func digestOfRef(s content.Status) imagedigest.Digest {
 	if s.Expected != "" {
-		return s.Expected.String()
+		return s.Expected
 	}
 	if i := strings.Index(s.Ref, "sha256:"); i >= 0 {
-		return s.Ref[i:]
+		return imagedigest.Digest(s.Ref[i:])
 	}
-	return s.Ref
+	return imagedigest.Digest(s.Ref)
 }
 
 // kindOfPull maps containerd's pull errors onto the registry's kinds, so
@@ -353,16 +349,12 @@ func kindOfPull(err error) error {
 // at the top digest (the index for a multi-arch tag, else the manifest).
 // Pulls store images under it, so a new image never overwrites an older
 // one; it is built here only.
-func (p *Puller) Name(ref, digest, indexDigest string) (string, error) {
+func (p *Puller) Name(ref string, d imagedigest.Pair) (string, error) {
 	r, err := p.reg.ParseReference(ref)
 	if err != nil {
 		return "", err
 	}
-	top := digest
-	if indexDigest != "" {
-		top = indexDigest
-	}
-	return r.Context().Name() + "@" + top, nil
+	return r.Context().Name() + "@" + d.Top().String(), nil
 }
 
 // Size is the size of the image named (manifest, config and layers).
@@ -375,12 +367,11 @@ func (p *Puller) Size(ctx context.Context, name string) (int64, error) {
 }
 
 // Has reports whether containerd's content store holds the blob digest.
-func (p *Puller) Has(ctx context.Context, digest string) bool {
-	d, err := godigest.Parse(digest)
-	if err != nil {
+func (p *Puller) Has(ctx context.Context, digest imagedigest.Digest) bool {
+	if digest.Validate() != nil {
 		return false
 	}
-	_, err = p.client.ContentStore().Info(ctx, d)
+	_, err := p.client.ContentStore().Info(ctx, digest)
 	return err == nil
 }
 
@@ -406,7 +397,7 @@ func (p *Puller) local(ctx context.Context, imageName string, unpacked bool) (re
 		return Result{}, false
 	}
 	target := img.Target()
-	res = Result{Name: imageName, Digest: target.Digest.String()}
+	res = Result{Name: imageName, Pair: imagedigest.Pair{Digest: target.Digest}}
 	if images.IsIndexType(target.MediaType) {
 		platform, err := platforms.Parse(p.reg.Platform().String())
 		if err != nil {
@@ -420,7 +411,7 @@ func (p *Puller) local(ctx context.Context, imageName string, unpacked bool) (re
 		res.IndexDigest, res.Digest = res.Digest, ""
 		for _, c := range children {
 			if c.Platform != nil && m.Match(*c.Platform) {
-				res.Digest = c.Digest.String()
+				res.Digest = c.Digest
 				break
 			}
 		}

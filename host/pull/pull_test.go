@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
@@ -46,7 +47,7 @@ func (e *env) pull(t *testing.T, ref, want string) (Result, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e.puller.Pull(e.ctx, res, want, nil)
+	return e.puller.Pull(e.ctx, res, imagedigest.Normalize(want), nil)
 }
 
 func (e *env) unpacked(t *testing.T, name string) bool {
@@ -231,7 +232,7 @@ func TestPullRejectsCorruptManifestAndKeepsPrevious(t *testing.T) {
 	}
 	next := regtest.PushImage(t, e.proxy.Host+"/app:latest", regtest.RandomImage(t, 64<<10, 1))
 	res, err := e.reg.Resolve(e.ctx, e.proxy.Host+"/app:latest", nil) // HEAD: the digest header is honest
-	if err != nil || res.Digest != next.String() {
+	if err != nil || res.Digest.String() != next.String() {
 		t.Fatalf("resolve: %+v %v", res, err)
 	}
 	e.proxy.Corrupt(next.String(), true) // ...but the manifest body is not
@@ -274,12 +275,12 @@ func TestPullIndexByIndexPin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := e.puller.Pull(e.ctx, res, idx.String(), nil)
+	r, err := e.puller.Pull(e.ctx, res, imagedigest.Digest(idx.String()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	plat := e.reg.Platform().String()
-	if r.Digest != per[plat].String() || r.IndexDigest != idx.String() || !e.unpacked(t, r.Name) {
+	if r.Digest.String() != per[plat].String() || r.IndexDigest.String() != idx.String() || !e.unpacked(t, r.Name) {
 		t.Fatalf("result %+v; want platform %s manifest %s", r, plat, per[plat])
 	}
 }
@@ -303,7 +304,7 @@ func TestCollectOnlyUnreferenced(t *testing.T) {
 	}
 	// Two ImageObjectIDs resolve to a's SHA; nothing refers to b's.
 	for _, id := range []string{"img-1", "img-2"} {
-		if err := store.Latch(imagestore.Record{ID: id, Ref: e.proxy.Host + "/a:1", Digest: ra.Digest, Reason: imagestore.LatchCreate}); err != nil {
+		if err := store.Latch(imagestore.Record{ID: id, Ref: e.proxy.Host + "/a:1", Pair: imagedigest.Pair{Digest: ra.Digest}, Reason: imagestore.LatchCreate}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -16,7 +16,6 @@ import (
 	"io"
 	"maps"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +29,8 @@ import (
 	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
+
+	"github.com/pullwise/pullwise/host/imagedigest"
 )
 
 // Client talks to registries. It keeps each registry's endpoints (their
@@ -167,11 +168,10 @@ func remoteRef(ref string) (string, error) {
 type Resolution struct {
 	// Ref is the reference resolved, as given.
 	Ref string `json:"ref"`
-	// Digest is the resolved SHA: the digest of the manifest for the
-	// device's platform (what EVE reports). Lower-case "sha256:...".
-	Digest string `json:"digest"`
-	// IndexDigest is the multi-arch index's digest when Ref names an index.
-	IndexDigest string `json:"indexDigest,omitempty"`
+	// Pair is the resolved SHA, the digest of the manifest for the
+	// device's platform (what EVE reports), and the multi-arch index's
+	// digest when Ref names an index.
+	imagedigest.Pair
 	// MediaType is the media type of the platform manifest.
 	MediaType string `json:"mediaType"`
 	// Platform is the platform chosen from the index, if any.
@@ -187,22 +187,6 @@ type Resolution struct {
 	// In memory only.
 	index     ocispec.Descriptor
 	indexBody []byte
-}
-
-// Matches reports whether a digest (as configured, any case) names this
-// resolution: the platform manifest or the index.
-func (r Resolution) Matches(digest string) bool {
-	d := NormalizeDigest(digest)
-	return d == r.Digest || (r.IndexDigest != "" && d == r.IndexDigest)
-}
-
-// NormalizeDigest lower-cases a digest and adds "sha256:" to bare hex.
-func NormalizeDigest(d string) string {
-	d = strings.ToLower(strings.TrimSpace(d))
-	if d != "" && !strings.Contains(d, ":") {
-		d = "sha256:" + d
-	}
-	return d
 }
 
 // Resolve asks the registry what ref names now, downloading no blobs. One
@@ -231,7 +215,7 @@ func (c *Client) Resolve(ctx context.Context, ref string, prev *Resolution) (Res
 		return Resolution{}, &Error{Ref: ref, Op: "resolve", Kind: ErrNotManifest,
 			Err: fmt.Errorf("the registry answered with media type %q", top.MediaType)}
 	}
-	topDigest := NormalizeDigest(top.Digest.String())
+	topDigest := imagedigest.Normalize(top.Digest.String())
 	if prev != nil && (topDigest == prev.IndexDigest || (prev.IndexDigest == "" && topDigest == prev.Digest)) {
 		same := *prev
 		same.Ref, same.ResolvedAt = ref, now
@@ -254,7 +238,7 @@ func (c *Client) Resolve(ctx context.Context, ref string, prev *Resolution) (Res
 	}
 	for _, m := range idx.Manifests {
 		if m.Platform != nil && m.Platform.Satisfies(c.platform) {
-			res.Digest = NormalizeDigest(m.Digest.String())
+			res.Digest = imagedigest.Normalize(m.Digest.String())
 			res.MediaType = string(m.MediaType)
 			res.Platform = m.Platform.String()
 			res.Size = m.Size
@@ -311,16 +295,16 @@ func (c *Client) fetch(ctx context.Context, rref string, desc ocispec.Descriptor
 
 // Verify checks a resolution against a configured digest, which may name the
 // index or the platform manifest. An empty want always passes.
-func Verify(res Resolution, want string) error {
-	if want == "" || res.Matches(want) {
+func Verify(res Resolution, want imagedigest.Digest) error {
+	if res.Matches(want) {
 		return nil
 	}
-	got := res.Digest
+	got := res.Digest.String()
 	if res.IndexDigest != "" {
-		got = res.Digest + " (index " + res.IndexDigest + ")"
+		got += " (index " + res.IndexDigest.String() + ")"
 	}
 	return &Error{Ref: res.Ref, Op: "verify", Kind: ErrDigestMismatch,
-		Err: fmt.Errorf("the configuration requires %s, the registry serves %s", NormalizeDigest(want), got)}
+		Err: fmt.Errorf("the configuration requires %s, the registry serves %s", want, got)}
 }
 
 // Insecure reports whether registry (host or host:port) is reached over
@@ -407,7 +391,7 @@ func (c *Client) FetchManifest(ctx context.Context, res Resolution) (ocispec.Des
 	if err != nil {
 		return ocispec.Descriptor{}, nil, err
 	}
-	d, err := godigest.Parse(NormalizeDigest(res.Digest))
+	d, err := imagedigest.Parse(res.Digest.String())
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("fetch manifest %s: %w", res.Ref, err)
 	}

@@ -20,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	godigest "github.com/opencontainers/go-digest"
 
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
 
@@ -65,7 +66,7 @@ func noChangeCheck(t *testing.T, registryHost string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first.Digest != want.String() || first.IndexDigest != "" {
+	if first.Digest.String() != want.String() || first.IndexDigest != "" {
 		t.Fatalf("resolution %+v, want digest %s", first, want)
 	}
 	p.Reset()
@@ -87,7 +88,7 @@ func noChangeCheck(t *testing.T, registryHost string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if next.Digest != moved.String() || len(p.Requests()) != 1 || p.BlobBytes() != 0 {
+	if next.Digest.String() != moved.String() || len(p.Requests()) != 1 || p.BlobBytes() != 0 {
 		t.Fatalf("moved tag: %+v, %s", next, p)
 	}
 }
@@ -105,7 +106,7 @@ func TestResolveWithoutDigestHeader(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Digest != want.String() {
+			if res.Digest.String() != want.String() {
 				t.Fatalf("digest %s, want %s (the hash of the manifest)", res.Digest, want)
 			}
 			var sawGet bool
@@ -128,17 +129,18 @@ func TestResolveIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Digest != per["linux/arm64"].String() || res.IndexDigest != idx.String() || res.Platform != "linux/arm64" {
+	if res.Digest.String() != per["linux/arm64"].String() || res.IndexDigest.String() != idx.String() || res.Platform != "linux/arm64" {
 		t.Fatalf("resolution %+v; want the arm64 manifest %s in index %s", res, per["linux/arm64"], idx)
 	}
-	// A pinned sha256 may name the index or the platform manifest, any case.
+	// A pinned sha256 may name the index or the platform manifest, any case
+	// (normalised where it enters).
 	for _, pin := range []string{idx.String(), per["linux/arm64"].String(), strings.ToUpper(idx.Hex)} {
-		if err := Verify(res, pin); err != nil {
+		if err := Verify(res, imagedigest.Normalize(pin)); err != nil {
 			t.Errorf("Verify(%s): %v", pin, err)
 		}
 	}
-	err = Verify(res, per["linux/amd64"].String())
-	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), per["linux/amd64"].String()) || !strings.Contains(err.Error(), res.Digest) {
+	err = Verify(res, imagedigest.Digest(per["linux/amd64"].String()))
+	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), per["linux/amd64"].String()) || !strings.Contains(err.Error(), res.Digest.String()) {
 		t.Fatalf("a digest of another platform: %v; want a mismatch naming both digests", err)
 	}
 	// Unchanged index: one request, no second GET of the index.
@@ -163,7 +165,7 @@ func TestRetriesHonourRetryAfter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Digest != want.String() {
+	if res.Digest.String() != want.String() {
 		t.Fatalf("digest %s", res.Digest)
 	}
 	if len(*waits) != 3 || (*waits)[1] != 3*time.Second {
@@ -300,7 +302,7 @@ func TestHostsDir(t *testing.T) {
 	}
 	hostDir := filepath.Join(dir, strings.Replace(tlsProxy.Host, ":", "_", 1)+"_")
 	writeFile(t, filepath.Join(hostDir, "ca.crt"), string(caPEM))
-	if res, err := c.Resolve(ctx, ref, nil); err != nil || res.Digest != want.String() {
+	if res, err := c.Resolve(ctx, ref, nil); err != nil || res.Digest.String() != want.String() {
 		t.Fatalf("with ca.crt in %s: %+v %v", hostDir, res, err)
 	}
 
@@ -321,7 +323,7 @@ func TestHostsDir(t *testing.T) {
 	upRef := upstream.Host + "/app:latest"
 
 	hostsToml(dead)
-	if res, err := c.Resolve(ctx, upRef, nil); err != nil || res.Digest != want.String() {
+	if res, err := c.Resolve(ctx, upRef, nil); err != nil || res.Digest.String() != want.String() {
 		t.Fatalf("mirror down: %+v %v; want the upstream's answer", res, err)
 	}
 	if len(upstream.Requests()) == 0 {
@@ -334,7 +336,7 @@ func TestHostsDir(t *testing.T) {
 	hostsToml(mirror.Host)
 	upstream.Reset()
 	res, err := c.Resolve(ctx, upRef, nil)
-	if err != nil || res.Digest != want.String() {
+	if err != nil || res.Digest.String() != want.String() {
 		t.Fatalf("mirror up: %+v %v", res, err)
 	}
 	if m, err := c.Manifest(ctx, res); err != nil || len(m.Layers) != 1 {
@@ -369,7 +371,7 @@ func TestDeadMirrorCostsNothing(t *testing.T) {
 		"http://"+upstream.Host, "http://"+dead))
 	for i := range 3 {
 		res, err := c.Resolve(ctx, upstream.Host+"/app:latest", nil)
-		if err != nil || res.Digest != want.String() {
+		if err != nil || res.Digest.String() != want.String() {
 			t.Fatalf("resolve %d: %+v %v", i, res, err)
 		}
 	}

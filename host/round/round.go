@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -30,19 +31,10 @@ import (
 type RunImage struct {
 	// Ref is the reference the drive configures.
 	Ref string `json:"ref"`
-	// Digest is the platform manifest's digest; IndexDigest the multi-arch
-	// index's, when the image came from one.
-	Digest      string `json:"digest"`
-	IndexDigest string `json:"indexDigest,omitempty"`
-}
-
-// Matches reports whether the image satisfies a configured pin (empty:
-// any).
-func (r RunImage) Matches(pin string) bool {
-	if pin == "" {
-		return true
-	}
-	return registry.Resolution{Digest: r.Digest, IndexDigest: r.IndexDigest}.Matches(pin)
+	// Pair is the platform manifest's digest and the multi-arch index's,
+	// when the image came from one. Its Matches tells whether the image
+	// satisfies a configured pin.
+	imagedigest.Pair
 }
 
 // Policy is the module a round asks, with the decision record behind it.
@@ -155,7 +147,7 @@ func (r *round) unchanged() {
 	r.out.Run = req.Local
 	r.out.Changed = req.Running == nil || *req.Running != req.Local
 	if !req.Latched {
-		r.out.Latch = &imagestore.Record{ID: req.Image.UUID, Ref: req.Image.Name, Digest: req.Local.Digest, IndexDigest: req.Local.IndexDigest,
+		r.out.Latch = &imagestore.Record{ID: req.Image.UUID, Ref: req.Image.Name, Pair: req.Local.Pair,
 			Reason: imagestore.LatchCreate, ResolvedAt: req.Now().UTC()}
 	}
 }
@@ -181,10 +173,10 @@ func (r *round) run(ctx context.Context) error {
 				return r.failed(ctx, onFailure, err)
 			}
 			res = &got
-			r.in.Image.RemoteDigest = got.Digest
+			r.in.Image.RemoteDigest = got.Digest.String()
 			r.in.Image.LastCheck = &got.ResolvedAt
-			r.in.Image.LastRemoteDigest = got.Digest
-			if got.Digest != r.in.Image.LocalDigest {
+			r.in.Image.LastRemoteDigest = got.Digest.String()
+			if got.Digest.String() != r.in.Image.LocalDigest {
 				// What a pull would cost, for policies that weigh it (one small
 				// request: the manifest, which the pull needs anyway).
 				n := r.h.Need(ctx, got)
@@ -195,7 +187,7 @@ func (r *round) run(ctx context.Context) error {
 			if res == nil && req.Present && img.Pin() != "" && req.Local.Matches(img.Pin()) {
 				// A pinned digest on disk: what it resolves to is known
 				// without asking the registry.
-				res = &registry.Resolution{Ref: img.Name, Digest: req.Local.Digest, IndexDigest: req.Local.IndexDigest, ResolvedAt: req.Now().UTC()}
+				res = &registry.Resolution{Ref: img.Name, Pair: req.Local.Pair, ResolvedAt: req.Now().UTC()}
 			}
 			if res == nil {
 				r.h.Resolving()
@@ -232,11 +224,11 @@ func (r *round) run(ctx context.Context) error {
 			case req.Input.Event == sdk.EventRefresh:
 				reason = imagestore.LatchRefresh
 			}
-			got := RunImage{Ref: img.Name, Digest: pr.Digest, IndexDigest: pr.IndexDigest}
+			got := RunImage{Ref: img.Name, Pair: pr.Pair}
 			r.schedule(d.NextCheck)
 			r.out.Attempts = 0
 			r.out.Run, r.out.Changed, r.out.RestartOnChange = got, req.Running == nil || *req.Running != got, d.RestartOnChange
-			r.out.Latch = &imagestore.Record{ID: img.UUID, Ref: img.Name, Digest: pr.Digest, IndexDigest: pr.IndexDigest,
+			r.out.Latch = &imagestore.Record{ID: img.UUID, Ref: img.Name, Pair: pr.Pair,
 				Size: pr.Size, Reason: reason, ResolvedAt: res.ResolvedAt, LastPull: req.Now().UTC()}
 			return nil
 		case sdk.ActionUseLocal:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/config"
+	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/pull"
 	"github.com/pullwise/pullwise/host/registry"
@@ -47,7 +48,7 @@ func (s *script) Decide(_ context.Context, in sdk.Input) (sdk.Decision, error) {
 }
 
 type fakeHost struct {
-	remote                   string
+	remote                   imagedigest.Digest
 	resolveErr, fetchErr     error
 	resolves, fetches, needs int
 	device                   sdk.Device
@@ -58,7 +59,7 @@ type fakeHost struct {
 
 func (h *fakeHost) Resolve(context.Context) (registry.Resolution, error) {
 	h.resolves++
-	return registry.Resolution{Ref: "r/web:latest", Digest: h.remote, ResolvedAt: time.Unix(100, 0)}, h.resolveErr
+	return registry.Resolution{Ref: "r/web:latest", Pair: imagedigest.Pair{Digest: h.remote}, ResolvedAt: time.Unix(100, 0)}, h.resolveErr
 }
 
 func (h *fakeHost) Need(context.Context, registry.Resolution) pull.Need {
@@ -75,7 +76,7 @@ func (h *fakeHost) Fetch(ctx context.Context, res registry.Resolution) (pull.Res
 			return pull.Result{}, context.Cause(ctx)
 		}
 	}
-	return pull.Result{Digest: res.Digest, Size: 42}, h.fetchErr
+	return pull.Result{Pair: imagedigest.Pair{Digest: res.Digest}, Size: 42}, h.fetchErr
 }
 
 func (h *fakeHost) Device() sdk.Device                  { return h.device }
@@ -87,7 +88,7 @@ func at(s int) *time.Time { t := time.Unix(int64(s), 0); return &t }
 func TestRound(t *testing.T) {
 	img := config.Image{UUID: "6f1e0c1e-0000-4000-8000-000000000001", Name: "r/web:latest"}
 	pinned := config.Image{UUID: img.UUID, Name: "r/web@" + v1}
-	onDisk := RunImage{Ref: img.Name, Digest: v1}
+	onDisk := RunImage{Ref: img.Name, Pair: imagedigest.Pair{Digest: v1}}
 	pull := sdk.Decision{Action: sdk.ActionPull, OnPullFailure: sdk.PullFailureKeepExisting, RestartOnChange: true, Reason: "pull", NextCheck: at(500)}
 	check := sdk.Decision{Action: sdk.ActionCheckRemote, OnPullFailure: sdk.PullFailureKeepExisting, Reason: "check"}
 	useLocal := sdk.Decision{Action: sdk.ActionUseLocal, Reason: "local", NextCheck: at(600)}
@@ -107,8 +108,8 @@ func TestRound(t *testing.T) {
 	}{
 		{name: "absent at create: pull, latched as create", img: img, event: sdk.EventCreate,
 			answers: map[sdk.Event][]sdk.Decision{sdk.EventCreate: {pull}}, host: fakeHost{remote: v2},
-			want: Result{Run: RunImage{Ref: img.Name, Digest: v2}, Changed: true, RestartOnChange: true, Attempts: 0,
-				Latch: &imagestore.Record{ID: img.UUID, Ref: img.Name, Digest: v2, Size: 42, Reason: imagestore.LatchCreate}, NextChecks: []time.Time{*at(500)}},
+			want: Result{Run: RunImage{Ref: img.Name, Pair: imagedigest.Pair{Digest: v2}}, Changed: true, RestartOnChange: true, Attempts: 0,
+				Latch: &imagestore.Record{ID: img.UUID, Ref: img.Name, Pair: imagedigest.Pair{Digest: v2}, Size: 42, Reason: imagestore.LatchCreate}, NextChecks: []time.Time{*at(500)}},
 			resolves: 1, fetches: 1},
 		{name: "check, nothing new: the image on disk, one request", img: img, event: sdk.EventRefresh, present: true, latched: true,
 			answers: map[sdk.Event][]sdk.Decision{sdk.EventRefresh: {check, useLocal}}, host: fakeHost{remote: v1},
@@ -116,13 +117,13 @@ func TestRound(t *testing.T) {
 			resolves: 1},
 		{name: "check, moved: pull latched as refresh, no second request", img: img, event: sdk.EventRefresh, present: true, latched: true,
 			answers: map[sdk.Event][]sdk.Decision{sdk.EventRefresh: {check, pull}}, host: fakeHost{remote: v2},
-			want: Result{Run: RunImage{Ref: img.Name, Digest: v2}, Changed: true, RestartOnChange: true, Attempts: 0,
-				Latch: &imagestore.Record{ID: img.UUID, Ref: img.Name, Digest: v2, Size: 42, Reason: imagestore.LatchRefresh}, NextChecks: []time.Time{*at(500)}},
+			want: Result{Run: RunImage{Ref: img.Name, Pair: imagedigest.Pair{Digest: v2}}, Changed: true, RestartOnChange: true, Attempts: 0,
+				Latch: &imagestore.Record{ID: img.UUID, Ref: img.Name, Pair: imagedigest.Pair{Digest: v2}, Size: 42, Reason: imagestore.LatchRefresh}, NextChecks: []time.Time{*at(500)}},
 			resolves: 1, fetches: 1},
 		{name: "a pinned digest on disk: pulled as known, no request", img: pinned, event: sdk.EventTick, present: true, latched: true,
 			answers: map[sdk.Event][]sdk.Decision{sdk.EventTick: {pull}}, host: fakeHost{},
-			want: Result{Run: RunImage{Ref: pinned.Name, Digest: v1}, Changed: true, RestartOnChange: true, Attempts: 0,
-				Latch: &imagestore.Record{ID: img.UUID, Ref: pinned.Name, Digest: v1, Size: 42, Reason: imagestore.LatchPolicy}, NextChecks: []time.Time{*at(500)}},
+			want: Result{Run: RunImage{Ref: pinned.Name, Pair: imagedigest.Pair{Digest: v1}}, Changed: true, RestartOnChange: true, Attempts: 0,
+				Latch: &imagestore.Record{ID: img.UUID, Ref: pinned.Name, Pair: imagedigest.Pair{Digest: v1}, Size: 42, Reason: imagestore.LatchPolicy}, NextChecks: []time.Time{*at(500)}},
 			fetches: 1},
 		{name: "a failed check keeps the image on disk and asks when to try again", img: img, event: sdk.EventRefresh, present: true, latched: true,
 			answers: map[sdk.Event][]sdk.Decision{sdk.EventRefresh: {check}, sdk.EventPullFailed: {retry}},
@@ -148,7 +149,7 @@ func TestRound(t *testing.T) {
 		{name: "unlatched image on disk at create: latched as it is", img: img, event: sdk.EventCreate, present: true,
 			answers: map[sdk.Event][]sdk.Decision{sdk.EventCreate: {useLocal}},
 			want: Result{Run: onDisk, Changed: true, Attempts: -1, NextChecks: []time.Time{*at(600)},
-				Latch: &imagestore.Record{ID: img.UUID, Ref: img.Name, Digest: v1, Reason: imagestore.LatchCreate}}},
+				Latch: &imagestore.Record{ID: img.UUID, Ref: img.Name, Pair: imagedigest.Pair{Digest: v1}, Reason: imagestore.LatchCreate}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,7 +158,7 @@ func TestRound(t *testing.T) {
 			req := Request{Image: tc.img, Input: sdk.Input{Event: tc.event, Attempt: 2}, Present: tc.present, Latched: tc.latched,
 				Now: func() time.Time { return time.Unix(1000, 0) }, LinkCheck: time.Hour}
 			if tc.present {
-				req.Local = RunImage{Ref: tc.img.Name, Digest: v1}
+				req.Local = RunImage{Ref: tc.img.Name, Pair: imagedigest.Pair{Digest: v1}}
 				req.Input.Image.LocalDigest = v1
 			}
 			got, err := Run(context.Background(), p, &h, req)
@@ -205,7 +206,7 @@ func TestRoundSeesTheCheck(t *testing.T) {
 		{Action: sdk.ActionCheckRemote, Reason: "check"}, {Action: sdk.ActionUseLocal, Reason: "too big"}}}}
 	h := &fakeHost{remote: v2}
 	req := Request{Image: config.Image{UUID: "i", Name: "r/web:latest"}, Input: sdk.Input{Event: sdk.EventRefresh, Image: sdk.Image{LocalDigest: v1}},
-		Present: true, Latched: true, Local: RunImage{Ref: "r/web:latest", Digest: v1}, Now: time.Now, LinkCheck: time.Hour}
+		Present: true, Latched: true, Local: RunImage{Ref: "r/web:latest", Pair: imagedigest.Pair{Digest: v1}}, Now: time.Now, LinkCheck: time.Hour}
 	if _, err := Run(context.Background(), p, h, req); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func TestDownloadPausedWhenTheLinkChanges(t *testing.T) {
 	h := &fakeHost{remote: v2, fetchWait: make(chan struct{}), device: sdk.Device{Link: sdk.Link{Online: true, Metered: true, Interface: "wwan0"}}}
 	req := Request{Image: config.Image{UUID: "i", Name: "r/web:latest"},
 		Input:   sdk.Input{Event: sdk.EventRefresh, Device: sdk.Device{Link: sdk.Link{Online: true, Interface: "eth0"}}},
-		Present: true, Latched: true, Local: RunImage{Ref: "r/web:latest", Digest: v1}, Now: time.Now, LinkCheck: 10 * time.Millisecond}
+		Present: true, Latched: true, Local: RunImage{Ref: "r/web:latest", Pair: imagedigest.Pair{Digest: v1}}, Now: time.Now, LinkCheck: 10 * time.Millisecond}
 	got, err := Run(context.Background(), p, h, req)
 	if err != nil {
 		t.Fatal(err)
