@@ -139,6 +139,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'FleetSplay' -benchtime 1x -count 1 ./policies/periodic/ | tee bench-results/splay.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkAgent$$' -benchtime 5x -count 1 ./cmd/pullwise/ | tee bench-results/agent.txt
 	$(GO) test -run '^$$' -bench 'AgentAction|Isolation' -benchtime 5x -count 1 -timeout 30m ./cmd/pullwise/ | tee bench-results/actions.txt
+	$(GO) test -run '^$$' -bench 'StatusFile' -count $(COUNT) ./host/agent/ | tee bench-results/statusfile.txt
 	$(GO) test -run '^$$' -bench 'AgentIdleObserved' -benchtime 1x -count 1 ./cmd/pullwise/ | tee bench-results/idle.txt
 	$(GO) test -run '^$$' -bench 'ControllerPoll' -benchtime 1x -count 1 ./cmd/pullwise/ | tee bench-results/controller.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkProbe' -benchtime 50x -count $(COUNT) ./host/containers/ | tee bench-results/health.txt

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -45,7 +44,6 @@ import (
 	"github.com/pullwise/pullwise/host/statedb"
 	"github.com/pullwise/pullwise/host/trust"
 	"github.com/pullwise/pullwise/host/uplink"
-	"github.com/pullwise/pullwise/internal/atomicfile"
 	"github.com/pullwise/pullwise/internal/version"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
@@ -184,7 +182,7 @@ type Agent struct {
 	toldConfig  string  // the file and outcome last made an event (tellConfig)
 	moduleRefs  *string // the registry modules named at the last collection (nil: none yet)
 	statusPoke  chan struct{}
-	lastStatus  []byte // the status file's content, its time left out
+	statusFile  *statusFile
 	mu          sync.Mutex
 	status      AgentStatus
 	subs        map[chan progressEvent]string // subscriber -> app uuid
@@ -239,7 +237,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 			cl.release()
 		}
 	}()
-	a := &Agent{o: o, log: o.Logger, statusPoke: make(chan struct{}, 1), textfilePoke: make(chan struct{}, 1),
+	a := &Agent{o: o, log: o.Logger, statusFile: newStatusFile(filepath.Join(o.StateDir, StatusName)), statusPoke: make(chan struct{}, 1), textfilePoke: make(chan struct{}, 1),
 		subs: map[chan progressEvent]string{}, claim: cl}
 	a.metrics = a.newMetrics()
 	if o.ControllerURL != "" {
@@ -762,21 +760,36 @@ func (a *Agent) statusChanged() {
 	}
 }
 
-// writeStatusOnChange writes the status file when asked, at most ten times
-// a second.
+// statusSettle is how long the status file waits after a change for the
+// changes that follow it: one app's action changes its report several
+// times within a few milliseconds (accepted, checking, decided, running),
+// and the file is written once for all of them.
+const statusSettle = 100 * time.Millisecond
+
+// writeStatusOnChange writes the status file when asked, once the changes
+// settled (see statusSettle): at most ten times a second, and once per
+// action rather than once per step of it.
 func (a *Agent) writeStatusOnChange(ctx context.Context) {
+	settle := time.NewTimer(statusSettle)
+	settle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.statusPoke:
 		}
-		a.writeStatus()
+		settle.Reset(statusSettle)
 		select {
 		case <-ctx.Done():
+			settle.Stop()
 			return
-		case <-time.After(100 * time.Millisecond):
+		case <-settle.C:
 		}
+		select {
+		case <-a.statusPoke: // a change while settling: this write has it
+		default:
+		}
+		a.writeStatus()
 	}
 }
 
@@ -799,53 +812,16 @@ func (a *Agent) snapshot() (Status, error) {
 }
 
 // writeStatus writes the status file atomically (rename), unless nothing
-// but its time changed: flash wears.
+// but its times changed: flash wears (see statusFile).
 func (a *Agent) writeStatus() {
 	st, err := a.snapshot()
 	if err != nil {
 		a.log.Error("building status", "error", err)
 		return
 	}
-	same := statusKey(st)
-	if bytes.Equal(same, a.lastStatus) {
-		return
-	}
-	a.lastStatus = same
-	b, _ := json.MarshalIndent(st, "", "  ")
-	if err := atomicfile.Write(filepath.Join(a.o.StateDir, StatusName), b, false); err != nil {
+	if _, err := a.statusFile.write(st); err != nil {
 		a.log.Error("writing status file", "error", err)
 	}
-}
-
-// statusKey is the status as compared between writes: without the times
-// that change when nothing else does (the report's, and those of checks and
-// decisions that found nothing new), so a no-change check, or an action that
-// changed nothing, costs no flash write. The live report (`pullwise status`,
-// from the API) always has them.
-func statusKey(st Status) []byte {
-	st.Info.GeneratedAt = time.Time{}
-	st.Info.Apps = slices.Clone(st.Info.Apps)
-	for i, ap := range st.Info.Apps {
-		if len(ap.Decisions) > 0 {
-			ds := make(map[string]app.DecisionInfo, len(ap.Decisions))
-			for k, d := range ap.Decisions {
-				d.At = time.Time{}
-				ds[k] = d
-			}
-			st.Info.Apps[i].Decisions = ds
-		}
-	}
-	st.Info.Images = slices.Clone(st.Info.Images)
-	for i, im := range st.Info.Images {
-		st.Info.Images[i].LastCheck = nil
-		if im.Decision != nil {
-			d := *im.Decision
-			d.At = time.Time{}
-			st.Info.Images[i].Decision = &d
-		}
-	}
-	b, _ := json.Marshal(st)
-	return b
 }
 
 // configWatcher watches the configuration file's directory, so editors that

@@ -66,6 +66,7 @@ type healthState struct {
 func (w *worker) resetHealth(p *config.Probe, source string, pid uint32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.rev++
 	if p == nil {
 		w.health = nil
 		return
@@ -83,6 +84,7 @@ func (w *worker) noteProbe(err error) (was, now sdk.HealthStatus) {
 	if hs == nil {
 		return "", ""
 	}
+	w.rev++
 	was, next := hs.info.Status, hs.info.Status
 	if err == nil {
 		hs.info.FailingStreak, hs.info.LastError = 0, ""

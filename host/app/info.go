@@ -35,6 +35,12 @@ type Info struct {
 
 // AppInfo is one app instance's state.
 type AppInfo struct {
+	// Revision counts the changes to the app's report in this agent's run
+	// (not reported): the same revision, the same AppInfo, but for
+	// ConfigError, which the host sets. A writer of the report marshals
+	// only the apps whose revision moved.
+	Revision uint64 `json:"-"`
+
 	UUID        string `json:"uuid"`
 	DisplayName string `json:"displayName"`
 	// State is one of the State* values.
@@ -145,6 +151,25 @@ type ImageInfo struct {
 	// RolledBackFrom is the digest the app was rolled back from: not
 	// pulled again until the tag moves or a refresh asks for it.
 	RolledBackFrom imagedigest.Digest `json:"rolledBackFrom,omitempty"`
+}
+
+// Equal reports whether two image reports say the same, comparing what
+// their pointers point to: a writer of the report keeps an image's part
+// while it is equal.
+func (i ImageInfo) Equal(o ImageInfo) bool {
+	return i.ImageObjectID == o.ImageObjectID && i.App == o.App && i.Ref == o.Ref &&
+		i.SHA256 == o.SHA256 && i.IndexDigest == o.IndexDigest && i.Latched == o.Latched &&
+		equalPtr(i.LastCheck, o.LastCheck, time.Time.Equal) && i.LastCheckResult == o.LastCheckResult &&
+		equalPtr(i.Decision, o.Decision, func(a, b DecisionInfo) bool { return a == b }) &&
+		equalPtr(i.Download, o.Download, func(a, b DownloadProgress) bool { return a == b }) &&
+		i.RolledBackFrom == o.RolledBackFrom
+}
+
+func equalPtr[T any](a, b *T, eq func(T, T) bool) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return eq(*a, *b)
 }
 
 // DecisionInfo is a policy decision as reported.

@@ -43,6 +43,7 @@ type worker struct {
 	linkDue  bool                        // the link changed while the policy waited for a next check
 	health   *healthState                // the running process's healthcheck state; nil without one
 	download map[string]DownloadProgress // downloads under way, by ImageObjectID
+	rev      uint64                      // counts changes to info, download and health (AppInfo.Revision)
 
 	// Owned by the loop goroutine (and New, before it starts).
 	rec         AppInfo                       // the app's persisted record
@@ -257,6 +258,7 @@ func (w *worker) finish(gen uint64, err error) {
 func (w *worker) publish() {
 	w.mu.Lock()
 	w.info = w.rec.clone()
+	w.rev++
 	w.mu.Unlock()
 }
 
@@ -264,6 +266,7 @@ func (w *worker) publish() {
 func (w *worker) setDownload(id string, p *DownloadProgress) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.rev++
 	if p == nil {
 		delete(w.download, id)
 		return
@@ -279,6 +282,7 @@ func (w *worker) snapshot() AppInfo {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	info := w.info.clone()
+	info.Revision = w.rev
 	info.Downloads = maps.Clone(w.download)
 	if w.health != nil {
 		hi := w.health.info

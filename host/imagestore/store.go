@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,9 +92,20 @@ type Store struct {
 	db  *bolt.DB
 	own bool // opened by Open: Close closes db
 
+	// writing serialises the writes, so the records in memory follow the
+	// bucket in the order its transactions committed.
+	writing sync.Mutex
+
 	mu     sync.Mutex
 	held   map[imagedigest.Digest]int // digests an in-flight refresh involves
 	checks map[string]check           // registry checks not yet written, by ID
+	// recs is what the bucket holds, decoded once when the store opens and
+	// kept in step by Latch and Delete (the store is the bucket's only
+	// writer): a report of fifty apps, and every decision's input, read
+	// memory instead of decoding every record again. broken are the
+	// records that did not decode, reported by Get and List as before.
+	recs   map[string]Record
+	broken map[string]error
 }
 
 // check is a registry check kept in memory until the ID's next write.
@@ -126,13 +138,26 @@ func Open(path string) (*Store, error) {
 // New keeps the store in buckets of its own in db, which the caller owns
 // (Close leaves it open).
 func New(db *bolt.DB) (*Store, error) {
+	s := &Store{db: db, held: map[imagedigest.Digest]int{}, checks: map[string]check{},
+		recs: map[string]Record{}, broken: map[string]error{}}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketIDs)
-		return err
+		b, err := tx.CreateBucketIfNotExists(bucketIDs)
+		if err != nil {
+			return err
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				s.broken[string(k)] = err
+				return nil
+			}
+			s.recs[string(k)] = r
+			return nil
+		})
 	}); err != nil {
 		return nil, fmt.Errorf("initialising the image store in %s: %w", db.Path(), err)
 	}
-	return &Store{db: db, held: map[imagedigest.Digest]int{}, checks: map[string]check{}}, nil
+	return s, nil
 }
 
 // Close writes the checks not yet written and closes the store.
@@ -175,51 +200,39 @@ func (c check) apply(r *Record) {
 	}
 }
 
-// withChecks overlays the checks not yet written.
-func (s *Store) withChecks(r *Record) {
+// Get returns the record of an ImageObjectID, with the checks not yet
+// written.
+func (s *Store) Get(id string) (Record, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.checks[r.ID]; ok {
-		c.apply(r)
+	if err := s.broken[id]; err != nil {
+		return Record{}, false, fmt.Errorf("reading image %s: %w", id, err)
 	}
-}
-
-// Get returns the record of an ImageObjectID.
-func (s *Store) Get(id string) (Record, bool, error) {
-	var rec Record
-	var ok bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketIDs).Get([]byte(id))
-		if b == nil {
-			return nil
-		}
-		ok = true
-		return json.Unmarshal(b, &rec)
-	})
-	if err != nil {
-		return rec, false, fmt.Errorf("reading image %s: %w", id, err)
-	}
+	r, ok := s.recs[id]
 	if ok {
-		s.withChecks(&rec)
+		if c, pending := s.checks[id]; pending {
+			c.apply(&r)
+		}
 	}
-	return rec, ok, nil
+	return r, ok, nil
 }
 
-// List returns every record, by ID.
+// List returns every record, by ID, with the checks not yet written.
 func (s *Store) List() ([]Record, error) {
-	var recs []Record
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketIDs).ForEach(func(_, v []byte) error {
-			var r Record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
-			}
-			s.withChecks(&r)
-			recs = append(recs, r)
-			return nil
-		})
-	})
-	return recs, err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, err := range s.broken {
+		return nil, fmt.Errorf("reading image %s: %w", id, err)
+	}
+	recs := make([]Record, 0, len(s.recs))
+	for id, r := range s.recs {
+		if c, pending := s.checks[id]; pending {
+			c.apply(&r)
+		}
+		recs = append(recs, r)
+	}
+	slices.SortFunc(recs, func(a, b Record) int { return strings.Compare(a.ID, b.ID) })
+	return recs, nil
 }
 
 // Latch sets the SHA an ImageObjectID resolves to. rec.Reason must say why;
@@ -244,6 +257,8 @@ func (s *Store) Latch(rec Record) error {
 	if rec.ResolvedAt.IsZero() {
 		rec.ResolvedAt = time.Now().UTC()
 	}
+	s.writing.Lock()
+	defer s.writing.Unlock()
 	s.mu.Lock()
 	pending, hasCheck := s.checks[rec.ID]
 	s.mu.Unlock()
@@ -281,9 +296,11 @@ func (s *Store) Latch(rec Record) error {
 		}
 		return b.Put([]byte(rec.ID), v)
 	})
-	if err == nil && hasCheck {
+	if err == nil {
 		s.mu.Lock()
-		if s.checks[rec.ID] == pending {
+		s.recs[rec.ID] = rec
+		delete(s.broken, rec.ID)
+		if hasCheck && s.checks[rec.ID] == pending {
 			delete(s.checks, rec.ID)
 		}
 		s.mu.Unlock()
@@ -312,10 +329,19 @@ func (s *Store) RecordCheck(id string, at time.Time, remoteDigest imagedigest.Di
 // Delete forgets an ImageObjectID. Its SHA becomes collectable once no other
 // ID refers to it.
 func (s *Store) Delete(id string) error {
+	s.writing.Lock()
+	defer s.writing.Unlock()
 	s.mu.Lock()
 	delete(s.checks, id)
 	s.mu.Unlock()
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketIDs).Delete([]byte(id)) })
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketIDs).Delete([]byte(id)) }); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.recs, id)
+	delete(s.broken, id)
+	s.mu.Unlock()
+	return nil
 }
 
 // References returns the IDs whose latch or previous latch is digest.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pullwise/pullwise/host/imagedigest"
+	bolt "go.etcd.io/bbolt"
 )
 
 func digest(c byte) imagedigest.Digest {
@@ -239,5 +240,45 @@ func TestChecksAreWrittenWithTheNextWrite(t *testing.T) {
 		if r, _, _ := s2.Get(id); !r.LastCheck.Equal(at) {
 			t.Fatalf("%s after reopen: %+v", id, r)
 		}
+	}
+}
+
+// Records are read from memory, kept in step with the file: what a latch
+// or a delete wrote is what the next Get and List see, and a reopen reads
+// the same. A record that does not decode is reported, as it was when
+// every read decoded the file, and spoils no other.
+func TestRecordsInMemoryFollowTheFile(t *testing.T) {
+	s, path := open(t)
+	s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest('a')}, Reason: LatchCreate})
+	s.Latch(Record{ID: "img-2", Ref: "r/b:latest", Pair: imagedigest.Pair{Digest: digest('b')}, Reason: LatchCreate})
+	s.Latch(Record{ID: "img-1", Ref: "r/a:latest", Pair: imagedigest.Pair{Digest: digest('c')}, Reason: LatchRefresh})
+	s.Delete("img-2")
+	mem, err := s.List()
+	if err != nil || len(mem) != 1 || mem[0].Digest != digest('c') || mem[0].PreviousDigest != digest('a') {
+		t.Fatalf("in memory: %+v, %v", mem, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketIDs).Put([]byte("img-9"), []byte("{torn")) }); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := New(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if r, ok, err := s2.Get("img-1"); err != nil || !ok || r != mem[0] {
+		t.Fatalf("after a reopen: %+v, %v, %v; want %+v", r, ok, err, mem[0])
+	}
+	if _, _, err := s2.Get("img-9"); err == nil || !strings.Contains(err.Error(), "img-9") {
+		t.Fatalf("a broken record: %v; want an error naming it", err)
+	}
+	if _, err := s2.List(); err == nil {
+		t.Fatal("List with a broken record: no error")
 	}
 }
