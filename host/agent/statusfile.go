@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,7 +79,7 @@ func (f *statusFile) write(st Status) (bool, error) {
 			delete(f.apps, id) // the app left the configuration
 		}
 	}
-	if sameKeys(keys, f.written) {
+	if slices.EqualFunc(keys, f.written, bytes.Equal) {
 		return false, nil
 	}
 	var b bytes.Buffer
@@ -212,16 +213,4 @@ func writeArray(b *bytes.Buffer, isNil bool, elems func(yield func([]byte))) {
 		return
 	}
 	b.WriteString("\n" + indentStep + indentStep + "]")
-}
-
-func sameKeys(a, b [][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !bytes.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
 }

@@ -3,14 +3,13 @@
 // keeper already use) and the pair a tag resolves to, the platform
 // manifest's digest with the multi-arch index's beside it.
 //
-// Digests are parsed and normalised where they enter (the registry's
+// Digests are normalised where they enter (the registry's
 // answers, the configuration's pins, containerd's image names); inside the
 // host they are values of this type, never strings compared by hand. The
 // SDK's wire types stay strings: a policy module is its own program.
 package imagedigest
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -41,7 +40,7 @@ func (p Pair) Top() Digest {
 	return p.Digest
 }
 
-// Matches reports whether a pin (normalised, see Parse) names this image:
+// Matches reports whether a pin (normalised, see Normalize) names this image:
 // its platform manifest or its index. An empty pin matches any image.
 func (p Pair) Matches(pin Digest) bool {
 	return pin == "" || pin == p.Digest || (p.IndexDigest != "" && pin == p.IndexDigest)
@@ -55,25 +54,13 @@ func Hex(d Digest) string {
 }
 
 // Normalize is a digest as a person or an older record may write it:
-// trimmed, lower-case, "sha256:" added to bare hex. It does not validate;
-// see Parse.
+// trimmed, lower-case, "sha256:" added to bare hex. It does not validate:
+// the configuration's checker does, and containerd does for what it is
+// given.
 func Normalize(s string) Digest {
 	s = strings.ToLower(strings.TrimSpace(s))
 	if s != "" && !strings.Contains(s, ":") {
 		s = "sha256:" + s
 	}
 	return Digest(s)
-}
-
-// Parse normalises s (see Normalize) and checks it is a well-formed sha256
-// digest.
-func Parse(s string) (Digest, error) {
-	d := Normalize(s)
-	if err := d.Validate(); err != nil {
-		return "", fmt.Errorf("invalid digest %q: %w", s, err)
-	}
-	if d.Algorithm() != digest.SHA256 {
-		return "", fmt.Errorf("invalid digest %q: only sha256 is supported", s)
-	}
-	return d, nil
 }

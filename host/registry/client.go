@@ -391,15 +391,14 @@ func (c *Client) FetchManifest(ctx context.Context, res Resolution) (ocispec.Des
 	if err != nil {
 		return ocispec.Descriptor{}, nil, err
 	}
-	d, err := imagedigest.Parse(res.Digest.String())
-	if err != nil {
+	if err := res.Digest.Validate(); err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("fetch manifest %s: %w", res.Ref, err)
 	}
 	mt := res.MediaType
 	if !images.IsManifestType(mt) {
 		mt = ocispec.MediaTypeImageManifest
 	}
-	desc := ocispec.Descriptor{MediaType: mt, Digest: d, Size: res.Size}
+	desc := ocispec.Descriptor{MediaType: mt, Digest: res.Digest, Size: res.Size}
 	body, err := c.fetch(ctx, rref, desc)
 	if err != nil {
 		return ocispec.Descriptor{}, nil, classify(res.Ref, "fetch manifest", err)
