@@ -103,19 +103,20 @@ func (d *Dir) verifiedKey(path string) (VerifyFunc, string) {
 	return verify, key
 }
 
-// DirOption configures a Dir.
-type DirOption func(*Dir)
+// DirOption configures a Dir; OpenDir returns the error of one that
+// refuses its value.
+type DirOption func(*Dir) error
 
 // WithPins requires module NAME to have the sha256 pins[NAME] (hex, with or
 // without a "sha256:" prefix). A file with any other content is refused.
 // SetPins changes them later.
 func WithPins(pins map[string]string) DirOption {
-	return func(d *Dir) { d.pins = normalizePins(pins) }
+	return func(d *Dir) error { d.pins = normalizePins(pins); return nil }
 }
 
 // WithVerify sets the signature check modules must pass (see SetVerify).
 func WithVerify(verify VerifyFunc, id string) DirOption {
-	return func(d *Dir) { d.verify, d.verifyID = verify, id }
+	return func(d *Dir) error { d.verify, d.verifyID = verify, id; return nil }
 }
 
 func normalizePins(pins map[string]string) map[string]string {
@@ -132,7 +133,9 @@ func OpenDir(ctx context.Context, rt *Runtime, path string, opts ...DirOption) (
 	d := &Dir{rt: rt, path: path, pins: map[string]string{}, logger: rt.logger.Named("dropin"),
 		active: map[string]*Module{}, attempts: map[string]attempt{}, ignored: map[string]string{}}
 	for _, o := range opts {
-		o(d)
+		if err := o(d); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := d.Sync(ctx); err != nil {
 		return nil, err

@@ -26,6 +26,8 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/pullwise/pullwise/sdk"
+
+	"github.com/pullwise/pullwise/internal/option"
 )
 
 // Defaults of the sandbox.
@@ -86,46 +88,70 @@ type config struct {
 	logger        hclog.Logger
 }
 
-// Option configures a Runtime.
-type Option func(*config)
+// Option configures a Runtime. An option refuses a value that cannot work
+// (a zero time limit, a memory limit below one Wasm page), and NewRuntime
+// returns its error.
+type Option func(*config) error
 
 // WithCacheDir keeps compiled modules on disk under dir, so a module is
 // compiled once per sha256 across host restarts. Without it the cache lives
 // in memory only.
-func WithCacheDir(dir string) Option { return func(c *config) { c.cacheDir = dir } }
+func WithCacheDir(dir string) Option {
+	return option.Set("WithCacheDir", dir, func(c *config) *string { return &c.cacheDir }, nil)
+}
 
 // WithMemoryLimit caps each instance's linear memory, in bytes (rounded down
 // to whole 64 KiB pages). Default 32 MiB.
-func WithMemoryLimit(bytes uint32) Option { return func(c *config) { c.memoryLimit = bytes } }
+func WithMemoryLimit(bytes uint32) Option {
+	return func(c *config) error {
+		if bytes < wasmPage {
+			return fmt.Errorf("memory limit %d bytes is below one 64 KiB Wasm page", bytes)
+		}
+		c.memoryLimit = bytes
+		return nil
+	}
+}
 
 // WithTimeout bounds each decision and settings check. Default 100 ms.
-func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+func WithTimeout(d time.Duration) Option {
+	return option.Set("WithTimeout", d, func(c *config) *time.Duration { return &c.timeout }, func(d time.Duration) error {
+		if d <= 0 {
+			return fmt.Errorf("decision time limit must be positive, got %s", d)
+		}
+		return nil
+	})
+}
 
 // WithOutputLimit bounds the bytes one call may log. Default 64 KiB.
-func WithOutputLimit(n int) Option { return func(c *config) { c.outputLimit = n } }
+func WithOutputLimit(n int) Option {
+	return option.Set("WithOutputLimit", n, func(c *config) *int { return &c.outputLimit }, option.NotNegative[int])
+}
 
 // WithMaxModuleSize bounds the size of a module, in bytes. Default 16 MiB;
 // 0 keeps the default.
 func WithMaxModuleSize(n int64) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.maxModuleSize = n
-		}
+	if n == 0 {
+		return func(*config) error { return nil }
 	}
+	return option.Set("WithMaxModuleSize", n, func(c *config) *int64 { return &c.maxModuleSize }, option.NotNegative[int64])
 }
 
 // WithIdleInstances sets how many warm instances each module keeps between
 // decisions. Default 2.
-func WithIdleInstances(n int) Option { return func(c *config) { c.idleInstances = n } }
+func WithIdleInstances(n int) Option {
+	return option.Set("WithIdleInstances", n, func(c *config) *int { return &c.idleInstances }, option.NotNegative[int])
+}
 
 // WithFreshInstances runs every decision in a new instance and discards it
 // afterwards: no state can leak from one decision into the next, at the cost
 // of an instantiation per decision (see BenchmarkDecide).
-func WithFreshInstances() Option { return func(c *config) { c.fresh = true } }
+func WithFreshInstances() Option { return func(c *config) error { c.fresh = true; return nil } }
 
 // WithLogger sets the logger; module output goes to its sub-logger named
 // after the module.
-func WithLogger(l hclog.Logger) Option { return func(c *config) { c.logger = l } }
+func WithLogger(l hclog.Logger) Option {
+	return option.Set("WithLogger", l, func(c *config) *hclog.Logger { return &c.logger }, nil)
+}
 
 // WithReleaseAfter gives back the compiled code and instances of a module
 // no call has used for d (0, the default: never). An agent makes a few
@@ -133,7 +159,9 @@ func WithLogger(l hclog.Logger) Option { return func(c *config) { c.logger = l }
 // its memory, and compiling again from the cache (WithCacheDir) takes tens
 // of milliseconds. Every call, after a release too, runs under the same
 // time and memory limits.
-func WithReleaseAfter(d time.Duration) Option { return func(c *config) { c.releaseAfter = d } }
+func WithReleaseAfter(d time.Duration) Option {
+	return option.Set("WithReleaseAfter", d, func(c *config) *time.Duration { return &c.releaseAfter }, option.NotNegative[time.Duration])
+}
 
 // NewRuntime creates a Runtime.
 func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
@@ -145,13 +173,9 @@ func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
 		maxModuleSize: DefaultMaxModuleSize,
 	}
 	for _, o := range opts {
-		o(&cfg)
-	}
-	if cfg.memoryLimit < wasmPage {
-		return nil, fmt.Errorf("memory limit %d bytes is below one 64 KiB Wasm page", cfg.memoryLimit)
-	}
-	if cfg.timeout <= 0 {
-		return nil, fmt.Errorf("decision time limit must be positive, got %s", cfg.timeout)
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
 	}
 	// The Go runtime's start-up in _initialize takes a few milliseconds; give
 	// it room beyond a decision's limit, but keep a module that loops in its

@@ -126,7 +126,10 @@ func validateConfig(ctx context.Context, src []byte, policyDir, state string) ([
 		return nil, 0, err
 	}
 	defer dir.Close(ctx)
-	catalog := hostapp.NewCatalog(rt, dir, nil)
+	catalog, err := hostapp.NewCatalog(rt, hostapp.WithDropIns(dir))
+	if err != nil {
+		return nil, 0, err
+	}
 	dev, appErrs := c.Check(nil, catalog.Known)
 	errs := config.FieldErrors(dev)
 	// The trusted keys, as the agent reads them: a key file that is missing

@@ -123,8 +123,8 @@ func TestControllerDrivesTheDevice(t *testing.T) {
 
 	// An answer changed on the way (a proxy that holds Adam's TLS key and
 	// flips a byte of every body) is refused.
-	ctl, err := eve.NewController(eve.ControllerOptions{URL: tamperingProxy(t, adam), CAFile: adam.CA,
-		SigningCertFile: adam.SigningCert, Dir: filepath.Join(e.state, "eve")})
+	ctl, err := eve.NewController(context.Background(), tamperingProxy(t, adam), filepath.Join(e.state, "eve"),
+		eve.WithCA(adam.CA), eve.WithSigningCert(adam.SigningCert))
 	if err != nil {
 		t.Fatal(err)
 	}

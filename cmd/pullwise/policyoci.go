@@ -46,7 +46,7 @@ func (f *registryFlags) client(ref string, opts ...registry.Option) (*registry.C
 	if f.insecure {
 		opts = append(opts, registry.WithInsecure(reference.Domain(n)))
 	}
-	return registry.New(opts...), nil
+	return registry.New(opts...)
 }
 
 func newPolicyPushCmd() *cobra.Command {

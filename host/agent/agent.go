@@ -182,6 +182,7 @@ type Agent struct {
 	toldConfig  string  // the file and outcome last made an event (tellConfig)
 	moduleRefs  *string // the registry modules named at the last collection (nil: none yet)
 	statusPoke  chan struct{}
+	statusFlush chan struct{} // see flushStatus
 	statusFile  *statusFile
 	mu          sync.Mutex
 	status      AgentStatus
@@ -237,13 +238,21 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 			cl.release()
 		}
 	}()
-	a := &Agent{o: o, log: o.Logger, statusFile: newStatusFile(filepath.Join(o.StateDir, StatusName)), statusPoke: make(chan struct{}, 1), textfilePoke: make(chan struct{}, 1),
+	a := &Agent{o: o, log: o.Logger, statusFile: newStatusFile(filepath.Join(o.StateDir, StatusName)), statusPoke: make(chan struct{}, 1), statusFlush: make(chan struct{}, 1), textfilePoke: make(chan struct{}, 1),
 		subs: map[chan progressEvent]string{}, claim: cl}
 	a.metrics = a.newMetrics()
 	if o.ControllerURL != "" {
-		c, err := eve.NewController(eve.ControllerOptions{URL: o.ControllerURL, CAFile: o.ControllerCA,
-			SigningCertFile: o.ControllerSigningCert, Dir: filepath.Join(o.StateDir, "eve"),
-			OnboardCertFile: o.ControllerOnboardCert, OnboardKeyFile: o.ControllerOnboardKey, Serial: o.ControllerSerial})
+		var copts []eve.ControllerOption
+		if o.ControllerCA != "" {
+			copts = append(copts, eve.WithCA(o.ControllerCA))
+		}
+		if o.ControllerSigningCert != "" {
+			copts = append(copts, eve.WithSigningCert(o.ControllerSigningCert))
+		}
+		if o.ControllerOnboardCert != "" || o.ControllerOnboardKey != "" {
+			copts = append(copts, eve.WithOnboarding(o.ControllerOnboardCert, o.ControllerOnboardKey, o.ControllerSerial))
+		}
+		c, err := eve.NewController(ctx, o.ControllerURL, filepath.Join(o.StateDir, "eve"), copts...)
 		if err != nil {
 			return nil, fmt.Errorf("--controller: %w", err)
 		}
@@ -307,20 +316,26 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	// (reconcile); the hosts directory's files are re-read when they change.
 	a.cm = containers.New(client, o.StateDir)
 	a.machineID = machineID()
-	a.reg = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()),
-		registry.WithDownloads(downloads(first.Device)), registry.WithRequestObserver(a.metrics.Request))
-	a.puller = pull.New(client, a.reg)
+	if a.reg, err = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()),
+		registry.WithDownloads(downloads(first.Device)), registry.WithRequestObserver(a.metrics.Request)); err != nil {
+		return nil, err
+	}
+	if a.puller, err = pull.New(client, a.reg); err != nil {
+		return nil, err
+	}
 	// Registry modules arrive in the background; each arrival (and each
 	// failed try's next turn) applies the configuration again, so the apps
 	// waiting for a module are accepted without anyone editing the file.
-	if a.modules, err = modules.New(ctx, filepath.Join(o.StateDir, "modules"), a.reg, a.rt.MaxModuleSize(), a.log.Named("modules"),
-		func() { go a.reconcile() }); err != nil {
+	if a.modules, err = modules.New(ctx, filepath.Join(o.StateDir, "modules"), a.reg, modules.WithMaxSize(a.rt.MaxModuleSize()),
+		modules.WithLogger(a.log.Named("modules")), modules.WithOnChange(func() { go a.reconcile() })); err != nil {
 		return nil, err
 	}
 	if a.modules.SetTrust(policyTrust) && policyTrust.Broken != nil {
 		a.log.Error("device.policyTrust: the trusted keys cannot be read; no module that needs a signature runs", "error", policyTrust.Broken)
 	}
-	a.uplink = uplink.New()
+	if a.uplink, err = uplink.New(); err != nil {
+		return nil, err
+	}
 	a.uplink.UseNetworkManager(useNetworkManager(first.Device))
 	if a.meter, err = budget.Open(a.db, a.reg.Received); err != nil {
 		return nil, err
@@ -333,14 +348,23 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	}
 	a.seedMetrics()
 	a.notify = notify.New(a.events, o.StateDir, a.log.Named("notify"))
-	a.host, err = app.New(app.Options{
-		Registry: a.reg, Puller: a.puller, Images: a.images,
-		Containers: a.cm, Policies: app.NewCatalog(a.rt, a.dir, a.modules),
-		State: a.db, Logger: a.log.Named("apps"),
-		GracePeriod: o.GracePeriod, Progress: a.publish, Device: a.device, OnChange: a.statusChanged,
-		LinkCheck: o.LinkCheck, Record: a.recordDecision, Events: a.keepEvent,
-	})
+	catalog, err := app.NewCatalog(a.rt, app.WithDropIns(a.dir), app.WithRegistryModules(a.modules))
 	if err != nil {
+		return nil, err
+	}
+	hostOpts := []app.Option{
+		app.WithRegistry(a.reg), app.WithPuller(a.puller), app.WithImages(a.images), app.WithContainers(a.cm),
+		app.WithPolicies(catalog), app.WithLogger(a.log.Named("apps")),
+		app.WithProgress(a.publish), app.WithDevice(a.device), app.WithOnChange(a.statusChanged),
+		app.WithRecord(a.recordDecision), app.WithEvents(a.keepEvent),
+	}
+	if o.GracePeriod != 0 {
+		hostOpts = append(hostOpts, app.WithGracePeriod(o.GracePeriod))
+	}
+	if o.LinkCheck != 0 {
+		hostOpts = append(hostOpts, app.WithLinkCheck(o.LinkCheck))
+	}
+	if a.host, err = app.New(ctx, a.db, hostOpts...); err != nil {
 		return nil, err
 	}
 	a.bumps, err = loadBumps(a.db, o.StateDir)
@@ -760,6 +784,17 @@ func (a *Agent) statusChanged() {
 	}
 }
 
+// flushStatus has the status file written now rather than when the
+// changes settle: an action asked through the API has ended, and its
+// caller has its answer. The file is then written while the agent is awake
+// anyway, instead of waking it again a moment later.
+func (a *Agent) flushStatus() {
+	select {
+	case a.statusFlush <- struct{}{}:
+	default:
+	}
+}
+
 // statusSettle is how long the status file waits after a change for the
 // changes that follow it: one app's action changes its report several
 // times within a few milliseconds (accepted, checking, decided, running),
@@ -767,8 +802,9 @@ func (a *Agent) statusChanged() {
 const statusSettle = 100 * time.Millisecond
 
 // writeStatusOnChange writes the status file when asked, once the changes
-// settled (see statusSettle): at most ten times a second, and once per
-// action rather than once per step of it.
+// settled (see statusSettle) or an action asked through the API ended
+// (flushStatus): at most ten times a second, and once per action rather
+// than once per step of it.
 func (a *Agent) writeStatusOnChange(ctx context.Context) {
 	settle := time.NewTimer(statusSettle)
 	settle.Stop()
@@ -784,6 +820,8 @@ func (a *Agent) writeStatusOnChange(ctx context.Context) {
 			settle.Stop()
 			return
 		case <-settle.C:
+		case <-a.statusFlush:
+			settle.Stop()
 		}
 		select {
 		case <-a.statusPoke: // a change while settling: this write has it

@@ -42,7 +42,7 @@ type world struct {
 	images *imagestore.Store
 	host   *Host
 	cm     *containers.Manager
-	opts   Options
+	opts   []Option
 }
 
 func newWorld(t *testing.T) *world { return newBenchWorld(t) }
@@ -54,8 +54,10 @@ func newBenchWorld(t testing.TB) *world {
 	w.d = ctrdtest.Start(t)
 	w.ctx = w.d.Context()
 	w.proxy = regtest.NewProxy(t, regtest.NewRegistry(t))
-	reg := registry.New(registry.WithInsecure(w.proxy.Host), registry.WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
-	var err error
+	reg, err := registry.New(registry.WithInsecure(w.proxy.Host), registry.WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if w.db, err = statedb.Open(w.dir); err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +72,12 @@ func newBenchWorld(t testing.TB) *world {
 	}
 	t.Cleanup(func() { rt.Close(context.Background()) })
 	w.cm = containers.New(w.d.Client, w.dir)
-	w.opts = Options{Registry: reg, Puller: pull.New(w.d.Client, reg), Images: w.images, Containers: w.cm,
-		Policies: NewCatalog(rt, nil, nil), State: w.db, GracePeriod: 1500 * time.Millisecond}
+	puller, err := pull.New(w.d.Client, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.opts = []Option{WithRegistry(reg), WithPuller(puller), WithImages(w.images), WithContainers(w.cm),
+		WithPolicies(newCatalog(t, rt)), WithGracePeriod(1500 * time.Millisecond)}
 	w.start()
 	return w
 }
@@ -82,7 +88,7 @@ func (w *world) start() {
 	if w.host != nil {
 		w.host.Close()
 	}
-	h, err := New(w.opts)
+	h, err := New(w.ctx, w.db, w.opts...)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -94,6 +100,16 @@ func (w *world) start() {
 func (w *world) push(repoTag, version string, failFast bool) string {
 	w.t.Helper()
 	return regtest.PushImage(w.t, w.proxy.Host+"/"+repoTag, regtest.AppImage(w.t, version, failFast)).String()
+}
+
+// newCatalog is NewCatalog for a test: its error fails the test.
+func newCatalog(t testing.TB, rt *plugins.Runtime, opts ...CatalogOption) *Catalog {
+	t.Helper()
+	c, err := NewCatalog(rt, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // appID is id, for where a loop variable named id hides it.
@@ -591,10 +607,9 @@ func TestMeteredLinkWeighsTheDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.opts.Policies = NewCatalog(rt, drop, nil)
-	w.opts.Device = func() sdk.Device {
+	w.opts = append(w.opts, WithPolicies(newCatalog(t, rt, WithDropIns(drop))), WithDevice(func() sdk.Device {
 		return sdk.Device{Link: sdk.Link{Online: true, Metered: true, BandwidthBps: 10_000}}
-	}
+	}))
 	w.start()
 	w.push("web:latest", "v1", false)
 	a := appOpts{uuid: "web", ref: "web:latest", policy: "metered-link"}
@@ -643,7 +658,7 @@ func randomLayer(t *testing.T, size int64) v1.Layer {
 func TestFailedCreateIsRetriedWhenThePolicySays(t *testing.T) {
 	w := newWorld(t)
 	var clock shiftedClock
-	w.opts.Now = clock.now
+	w.opts = append(w.opts, WithClock(clock.now))
 	w.start()
 	w.push("web:latest", "v1", false)
 	w.proxy.Down(true)

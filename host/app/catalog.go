@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/config"
 	"github.com/pullwise/pullwise/host/modules"
+	"github.com/pullwise/pullwise/internal/option"
 	"github.com/pullwise/pullwise/plugins"
 	"github.com/pullwise/pullwise/policies"
 )
@@ -23,8 +25,8 @@ import (
 // app.
 type Catalog struct {
 	rt     *plugins.Runtime
-	dir    *plugins.Dir    // may be nil
-	keeper *modules.Keeper // may be nil: no registry modules
+	dir    *plugins.Dir    // WithDropIns's, or nil
+	keeper *modules.Keeper // WithRegistryModules's, or nil: no registry modules
 
 	// loading makes the apps that ask for a built-in not loaded yet wait
 	// for one load: fifty apps created at once used to load it fifty
@@ -44,10 +46,32 @@ type fetchedModule struct {
 	gen int
 }
 
-// NewCatalog returns a catalog over a runtime, an optional drop-in
-// directory and an optional keeper of registry modules.
-func NewCatalog(rt *plugins.Runtime, dir *plugins.Dir, keeper *modules.Keeper) *Catalog {
-	return &Catalog{rt: rt, dir: dir, keeper: keeper, builtins: map[string]*plugins.Module{}, fetched: map[string]fetchedModule{}}
+// A CatalogOption adds a source of modules to a Catalog.
+type CatalogOption func(*Catalog) error
+
+// WithDropIns adds the modules of a drop-in directory.
+func WithDropIns(dir *plugins.Dir) CatalogOption {
+	return option.Set("WithDropIns", dir, func(c *Catalog) **plugins.Dir { return &c.dir }, option.NotNil[*plugins.Dir])
+}
+
+// WithRegistryModules adds the registry modules keeper fetches and keeps.
+func WithRegistryModules(keeper *modules.Keeper) CatalogOption {
+	return option.Set("WithRegistryModules", keeper, func(c *Catalog) **modules.Keeper { return &c.keeper }, option.NotNil[*modules.Keeper])
+}
+
+// NewCatalog returns a catalog of the built-in modules on rt, and of the
+// sources opts add.
+func NewCatalog(rt *plugins.Runtime, opts ...CatalogOption) (*Catalog, error) {
+	if rt == nil {
+		return nil, errors.New("policy catalog: a runtime is required")
+	}
+	c := &Catalog{rt: rt, builtins: map[string]*plugins.Module{}, fetched: map[string]fetchedModule{}}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, fmt.Errorf("policy catalog: %w", err)
+		}
+	}
+	return c, nil
 }
 
 // Known reports whether name is a loaded drop-in module or a built-in.

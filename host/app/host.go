@@ -33,19 +33,13 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/pullwise/pullwise/host/config"
-	"github.com/pullwise/pullwise/host/decisions"
-	"github.com/pullwise/pullwise/host/events"
 	"github.com/pullwise/pullwise/host/imagedigest"
-	"github.com/pullwise/pullwise/host/imagestore"
-	"github.com/pullwise/pullwise/host/pull"
-	"github.com/pullwise/pullwise/sdk"
 )
 
 // ErrRejected marks configuration problems: the device part rejects the
@@ -53,54 +47,10 @@ import (
 // that app only, which keeps running as it was while the others apply.
 var ErrRejected = errors.New("configuration rejected")
 
-// Options are what a Host is made of. Every field but Logger, Now, Device,
-// GracePeriod, Progress and OnChange is required.
-type Options struct {
-	Registry   Registry
-	Puller     Puller
-	Images     *imagestore.Store
-	Containers Containers
-	Policies   *Catalog
-	// State is the state file (see host/statedb) the apps' records and
-	// journals are kept in; the caller owns it.
-	State  *bolt.DB
-	Logger hclog.Logger
-	// Now is the clock policies see. Default time.Now.
-	Now func() time.Time
-	// Device reports the link and disk for policies. Default: online,
-	// unmetered, unknown bandwidth.
-	Device func() sdk.Device
-	// GracePeriod is how long a changed app must keep running before its
-	// previous images stop being a rollback target. Default 10 s.
-	GracePeriod time.Duration
-	// Progress, if set, receives the download progress of every pull.
-	Progress func(app string, p pull.Progress)
-	// OnChange, if set, is called (from the app's worker) whenever an app's
-	// reported state may have changed.
-	OnChange func()
-	// CrashBackoff is the first wait before an app whose process exited on
-	// its own is started again; it doubles to 5 min. Default 10 s.
-	CrashBackoff time.Duration
-	// CheckWindow is how long a registry answer for a reference is shared
-	// with other apps' checks of it. Default 5 s.
-	CheckWindow time.Duration
-	// Record, if set, receives every decision a policy was asked for, with
-	// its whole input (host/decisions keeps them for replay).
-	Record func(decisions.Entry)
-	// Events, if set, receives everything that happens to an app or an
-	// image, as it happens (from the app's worker): the events, the
-	// notifications and the metrics hang off it. Each is logged too.
-	Events func(events.Event)
-	// LinkCheck is how often the link (Device) is looked at for changes,
-	// during downloads and for the apps waiting for a next check (link.go).
-	// Default DefaultLinkCheck.
-	LinkCheck time.Duration
-}
-
 // Host runs the apps of a configuration, each on its own worker. Its methods
 // are safe for concurrent use.
 type Host struct {
-	o      Options
+	o      options
 	state  *stateStore
 	log    hclog.Logger
 	checks *checks
@@ -119,34 +69,19 @@ type Host struct {
 	wg          sync.WaitGroup
 }
 
-// New opens the host's state and picks up where the last run stopped: each
+// New opens the host's state (the state file, see host/statedb, which the
+// caller owns and closes) and picks up where the last run stopped: each
 // app's record (what it runs, what it was doing) is loaded, and apps
 // already running in containerd are adopted as they are when the first
-// configuration is submitted.
-func New(o Options) (*Host, error) {
-	if o.Registry == nil || o.Puller == nil || o.Images == nil || o.Containers == nil || o.Policies == nil || o.State == nil {
-		return nil, errors.New("app.New: Registry, Puller, Images, Containers, Policies and State are required")
+// configuration is submitted. WithRegistry, WithPuller, WithImages,
+// WithContainers and WithPolicies are required.
+func New(ctx context.Context, state *bolt.DB, opts ...Option) (*Host, error) {
+	o, err := newOptions(state, opts)
+	if err != nil {
+		return nil, fmt.Errorf("app host: %w", err)
 	}
-	if o.Logger == nil {
-		o.Logger = hclog.NewNullLogger()
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.Device == nil {
-		o.Device = func() sdk.Device { return sdk.Device{Link: sdk.Link{Online: true}} }
-	}
-	if o.GracePeriod == 0 {
-		o.GracePeriod = 10 * time.Second
-	}
-	if o.CrashBackoff == 0 {
-		o.CrashBackoff = 10 * time.Second
-	}
-	if o.CheckWindow == 0 {
-		o.CheckWindow = 5 * time.Second
-	}
-	if o.LinkCheck <= 0 {
-		o.LinkCheck = DefaultLinkCheck
+	if err := ctx.Err(); err != nil {
+		return nil, err // a start given up opens nothing
 	}
 	st, err := openState(o.State)
 	if err != nil {

@@ -182,7 +182,9 @@ type DecisionInfo struct {
 }
 
 // Info reports every app of the configuration and every image its
-// container drives use, as each app's worker last published it.
+// container drives use, as each app's worker last published it. The
+// reports' maps are shared with the workers' and other callers' reports:
+// read them, do not change them.
 func (h *Host) Info(_ context.Context) (Info, error) {
 	info := Info{GeneratedAt: h.o.Now().UTC(), Apps: []AppInfo{}, Images: []ImageInfo{}}
 	h.mu.Lock()
@@ -236,7 +238,8 @@ func (h *Host) Info(_ context.Context) (Info, error) {
 	return info, nil
 }
 
-// App is one app's report (false if the configuration has no such app).
+// App is one app's report (false if the configuration has no such app);
+// its maps are shared, as Info's are.
 func (h *Host) App(uuid string) (AppInfo, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

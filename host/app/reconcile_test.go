@@ -323,7 +323,7 @@ func TestPeriodicChecksAReferenceOncePerInterval(t *testing.T) {
 func (w *world) periodicApps(n int) *shiftedClock {
 	w.t.Helper()
 	clock := &shiftedClock{}
-	w.opts.Now = clock.now
+	w.opts = append(w.opts, WithClock(clock.now))
 	w.start()
 	w.push("web:latest", "v1", false)
 	var apps []appOpts
@@ -344,7 +344,7 @@ func (w *world) periodicApps(n int) *shiftedClock {
 // period is reported with its exit code and started again.
 func TestExitedAppIsRestartedWithBackoff(t *testing.T) {
 	w := newWorld(t)
-	w.opts.CrashBackoff = 500 * time.Millisecond
+	w.opts = append(w.opts, WithCrashBackoff(500*time.Millisecond))
 	w.start()
 	w.push("web:latest", "v1", false)
 	if err := w.apply(w.config(appOpts{uuid: "web", ref: "web:latest"})); err != nil {
@@ -382,7 +382,7 @@ func TestExitedAppIsRestartedWithBackoff(t *testing.T) {
 // work, and an exit after the restart is still noticed and supervised.
 func TestContainerdRestartIsSurvived(t *testing.T) {
 	w := newWorld(t)
-	w.opts.CrashBackoff = 500 * time.Millisecond
+	w.opts = append(w.opts, WithCrashBackoff(500*time.Millisecond))
 	w.start()
 	w.push("web:latest", "v1", false)
 	a := appOpts{uuid: "web", ref: "web:latest"}
@@ -433,7 +433,7 @@ func TestMonitorOnlyReportsAndKeeps(t *testing.T) {
 	told := w.recordEvents()
 	available := func() []events.Event { return told(events.UpdateAvailable) }
 	clock := &shiftedClock{}
-	w.opts.Now = clock.now
+	w.opts = append(w.opts, WithClock(clock.now))
 	w.start()
 	d1 := w.push("web:latest", "v1", false)
 	a := appOpts{uuid: "web", ref: "web:latest"}
@@ -472,11 +472,11 @@ func TestMonitorOnlyReportsAndKeeps(t *testing.T) {
 func (w *world) recordEvents() func(events.Kind) []events.Event {
 	var mu sync.Mutex
 	var told []events.Event
-	w.opts.Events = func(e events.Event) {
+	w.opts = append(w.opts, WithEvents(func(e events.Event) {
 		mu.Lock()
 		told = append(told, e)
 		mu.Unlock()
-	}
+	}))
 	return func(k events.Kind) []events.Event {
 		mu.Lock()
 		defer mu.Unlock()
@@ -499,7 +499,7 @@ func TestRolledBackDigestWaitsForTheTagToMove(t *testing.T) {
 	told := w.recordEvents()
 	count := func(k events.Kind) int { return len(told(k)) }
 	clock := &shiftedClock{}
-	w.opts.Now = clock.now
+	w.opts = append(w.opts, WithClock(clock.now))
 	w.start()
 	d1 := w.push("web:latest", "v1", false)
 	a := appOpts{uuid: "web", ref: "web:latest"}

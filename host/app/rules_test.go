@@ -297,6 +297,8 @@ type rig struct {
 	reg   *fakeRegistry
 	pl    *fakePuller
 	ct    *fakeContainers
+	db    *bolt.DB
+	opts  []Option // what h was made with, for a restarted host
 
 	devMu sync.Mutex
 	dev   sdk.Device // what policies are told about the device
@@ -348,12 +350,14 @@ func newRigOpts(t *testing.T, prepare func(*bolt.DB, *imagestore.Store), dropin 
 	if prepare != nil {
 		prepare(db, images)
 	}
-	var dir *plugins.Dir
+	var catalogOpts []CatalogOption
 	if dropin != nil {
-		dir = dropin(rt)
+		catalogOpts = append(catalogOpts, WithDropIns(dropin(rt)))
 	}
-	r.h, err = New(Options{Registry: r.reg, Puller: r.pl, Images: images, Containers: r.ct,
-		Policies: NewCatalog(rt, dir, nil), State: db, GracePeriod: time.Millisecond, Now: r.clock.now, Device: r.device})
+	r.db = db
+	r.opts = []Option{WithRegistry(r.reg), WithPuller(r.pl), WithImages(images), WithContainers(r.ct),
+		WithPolicies(newCatalog(t, rt, catalogOpts...)), WithGracePeriod(time.Millisecond), WithClock(r.clock.now), WithDevice(r.device)}
+	r.h, err = New(context.Background(), r.db, r.opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -573,7 +577,7 @@ func TestStateOfTheEarlierAgent(t *testing.T) {
 	r.ct.apps[id("web")] = &fakeContainer{running: true, gen: 1, pid: 2, images: []string{name}}
 	r.h.Close()
 	var err error
-	if r.h, err = New(r.h.o); err != nil {
+	if r.h, err = New(context.Background(), r.db, r.opts...); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.apply(asked); err != nil {
@@ -721,7 +725,7 @@ func TestRefreshDuringAnotherEventIsNotLost(t *testing.T) {
 	// the registry holds that check while a refresh is asked.
 	r.h.Close()
 	var err error
-	if r.h, err = New(r.h.o); err != nil {
+	if r.h, err = New(context.Background(), r.db, r.opts...); err != nil {
 		t.Fatal(err)
 	}
 	r.reg.mu.Lock()

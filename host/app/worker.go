@@ -35,7 +35,8 @@ type worker struct {
 	acted    uint64         // the last generation acted upon
 	errs     map[uint64]error
 	waiters  []waiter
-	info     AppInfo // the published report
+	info     AppInfo  // the published report: replaced by publish, never changed
+	snap     *AppInfo // info with the downloads and health, as of its Revision
 	started  bool
 	stopped  chan struct{}               // closed when the loop has ended (app removed or host closed)
 	ranLong  bool                        // the last watched process ran past the crash back-off reset
@@ -277,18 +278,25 @@ func (w *worker) setDownload(id string, p *DownloadProgress) {
 	w.download[id] = *p
 }
 
-// snapshot is the app's reported state.
+// snapshot is the app's reported state. It is made again only when the
+// revision moved (fifty apps reported after one app's action copy one
+// app's maps), and it shares its maps with the next callers: a report is
+// read, never changed. (The published info is a copy of the record that
+// is replaced, not changed, so it can be shared too.)
 func (w *worker) snapshot() AppInfo {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	info := w.info.clone()
-	info.Revision = w.rev
-	info.Downloads = maps.Clone(w.download)
-	if w.health != nil {
-		hi := w.health.info
-		info.Health = &hi
+	if w.snap == nil || w.snap.Revision != w.rev {
+		info := w.info
+		info.Revision = w.rev
+		info.Downloads = maps.Clone(w.download)
+		if w.health != nil {
+			hi := w.health.info
+			info.Health = &hi
+		}
+		w.snap = &info
 	}
-	return info
+	return *w.snap
 }
 
 // loop acts on submissions, policy ticks and app exits until the app is

@@ -32,8 +32,14 @@ func appImages(t testing.TB, d *ctrdtest.Daemon, repoVersions ...string) []strin
 	t.Helper()
 	ctx := d.Context()
 	host := regtest.NewRegistry(t)
-	reg := registry.New(registry.WithInsecure(host))
-	puller := pull.New(d.Client, reg)
+	reg, err := registry.New(registry.WithInsecure(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	puller, err := pull.New(d.Client, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var names []string
 	for _, rv := range repoVersions {
 		_, version, _ := strings.Cut(rv, ":")
@@ -151,10 +157,17 @@ func TestStartFailureIsVisible(t *testing.T) {
 	d := ctrdtest.Start(t)
 	ctx := d.Context()
 	host := regtest.NewRegistry(t)
-	reg := registry.New(registry.WithInsecure(host))
+	reg, err := registry.New(registry.WithInsecure(host))
+	if err != nil {
+		t.Fatal(err)
+	}
 	regtest.PushImage(t, host+"/bad:v1", regtest.AppImage(t, "bad", true))
 	res, _ := reg.Resolve(ctx, host+"/bad:v1", nil)
-	r, err := pull.New(d.Client, reg).Pull(ctx, res, "", nil)
+	puller, err := pull.New(d.Client, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := puller.Pull(ctx, res, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,38 +42,90 @@ const (
 	DeviceCertFile = "device-cert.pem"
 )
 
-// ControllerOptions say how to reach an EVE controller (API v2).
-type ControllerOptions struct {
-	// URL is the controller's base URL (https://HOST:PORT).
-	URL string
-	// CAFile verifies the controller's TLS certificate, and its signing
-	// certificate when that chains to it.
-	CAFile string
-	// SigningCertFile pins the controller's signing certificate (one that
-	// does not chain to CAFile: Adam's generated one is self-signed).
-	SigningCertFile string
-	// Dir keeps the device's key and certificate (created once, 0600).
-	Dir string
-	// OnboardCertFile and OnboardKeyFile are an onboarding certificate and
-	// its key, and Serial the device's serial: a device the controller
-	// does not know registers itself with them (EVE's /register). Without
-	// them the device certificate must be registered by the operator.
-	OnboardCertFile, OnboardKeyFile, Serial string
+// A ControllerOption configures a Controller. Options that name files
+// read them when NewController runs, so a missing or unreadable file is an
+// error at start, naming the file, not at the first registration.
+type ControllerOption func(*Controller) error
+
+// WithCA verifies the controller's TLS certificate, and its signing
+// certificate when that chains to it, against the PEM certificates in file.
+func WithCA(file string) ControllerOption {
+	return func(c *Controller) error {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("controller CA: %w", err)
+		}
+		if !c.roots.AppendCertsFromPEM(b) {
+			return fmt.Errorf("controller CA: %s holds no PEM certificate", file)
+		}
+		c.useRoots = true
+		return nil
+	}
+}
+
+// WithSigningCert pins the controller's signing certificate (one that does
+// not chain to the CA: Adam's generated one is self-signed).
+func WithSigningCert(file string) ControllerOption {
+	return func(c *Controller) error {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("controller signing certificate: %w", err)
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return fmt.Errorf("controller signing certificate: %s holds no PEM certificate", file)
+		}
+		if c.pinned, err = x509.ParseCertificate(blk.Bytes); err != nil {
+			return fmt.Errorf("controller signing certificate %s: %w", file, err)
+		}
+		return nil
+	}
+}
+
+// WithOnboarding has a device the controller does not know register itself
+// (EVE's /register) with an onboarding certificate, its key and the
+// device's serial. Without it the device certificate must be registered by
+// the operator.
+func WithOnboarding(certFile, keyFile, serial string) ControllerOption {
+	return func(c *Controller) error {
+		ob, err := os.ReadFile(certFile)
+		if err != nil {
+			return fmt.Errorf("onboarding certificate: %w", err)
+		}
+		kb, err := os.ReadFile(keyFile)
+		if err != nil {
+			return fmt.Errorf("onboarding key: %w", err)
+		}
+		pair, err := tls.X509KeyPair(ob, kb)
+		if err != nil {
+			return fmt.Errorf("onboarding certificate %s and key %s: %w", certFile, keyFile, err)
+		}
+		if _, ok := pair.PrivateKey.(crypto.Signer); !ok {
+			return fmt.Errorf("onboarding key %s: not a signing key", keyFile)
+		}
+		c.onboard, c.onboardPEM, c.serial = &pair, ob, serial
+		return nil
+	}
 }
 
 // Controller speaks EVE's API v2 to a controller: every request is an
 // AuthContainer signed with the device's key, every answer one signed
 // with the controller's signing certificate, verified before it is used.
 type Controller struct {
-	o       ControllerOptions
-	http    *http.Client
-	key     *ecdsa.PrivateKey
-	cert    *x509.Certificate
-	roots   *x509.CertPool
-	pinned  *x509.Certificate
-	signing *x509.Certificate
-	uuid    string
-	token   []byte
+	url        string
+	dir        string
+	onboard    *tls.Certificate // WithOnboarding's, or nil
+	onboardPEM []byte           // its certificate file, as sent to /register
+	serial     string
+	useRoots   bool // WithCA given: roots verify the TLS certificate too
+	http       *http.Client
+	key        *ecdsa.PrivateKey
+	cert       *x509.Certificate
+	roots      *x509.CertPool
+	pinned     *x509.Certificate
+	signing    *x509.Certificate
+	uuid       string
+	token      []byte
 }
 
 // ErrNotModified is a config poll whose answer is "nothing new" (304).
@@ -91,41 +143,31 @@ func Reconnect(err error) bool {
 }
 
 // NewController loads (or, the first time, makes) the device's identity
-// and prepares the client. The certificate it returns is what an operator
-// registers with the controller (`adam admin device add --path`).
-func NewController(o ControllerOptions) (*Controller, error) {
-	c := &Controller{o: o}
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+// in dir (its key and certificate, 0600) and prepares the client of the
+// controller at url (https://HOST:PORT). The certificate it makes is what
+// an operator registers with the controller (`adam admin device add
+// --path`).
+func NewController(ctx context.Context, url, dir string, opts ...ControllerOption) (*Controller, error) {
+	if url == "" || dir == "" {
+		return nil, errors.New("controller client: a controller URL and a directory for the device's identity are required")
+	}
+	c := &Controller{url: url, dir: dir, roots: x509.NewCertPool()}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	if err := c.identity(); err != nil {
 		return nil, fmt.Errorf("the device's identity: %w", err)
 	}
-	c.roots = x509.NewCertPool()
-	if o.CAFile != "" {
-		b, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("--controller-ca: %w", err)
-		}
-		if !c.roots.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("--controller-ca: %s holds no PEM certificate", o.CAFile)
-		}
-	}
-	if o.SigningCertFile != "" {
-		b, err := os.ReadFile(o.SigningCertFile)
-		if err != nil {
-			return nil, fmt.Errorf("--controller-signing-cert: %w", err)
-		}
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			return nil, fmt.Errorf("--controller-signing-cert: %s holds no PEM certificate", o.SigningCertFile)
-		}
-		if c.pinned, err = x509.ParseCertificate(blk.Bytes); err != nil {
-			return nil, fmt.Errorf("--controller-signing-cert: %w", err)
-		}
-	}
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
-	if o.CAFile != "" {
+	if c.useRoots {
 		tlsConf.RootCAs = c.roots
 	}
 	c.http = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf, Proxy: http.ProxyFromEnvironment}}
@@ -133,7 +175,7 @@ func NewController(o ControllerOptions) (*Controller, error) {
 }
 
 // CertPath is the device certificate's file.
-func (c *Controller) CertPath() string { return filepath.Join(c.o.Dir, DeviceCertFile) }
+func (c *Controller) CertPath() string { return filepath.Join(c.dir, DeviceCertFile) }
 
 // UUID is the device's uuid, as the controller gave it (after Connect).
 func (c *Controller) UUID() string { return c.uuid }
@@ -141,7 +183,7 @@ func (c *Controller) UUID() string { return c.uuid }
 // identity loads or creates the device key (ECDSA P-256) and its
 // self-signed certificate.
 func (c *Controller) identity() error {
-	keyPath, certPath := filepath.Join(c.o.Dir, DeviceKeyFile), filepath.Join(c.o.Dir, DeviceCertFile)
+	keyPath, certPath := filepath.Join(c.dir, DeviceKeyFile), filepath.Join(c.dir, DeviceCertFile)
 	kb, kerr := os.ReadFile(keyPath)
 	cb, cerr := os.ReadFile(certPath)
 	if kerr == nil && cerr == nil {
@@ -199,7 +241,7 @@ func (c *Controller) Connect(ctx context.Context) error {
 	var resp eveuuid.UuidResponse
 	err := c.call(ctx, "/api/v2/edgedevice/uuid", &eveuuid.UuidRequest{}, &resp, http.StatusOK)
 	var se *statusError
-	if errors.As(err, &se) && se.code == http.StatusUnauthorized && c.o.OnboardCertFile != "" {
+	if errors.As(err, &se) && se.code == http.StatusUnauthorized && c.onboard != nil {
 		if rerr := c.register(ctx); rerr != nil {
 			return rerr
 		}
@@ -218,28 +260,14 @@ func (c *Controller) Connect(ctx context.Context) error {
 // register onboards the device: its certificate and serial, in an
 // AuthContainer signed with the onboarding key.
 func (c *Controller) register(ctx context.Context) error {
-	ob, err := os.ReadFile(c.o.OnboardCertFile)
-	if err != nil {
-		return fmt.Errorf("onboarding certificate: %w", err)
-	}
-	kb, err := os.ReadFile(c.o.OnboardKeyFile)
-	if err != nil {
-		return fmt.Errorf("onboarding key: %w", err)
-	}
-	pair, err := tls.X509KeyPair(ob, kb)
-	if err != nil {
-		return fmt.Errorf("onboarding certificate and key: %w", err)
-	}
-	signer, ok := pair.PrivateKey.(crypto.Signer)
-	if !ok {
-		return errors.New("onboarding key: not a signing key")
-	}
+	pair := c.onboard
+	signer := pair.PrivateKey.(crypto.Signer) // WithOnboarding checked it
 	devPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.cert.Raw})
-	payload, err := proto.Marshal(&register.ZRegisterMsg{PemCert: []byte(base64.StdEncoding.EncodeToString(devPEM)), Serial: c.o.Serial})
+	payload, err := proto.Marshal(&register.ZRegisterMsg{PemCert: []byte(base64.StdEncoding.EncodeToString(devPEM)), Serial: c.serial})
 	if err != nil {
 		return err
 	}
-	env, err := seal(payload, signer, pair.Certificate[0], []byte(base64.StdEncoding.EncodeToString(ob)))
+	env, err := seal(payload, signer, pair.Certificate[0], []byte(base64.StdEncoding.EncodeToString(c.onboardPEM)))
 	if err != nil {
 		return err
 	}
@@ -251,9 +279,9 @@ func (c *Controller) register(ctx context.Context) error {
 	case http.StatusCreated, http.StatusOK:
 		return nil
 	case http.StatusConflict:
-		return fmt.Errorf("registering: the serial %q is already used by another device", c.o.Serial)
+		return fmt.Errorf("registering: the serial %q is already used by another device", c.serial)
 	}
-	return fmt.Errorf("registering with the onboarding certificate and serial %q: %w", c.o.Serial, &statusError{code: code, body: snippet(body)})
+	return fmt.Errorf("registering with the onboarding certificate and serial %q: %w", c.serial, &statusError{code: code, body: snippet(body)})
 }
 
 // sign signs sha256(payload) with key as EVE does: ECDSA as r||s, RSA as
@@ -476,7 +504,7 @@ func (c *Controller) do(ctx context.Context, method, path string, body []byte) (
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.o.URL, "/")+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.url, "/")+path, rd)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -89,8 +89,7 @@ var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // Store is the image store. Safe for concurrent use.
 type Store struct {
-	db  *bolt.DB
-	own bool // opened by Open: Close closes db
+	db *bolt.DB
 
 	// writing serialises the writes, so the records in memory follow the
 	// bucket in the order its transactions committed.
@@ -115,28 +114,8 @@ type check struct {
 	result string
 }
 
-// Open opens (creating if needed) a store of its own at path. Only one
-// process may hold it: a second waits a second, then fails with an error
-// saying so. The agent keeps the store in its one state file instead (New).
-func Open(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("image store %s is in use by another process (is another pullwise agent running with this state directory?)", path)
-		}
-		return nil, fmt.Errorf("opening image store %s: %w", path, err)
-	}
-	s, err := New(db)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	s.own = true
-	return s, nil
-}
-
-// New keeps the store in buckets of its own in db, which the caller owns
-// (Close leaves it open).
+// New keeps the store in buckets of its own in db (the agent's state file,
+// see host/statedb), which the caller owns: Close leaves it open.
 func New(db *bolt.DB) (*Store, error) {
 	s := &Store{db: db, held: map[imagedigest.Digest]int{}, checks: map[string]check{},
 		recs: map[string]Record{}, broken: map[string]error{}}
@@ -188,9 +167,6 @@ func (s *Store) Close() error {
 		}
 		return nil
 	})
-	if s.own {
-		err = errors.Join(err, s.db.Close())
-	}
 	return err
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pullwise/pullwise/host/registry"
 	"github.com/pullwise/pullwise/host/trust"
+	"github.com/pullwise/pullwise/internal/option"
 )
 
 // Registry is what the keeper needs of a registry client
@@ -43,6 +44,10 @@ const (
 // maxSignatureSize bounds one simple-signing payload.
 const maxSignatureSize = 64 << 10
 
+// DefaultMaxSize bounds a module's size when WithMaxSize is not given: the
+// policy runtime's default (plugins.DefaultMaxModuleSize).
+const DefaultMaxSize = 16 << 20
+
 // Retries of a failed fetch: 10 s, doubling, at most 5 min apart.
 const (
 	retryFirst = 10 * time.Second
@@ -56,11 +61,7 @@ type Keeper struct {
 	reg     Registry
 	maxSize int64
 	log     hclog.Logger
-	// changed is called when a fetch ended (the module arrived, or the
-	// reason it did not is news) and when a failed fetch may be tried
-	// again: the agent then applies its configuration again, and the apps
-	// waiting for the module ask for it (Get) once more.
-	changed func()
+	changed func() // see WithOnChange
 
 	mu      sync.Mutex
 	trust   trust.Policy
@@ -75,24 +76,57 @@ type fetchState struct {
 	next     time.Time
 }
 
-// New returns a keeper of the modules under dir (created 0700 if absent).
-// ctx bounds its background fetches; maxSize bounds a module's size.
-func New(ctx context.Context, dir string, reg Registry, maxSize int64, log hclog.Logger, changed func()) (*Keeper, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("policy module store: %w", err)
-	}
-	notify := func() {}
-	if changed != nil {
-		// Not after the keeper's context ended: a retry timer may fire
-		// after the agent stopped.
-		notify = func() {
-			if ctx.Err() == nil {
+// An Option configures a Keeper; New returns the error of one that refuses
+// its value.
+type Option func(*Keeper) error
+
+// WithMaxSize bounds a module's size (the policy runtime's limit). Default
+// DefaultMaxSize.
+func WithMaxSize(n int64) Option {
+	return option.Set("WithMaxSize", n, func(k *Keeper) *int64 { return &k.maxSize }, option.Positive[int64])
+}
+
+// WithLogger logs the fetches. Default: nothing is logged.
+func WithLogger(l hclog.Logger) Option {
+	return option.Set("WithLogger", l, func(k *Keeper) *hclog.Logger { return &k.log }, option.NotNil[hclog.Logger])
+}
+
+// WithOnChange is called when a fetch ended (the module arrived, or the
+// reason it did not is news) and when a failed fetch may be tried again:
+// the agent then applies its configuration again, and the apps waiting for
+// the module ask for it (Get) once more. Never after ctx (New's) ended: a
+// retry timer may fire after the agent stopped.
+func WithOnChange(changed func()) Option {
+	return func(k *Keeper) error {
+		if err := option.NotNil(changed); err != nil {
+			return fmt.Errorf("WithOnChange: %w", err)
+		}
+		k.changed = func() {
+			if k.ctx.Err() == nil {
 				changed()
 			}
 		}
+		return nil
 	}
-	return &Keeper{ctx: ctx, dir: dir, reg: reg, maxSize: maxSize, log: log, changed: notify,
-		fetches: map[godigest.Digest]*fetchState{}}, nil
+}
+
+// New returns a keeper of the modules under dir (created 0700 if absent),
+// fetched from reg. ctx bounds its background fetches.
+func New(ctx context.Context, dir string, reg Registry, opts ...Option) (*Keeper, error) {
+	if dir == "" || reg == nil {
+		return nil, errors.New("policy module store: a directory and a registry are required")
+	}
+	k := &Keeper{ctx: ctx, dir: dir, reg: reg, maxSize: DefaultMaxSize, log: hclog.NewNullLogger(), changed: func() {},
+		fetches: map[godigest.Digest]*fetchState{}}
+	for _, o := range opts {
+		if err := o(k); err != nil {
+			return nil, fmt.Errorf("policy module store: %w", err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("policy module store: %w", err)
+	}
+	return k, nil
 }
 
 // SetTrust sets what a module's signature must be, and reports whether

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -79,7 +78,7 @@ func (f *fakeRegistry) publish(t *testing.T, wasm []byte) string {
 func newKeeper(t *testing.T, reg Registry) (*Keeper, chan struct{}) {
 	t.Helper()
 	arrived := make(chan struct{}, 8)
-	k, err := New(context.Background(), t.TempDir(), reg, 1<<20, hclog.NewNullLogger(), func() { arrived <- struct{}{} })
+	k, err := New(context.Background(), t.TempDir(), reg, WithMaxSize(1<<20), WithOnChange(func() { arrived <- struct{}{} }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,8 +29,11 @@ func BenchmarkPullVsCtr(b *testing.B) {
 	rawImage := regtest.RandomImage(b, 20<<20, 5)
 	regtest.PushImage(b, ref, rawImage)
 	ctx := d.Context()
-	reg := registry.New(registry.WithInsecure(host))
-	p := New(d.Client, reg)
+	reg, err := registry.New(registry.WithInsecure(host))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := newPuller(b, d.Client, reg)
 	// clean removes every image (synchronously garbage-collecting content and
 	// snapshots), so each pull starts cold.
 	clean := func() {
@@ -121,8 +124,11 @@ func BenchmarkPullRateCap(b *testing.B) {
 	regtest.PushImage(b, ref, regtest.RandomImage(b, 16<<20/3, 3))
 	ctx := d.Context()
 	const capBps = 4 << 20
-	reg := registry.New(registry.WithInsecure(p.Host), registry.WithDownloads(registry.Downloads{RateLimit: capBps}))
-	puller := New(d.Client, reg)
+	reg, err := registry.New(registry.WithInsecure(p.Host), registry.WithDownloads(registry.Downloads{RateLimit: capBps}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	puller := newPuller(b, d.Client, reg)
 	var ratios []float64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()

@@ -29,7 +29,10 @@ func BenchmarkNoChangeCheck(b *testing.B) {
 		b.Fatalf("building crane: %v\n%s", err, out)
 	}
 	ctx := d.Context()
-	reg := registry.New(registry.WithInsecure(p.Host))
+	reg, err := registry.New(registry.WithInsecure(p.Host))
+	if err != nil {
+		b.Fatal(err)
+	}
 	prev, err := reg.Resolve(ctx, ref, nil) // first contact: ping and token, once per agent
 	if err != nil {
 		b.Fatal(err)

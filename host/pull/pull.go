@@ -31,6 +31,8 @@ import (
 
 	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/registry"
+
+	"github.com/pullwise/pullwise/internal/option"
 )
 
 // DefaultConcurrency is how many layers download at once (containerd's and
@@ -52,25 +54,35 @@ type Puller struct {
 	rootDirs []string // containerd's content and snapshotter roots (disk.go)
 }
 
-// Option configures a Puller.
-type Option func(*Puller)
+// Option configures a Puller; New returns the error of one that refuses
+// its value.
+type Option func(*Puller) error
 
 // WithConcurrency bounds concurrent layer downloads. Default 3.
-func WithConcurrency(n int) Option { return func(p *Puller) { p.concurrency = max(n, 1) } }
+func WithConcurrency(n int) Option {
+	return option.Set("WithConcurrency", n, func(p *Puller) *int { return &p.concurrency }, option.Positive[int])
+}
 
 // WithSnapshotter unpacks into the named snapshotter. Default: containerd's
 // default (overlayfs on Linux).
-func WithSnapshotter(name string) Option { return func(p *Puller) { p.snapshotter = name } }
+func WithSnapshotter(name string) Option {
+	return option.Set("WithSnapshotter", name, func(p *Puller) *string { return &p.snapshotter }, option.NotEmpty)
+}
 
 // New returns a Puller that uses client (whose default namespace it pulls
 // into) and reg's credentials, insecure registries and retries.
-func New(client *containerd.Client, reg *registry.Client, opts ...Option) *Puller {
+func New(client *containerd.Client, reg *registry.Client, opts ...Option) (*Puller, error) {
+	if client == nil || reg == nil {
+		return nil, errors.New("puller: a containerd client and a registry client are required")
+	}
 	p := &Puller{client: client, reg: reg, concurrency: DefaultConcurrency, interval: 100 * time.Millisecond,
 		streaming: streamingClient(client)}
 	for _, o := range opts {
-		o(p)
+		if err := o(p); err != nil {
+			return nil, fmt.Errorf("puller: %w", err)
+		}
 	}
-	return p
+	return p, nil
 }
 
 // Progress is one blob's download state.

@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/pullwise/pullwise/host/imagedigest"
 	"github.com/pullwise/pullwise/host/imagestore"
 	"github.com/pullwise/pullwise/host/registry"
+	"github.com/pullwise/pullwise/host/statedb"
 	"github.com/pullwise/pullwise/internal/testing/ctrdtest"
 	"github.com/pullwise/pullwise/internal/testing/regtest"
 )
@@ -36,9 +38,22 @@ func setupWith(t *testing.T, host string) *env {
 	t.Helper()
 	d := ctrdtest.Start(t)
 	p := regtest.NewProxy(t, host)
-	reg := registry.New(registry.WithInsecure(p.Host))
-	return &env{proxy: p, reg: reg, puller: New(d.Client, reg), d: d,
+	reg, err := registry.New(registry.WithInsecure(p.Host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{proxy: p, reg: reg, puller: newPuller(t, d.Client, reg), d: d,
 		ctx: d.Context()}
+}
+
+// newPuller is New for a test: its error fails the test.
+func newPuller(t testing.TB, client *containerd.Client, reg *registry.Client, opts ...Option) *Puller {
+	t.Helper()
+	p, err := New(client, reg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func (e *env) pull(t *testing.T, ref, want string) (Result, error) {
@@ -134,8 +149,11 @@ func TestPullResumesInterruptedBlob(t *testing.T) {
 func oneBigLayer(t *testing.T, size int64, opts ...registry.Option) (*env, registry.Resolution, v1.Hash) {
 	t.Helper()
 	e := setupWith(t, regtest.NewDistribution(t))
-	e.reg = registry.New(append([]registry.Option{registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond)}, opts...)...)
-	e.puller = New(e.d.Client, e.reg)
+	var err error
+	if e.reg, err = registry.New(append([]registry.Option{registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond)}, opts...)...); err != nil {
+		t.Fatal(err)
+	}
+	e.puller = newPuller(t, e.d.Client, e.reg)
 	img := regtest.RandomImage(t, size, 1)
 	regtest.PushImage(t, e.proxy.Host+"/big:v1", img)
 	layers, _ := img.Layers()
@@ -287,7 +305,12 @@ func TestPullIndexByIndexPin(t *testing.T) {
 
 func TestCollectOnlyUnreferenced(t *testing.T) {
 	e := setup(t)
-	store, err := imagestore.Open(filepath.Join(t.TempDir(), "images.db"))
+	db, err := statedb.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	store, err := imagestore.New(db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,9 +382,12 @@ func TestPullTLSDecisionIsResolves(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	strict := registry.New(registry.WithHostsDir(""), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+	strict, err := registry.New(registry.WithHostsDir(""), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.proxy.Reset()
-	if _, err := New(e.d.Client, strict).Pull(e.ctx, res, "", nil); !errors.Is(err, registry.ErrNotTLS) {
+	if _, err := newPuller(t, e.d.Client, strict).Pull(e.ctx, res, "", nil); !errors.Is(err, registry.ErrNotTLS) {
 		t.Fatalf("pull from an unlisted plain-HTTP registry: %v; want ErrNotTLS", err)
 	}
 	if got := e.proxy.Requests(); len(got) != 0 {
@@ -378,9 +404,12 @@ func TestPullTLSDecisionIsResolves(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(hostDir, "hosts.toml"), []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mirrored := registry.New(registry.WithHostsDir(dir))
+	mirrored, err := registry.New(registry.WithHostsDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.proxy.Reset()
-	r, err := New(e.d.Client, mirrored).Pull(e.ctx, res, "", nil)
+	r, err := newPuller(t, e.d.Client, mirrored).Pull(e.ctx, res, "", nil)
 	if err != nil {
 		t.Fatalf("pull through the mirror: %v", err)
 	}
@@ -469,8 +498,11 @@ func TestChangedTagCostsTwoManifestRequests(t *testing.T) {
 // offline while the registry cannot be reached, online again after.
 func TestLinkIsMeasured(t *testing.T) {
 	e := setup(t)
-	e.reg = registry.New(registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
-	e.puller = New(e.d.Client, e.reg)
+	var err error
+	if e.reg, err = registry.New(registry.WithInsecure(e.proxy.Host), registry.WithRetry(1, time.Second, time.Millisecond, time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	e.puller = newPuller(t, e.d.Client, e.reg)
 	if online, bw := e.reg.Link(); !online || bw != 0 {
 		t.Fatalf("before any contact: online %v, bandwidth %d", online, bw)
 	}

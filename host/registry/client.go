@@ -12,6 +12,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -31,6 +32,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullwise/pullwise/host/imagedigest"
+
+	"github.com/pullwise/pullwise/internal/option"
 )
 
 // Client talks to registries. It keeps each registry's endpoints (their
@@ -53,27 +56,42 @@ type Client struct {
 	hosts    map[string]hostsEntry
 }
 
-// Option configures a Client.
-type Option func(*Client)
+// Option configures a Client. An option refuses a value that cannot work
+// (a zero timeout, an empty registry name), and New returns its error.
+type Option func(*Client) error
 
 // WithInsecure lets the named registries (host or host:port) be reached over
 // plain HTTP, and only over plain HTTP. Every other registry needs TLS.
 func WithInsecure(registries ...string) Option {
-	return func(c *Client) {
+	return func(c *Client) error {
 		for _, r := range registries {
+			if r == "" {
+				return errors.New("WithInsecure: an empty registry name")
+			}
 			c.insecure[r] = true
 		}
+		return nil
 	}
 }
 
 // WithHostsDir reads per-registry host configuration (hosts.toml, mirrors,
 // CA and client certificates) from dir in containerd's certs.d layout.
 // Default: DefaultHostsDir; "" turns it off.
-func WithHostsDir(dir string) Option { return func(c *Client) { c.hostsDir = dir } }
+func WithHostsDir(dir string) Option {
+	return option.Set("WithHostsDir", dir, func(c *Client) *string { return &c.hostsDir }, nil)
+}
 
 // WithDownloads sets the limits every download is read under: a rate cap
 // shared by all downloads, and a stall floor. Default: none.
-func WithDownloads(d Downloads) Option { return func(c *Client) { c.retry.limits.set(d) } }
+func WithDownloads(d Downloads) Option {
+	return func(c *Client) error {
+		if err := option.NotNegative(d.RateLimit); err != nil {
+			return fmt.Errorf("WithDownloads: rate limit %w", err)
+		}
+		c.retry.limits.set(d)
+		return nil
+	}
+}
 
 // SetDownloads replaces the download limits of a running client; downloads
 // in progress follow the new rate at once.
@@ -82,21 +100,37 @@ func (c *Client) SetDownloads(d Downloads) { c.retry.limits.set(d) }
 // WithKeychain sets where credentials come from. Default: the standard
 // Docker config (~/.docker/config.json, DOCKER_CONFIG) and its credential
 // helpers. Credentials are never logged.
-func WithKeychain(k authn.Keychain) Option { return func(c *Client) { c.keychain = k } }
+func WithKeychain(k authn.Keychain) Option {
+	return option.Set("WithKeychain", k, func(c *Client) *authn.Keychain { return &c.keychain }, option.NotNil[authn.Keychain])
+}
 
 // WithPlatform sets the platform picked from a multi-arch index. Default:
 // this binary's linux/GOARCH.
-func WithPlatform(p v1.Platform) Option { return func(c *Client) { c.platform = p } }
+func WithPlatform(p v1.Platform) Option {
+	return func(c *Client) error {
+		if p.OS == "" || p.Architecture == "" {
+			return fmt.Errorf("WithPlatform: %q names no OS or no architecture", p.String())
+		}
+		c.platform = p
+		return nil
+	}
+}
 
 // WithTimeout bounds each operation (all its requests and retries). Default 2m.
-func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
+func WithTimeout(d time.Duration) Option {
+	return option.Set("WithTimeout", d, func(c *Client) *time.Duration { return &c.timeout }, option.Positive[time.Duration])
+}
 
 // WithRetry sets how often and how long a request is retried on 429, 5xx
 // and connection failures. Defaults: 5 tries, 30 s in all, starting at
 // 500 ms, waits capped at 10 s (a longer Retry-After is cut to that).
 func WithRetry(tries uint, total, initial, maxWait time.Duration) Option {
-	return func(c *Client) {
+	return func(c *Client) error {
+		if tries == 0 || total <= 0 || initial <= 0 || maxWait < initial {
+			return fmt.Errorf("WithRetry: %d tries in %v, starting at %v, waits up to %v: want at least one try, positive durations and a longest wait no shorter than the first", tries, total, initial, maxWait)
+		}
 		c.retry.maxTries, c.retry.maxElapsed, c.retry.initial, c.retry.maxWait = tries, total, initial, maxWait
+		return nil
 	}
 }
 
@@ -104,11 +138,11 @@ func WithRetry(tries uint, total, initial, maxWait time.Duration) Option {
 // a registry (each try of a retried one), for metrics: Outcome2xx ...
 // OutcomeEndpointDown. It must not block.
 func WithRequestObserver(observe func(outcome string)) Option {
-	return func(c *Client) { c.retry.observer = observe }
+	return func(c *Client) error { c.retry.observer = observe; return nil }
 }
 
-// New returns a Client.
-func New(opts ...Option) *Client {
+// New returns a Client, or the first option's error.
+func New(opts ...Option) (*Client, error) {
 	c := &Client{
 		insecure: map[string]bool{},
 		hostsDir: DefaultHostsDir,
@@ -121,10 +155,12 @@ func New(opts ...Option) *Client {
 			maxWait: 10 * time.Second, sleep: sleepCtx, paused: &pauses{}, limits: &limits{}, link: &linkStats{}, down: &downs{}},
 	}
 	for _, o := range opts {
-		o(c)
+		if err := o(c); err != nil {
+			return nil, fmt.Errorf("registry client: %w", err)
+		}
 	}
 	c.resolver = docker.NewResolver(docker.ResolverOptions{Hosts: c.Hosts})
-	return c
+	return c, nil
 }
 
 // Reconfigure replaces the insecure registries and the hosts directory of a

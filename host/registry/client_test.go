@@ -30,7 +30,10 @@ import (
 func setup(t *testing.T, opts ...Option) (*regtest.Proxy, *Client, *[]time.Duration) {
 	t.Helper()
 	p := regtest.NewProxy(t, regtest.NewRegistry(t))
-	c := New(append([]Option{WithInsecure(p.Host)}, opts...)...)
+	c, err := New(append([]Option{WithInsecure(p.Host)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	waits := &[]time.Duration{}
 	virtual := time.Now()
@@ -59,7 +62,10 @@ func TestNoChangeCheckCostsOneRequest(t *testing.T) {
 func noChangeCheck(t *testing.T, registryHost string) {
 	ctx := context.Background()
 	p := regtest.NewProxy(t, registryHost)
-	c := New(WithInsecure(p.Host))
+	c, err := New(WithInsecure(p.Host))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ref := p.Host + "/app:latest"
 	want := regtest.PushImage(t, ref, regtest.RandomImage(t, 1<<20, 3))
 	first, err := c.Resolve(ctx, ref, nil)
@@ -149,7 +155,10 @@ func TestResolveIndex(t *testing.T) {
 		t.Fatalf("unchanged index: %v, %s", err, p)
 	}
 	// A platform the index lacks is a clear error.
-	c2 := New(WithInsecure(p.Host), WithPlatform(v1.Platform{OS: "linux", Architecture: "s390x"}))
+	c2, err := New(WithInsecure(p.Host), WithPlatform(v1.Platform{OS: "linux", Architecture: "s390x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c2.Resolve(ctx, ref, nil); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "no manifest for platform linux/s390x") {
 		t.Fatalf("missing platform: %v", err)
 	}
@@ -195,7 +204,10 @@ func TestDistinctErrors(t *testing.T) {
 	}))
 	defer auth.Close()
 	authHost := strings.TrimPrefix(auth.URL, "http://")
-	c2 := New(WithInsecure(dead, authHost), WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
+	c2, err := New(WithInsecure(dead, authHost), WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		c    *Client
@@ -244,8 +256,11 @@ func TestNoPlainHTTPUnlessListed(t *testing.T) {
 	host := strings.TrimPrefix(fake.URL, "http://")
 	ref := host + "/x/y:latest"
 
-	c := New(WithKeychain(staticKeychain{}), WithHostsDir(""), WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
-	_, err := c.Resolve(ctx, ref, nil)
+	c, err := New(WithKeychain(staticKeychain{}), WithHostsDir(""), WithRetry(2, time.Second, time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Resolve(ctx, ref, nil)
 	if !errors.Is(err, ErrNotTLS) || !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("unlisted plain-HTTP registry: %v; want ErrNotTLS", err)
 	}
@@ -265,7 +280,10 @@ func TestNoPlainHTTPUnlessListed(t *testing.T) {
 	}
 
 	// Listed: plain HTTP, and the credentials with it (the operator's choice).
-	listed := New(WithKeychain(staticKeychain{}), WithHostsDir(""), WithInsecure(host))
+	listed, err := New(WithKeychain(staticKeychain{}), WithHostsDir(""), WithInsecure(host))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := listed.Resolve(ctx, ref, nil); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("listed registry: %v; want its 401", err)
 	}
@@ -290,13 +308,16 @@ func TestHostsDir(t *testing.T) {
 	backend := regtest.NewRegistry(t)
 	tlsProxy, caPEM := regtest.NewTLSProxy(t, backend)
 	dir := t.TempDir()
-	c := New(WithHostsDir(dir), WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+	c, err := New(WithHostsDir(dir), WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	plain := regtest.NewProxy(t, backend)
 	want := regtest.PushImage(t, plain.Host+"/app:latest", regtest.RandomImage(t, 1024, 1))
 
 	ref := tlsProxy.Host + "/app:latest"
-	_, err := c.Resolve(ctx, ref, nil)
+	_, err = c.Resolve(ctx, ref, nil)
 	if !errors.Is(err, ErrUntrusted) || !strings.Contains(Hint(err, ""), "ca.crt") {
 		t.Fatalf("self-signed registry without its CA: %v; want ErrUntrusted and a hint naming ca.crt", err)
 	}
@@ -355,7 +376,10 @@ func TestDeadMirrorCostsNothing(t *testing.T) {
 	ctx := context.Background()
 	backend := regtest.NewRegistry(t)
 	dir := t.TempDir()
-	c := New(WithHostsDir(dir)) // the default retries: 5 tries with back-off
+	c, err := New(WithHostsDir(dir)) // the default retries: 5 tries with back-off
+	if err != nil {
+		t.Fatal(err)
+	}
 	var slept time.Duration
 	c.retry.sleep = func(_ context.Context, d time.Duration) error { slept += d; return nil }
 	now := time.Now()
@@ -387,7 +411,7 @@ func TestDeadMirrorCostsNothing(t *testing.T) {
 	}
 
 	// The only endpoint refusing: the error says unreachable, at once.
-	_, err := c.Resolve(ctx, dead+"/app:latest", nil)
+	_, err = c.Resolve(ctx, dead+"/app:latest", nil)
 	if !errors.Is(err, ErrUnreachable) || slept != 0 {
 		t.Fatalf("a registry refusing connections: %v (slept %s); want ErrUnreachable at once", err, slept)
 	}
@@ -451,7 +475,10 @@ func TestTooManyRequestsPausesTheRegistry(t *testing.T) {
 // bucket for every download of the client, changed in place (downloads in
 // progress follow the new rate), and removed when the cap is.
 func TestDownloadLimitsFollowTheConfiguration(t *testing.T) {
-	c := New(WithDownloads(Downloads{RateLimit: 4 << 20}))
+	c, err := New(WithDownloads(Downloads{RateLimit: 4 << 20}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, lim := c.retry.limits.get()
 	if lim == nil || lim.Limit() != 4<<20 || lim.Burst() != burst {
 		t.Fatalf("limiter %+v", lim)
@@ -508,8 +535,11 @@ func TestErrorsNameTheCause(t *testing.T) {
 			}))
 			defer srv.Close()
 			host := strings.TrimPrefix(srv.URL, "http://")
-			c := New(WithInsecure(host), WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
-			_, err := c.Resolve(context.Background(), host+"/app:latest", nil)
+			c, err := New(WithInsecure(host), WithRetry(1, time.Second, time.Millisecond, time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Resolve(context.Background(), host+"/app:latest", nil)
 			if !errors.Is(err, tc.kind) {
 				t.Fatalf("%v; want %v", err, tc.kind)
 			}
@@ -522,5 +552,26 @@ func TestErrorsNameTheCause(t *testing.T) {
 				t.Fatalf("hint %q; want it to mention %q", h, tc.hint)
 			}
 		})
+	}
+}
+
+// TestOptionsRefuse: an option given a value that cannot work makes New
+// fail, naming the option.
+func TestOptionsRefuse(t *testing.T) {
+	for _, tc := range []struct {
+		opt  Option
+		want string
+	}{
+		{WithInsecure("ok:5000", ""), "WithInsecure: an empty registry name"},
+		{WithTimeout(0), "WithTimeout: 0s"},
+		{WithRetry(0, time.Second, time.Millisecond, time.Second), "WithRetry: 0 tries"},
+		{WithRetry(3, time.Second, time.Second, time.Millisecond), "WithRetry"},
+		{WithPlatform(v1.Platform{OS: "linux"}), "WithPlatform"},
+		{WithKeychain(nil), "WithKeychain: nil"},
+		{WithDownloads(Downloads{RateLimit: -1}), "WithDownloads: rate limit -1 is negative"},
+	} {
+		if c, err := New(tc.opt); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New: %v, %v; want an error naming %q", c, err, tc.want)
+		}
 	}
 }

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/pullwise/pullwise/internal/option"
 )
 
 // State is what the device says about its uplink.
@@ -55,30 +57,43 @@ type Watcher struct {
 	useNM   bool
 }
 
-// Option configures a Watcher.
-type Option func(*Watcher)
+// Option configures a Watcher; New returns the error of one that refuses
+// its value.
+type Option func(*Watcher) error
 
 // WithBus reaches NetworkManager on the D-Bus at address instead of the
 // system bus (which DBUS_SYSTEM_BUS_ADDRESS also moves).
 func WithBus(address string) Option {
-	return func(w *Watcher) { w.connect = func() (*dbus.Conn, error) { return dbus.Connect(address) } }
+	return func(w *Watcher) error {
+		if err := option.NotEmpty(address); err != nil {
+			return fmt.Errorf("WithBus: D-Bus address %w", err)
+		}
+		w.connect = func() (*dbus.Conn, error) { return dbus.Connect(address) }
+		return nil
+	}
 }
 
 // WithRouteFile reads the routing table from path instead of
 // /proc/net/route.
-func WithRouteFile(path string) Option { return func(w *Watcher) { w.routeFile = path } }
+func WithRouteFile(path string) Option {
+	return option.Set("WithRouteFile", path, func(w *Watcher) *string { return &w.routeFile }, option.NotEmpty)
+}
 
 // WithKeep keeps an answer for d (default 2 s).
-func WithKeep(d time.Duration) Option { return func(w *Watcher) { w.keep = d } }
+func WithKeep(d time.Duration) Option {
+	return option.Set("WithKeep", d, func(w *Watcher) *time.Duration { return &w.keep }, option.Positive[time.Duration])
+}
 
 // New returns a Watcher that asks NetworkManager first.
-func New(opts ...Option) *Watcher {
+func New(opts ...Option) (*Watcher, error) {
 	w := &Watcher{connect: func() (*dbus.Conn, error) { return dbus.ConnectSystemBus() },
 		routeFile: "/proc/net/route", keep: 2 * time.Second, backoff: 30 * time.Second, useNM: true}
 	for _, o := range opts {
-		o(w)
+		if err := o(w); err != nil {
+			return nil, fmt.Errorf("uplink watcher: %w", err)
+		}
 	}
-	return w
+	return w, nil
 }
 
 // UseNetworkManager turns asking NetworkManager on or off (the

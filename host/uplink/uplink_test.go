@@ -46,7 +46,10 @@ func TestDefaultRoute(t *testing.T) {
 func TestNetworkManagerOverDBus(t *testing.T) {
 	nm := nmtest.Start(t, "eth0", nmtest.MeteredGuessNo)
 	route := writeTable(t, table)
-	w := New(WithBus(nm.Address), WithRouteFile(route), WithKeep(time.Nanosecond))
+	w, err := New(WithBus(nm.Address), WithRouteFile(route), WithKeep(time.Nanosecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	ctx := context.Background()
 	check := func(what string, st State, iface string, metered *bool, source string) {
@@ -66,7 +69,10 @@ func TestNetworkManagerOverDBus(t *testing.T) {
 	w.UseNetworkManager(false)
 	check("not asked", w.State(ctx), "eth0", nil, "route")
 
-	gone := New(WithBus("unix:path="+filepath.Join(t.TempDir(), "none")), WithRouteFile(route), WithKeep(time.Nanosecond))
+	gone, err := New(WithBus("unix:path="+filepath.Join(t.TempDir(), "none")), WithRouteFile(route), WithKeep(time.Nanosecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer gone.Close()
 	check("no NetworkManager", gone.State(ctx), "eth0", nil, "route")
 }
