@@ -228,7 +228,21 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	dev, appErrs := cfg.Check(h.desired, h.o.Policies.Known)
+	// What the device part and each app are submitted as, serialized: a
+	// caller may change the configuration it passed after passing it, and
+	// an app whose part is the one accepted last time, under the same
+	// device part, is not parsed again (Config.CheckChanged).
+	asGiven := make(map[string][]byte, len(cfg.Apps)+1)
+	for _, a := range cfg.Apps {
+		asGiven[a.UUID], _ = json.Marshal(a)
+	}
+	asGiven[""], _ = json.Marshal(cfg.Device)
+	sameDevice := bytes.Equal(h.submitted[""], asGiven[""])
+	accepted := func(a config.App) bool {
+		_, rejected := h.rejected[a.UUID]
+		return sameDevice && !rejected && bytes.Equal(h.submitted[a.UUID], asGiven[a.UUID])
+	}
+	dev, appErrs := cfg.CheckChanged(h.desired, h.o.Policies.Known, accepted)
 	if dev != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRejected, dev)
 	}
@@ -275,13 +289,15 @@ func (h *Host) Submit(ctx context.Context, cfg *config.Config) (*Tickets, error)
 			rejected = append(rejected, fmt.Errorf("%w: app %s (%s): %s", ErrRejected, old.UUID, old.DisplayName, why))
 		}
 	}
-	// What the device part and each app were submitted as, serialized: a
-	// caller may change the configuration it passed after passing it.
-	submitted := map[string][]byte{}
+	submitted := make(map[string][]byte, len(eff.Apps)+1)
 	for _, a := range eff.Apps {
-		submitted[a.UUID], _ = json.Marshal(a)
+		if b, given := asGiven[a.UUID]; given && appRejected[a.UUID] == nil {
+			submitted[a.UUID] = b
+		} else {
+			submitted[a.UUID], _ = json.Marshal(a) // kept as it was
+		}
 	}
-	submitted[""], _ = json.Marshal(eff.Device)
+	submitted[""] = asGiven[""]
 	deviceChanged := !bytes.Equal(h.submitted[""], submitted[""])
 	if deviceChanged && !bytes.Equal(h.savedDevice, submitted[""]) {
 		if err := h.state.setDevice(cfg.Device); err != nil {

@@ -35,9 +35,23 @@ func (p *problems) add(field, format string, args ...any) {
 // The agent applies the apps without problems and reports the others, so
 // one bad app never holds the rest back.
 func (c *Config) Check(prev *Config, known func(string) bool) (device error, apps map[string]error) {
+	return c.CheckChanged(prev, known, nil)
+}
+
+// CheckChanged is Check for a configuration whose apps were mostly checked
+// before: for an app whose part checked says was accepted as it is now
+// (under the same device part), only what depends on something else is
+// checked again (its uuid, name, images and UID range against the other
+// apps', its counters against the configuration in force, its policy
+// against the modules there are, its host access against the device's
+// allowlist); its own fields (image references, mounts, runtime settings,
+// health check) are not parsed again. One app's action among fifty then
+// re-validates one app. A nil checked is Check.
+func (c *Config) CheckChanged(prev *Config, known func(string) bool, checked func(App) bool) (device error, apps map[string]error) {
 	dev := checkDevice(c.Device, known)
 	ac := newAppChecker(prev, known)
 	ac.allow = c.Device.Allow
+	ac.checked = checked
 	perApp := map[string]problems{}
 	for i, a := range c.Apps {
 		if err, ok := c.rejectedApps[a.UUID]; ok {
@@ -222,6 +236,7 @@ type appChecker struct {
 	imageRefs  map[string]string // image uuid -> its reference there
 	ranges     map[uint32]int    // user namespace range -> the app that has it
 	allow      *AllowSettings    // the device part's allowlist
+	checked    func(App) bool    // see CheckChanged; nil: none was
 }
 
 func newAppChecker(prev *Config, known func(string) bool) *appChecker {
@@ -240,17 +255,21 @@ func newAppChecker(prev *Config, known func(string) bool) *appChecker {
 	return ac
 }
 
-// check checks apps[i].
+// check checks apps[i]; an app accepted before as it is (ac.checked) has
+// only the checks that depend on something else run again.
 func (ac *appChecker) check(i int, a App) problems {
 	var p problems
 	f := fmt.Sprintf("apps[%d]", i)
+	again := ac.checked != nil && ac.checked(a)
 	ac.identity(&p, f, i, a)
 	checkPolicy(&p, f+".pullPolicy", a.PullPolicy, ac.known)
 	ac.counters(&p, f, a)
-	ac.drives(&p, f, a)
-	checkRuntime(&p, f, a)
+	ac.drives(&p, f, a, again)
 	checkHostAccess(&p, f, a, ac.allow)
-	if h := a.Healthcheck; h != nil {
+	if !again {
+		checkRuntime(&p, f, a)
+	}
+	if h := a.Healthcheck; h != nil && !again {
 		if _, err := h.Probe(); err != nil {
 			p.add(f+".healthcheck", "%v", err)
 		} else if (h.HTTP != "" || h.TCP != 0) && a.NetworkMode() == NetworkNone {
@@ -316,8 +335,10 @@ func (ac *appChecker) counters(p *problems, f string, a App) {
 	}
 }
 
-// drives checks the app's drives: a root filesystem, images, mount paths.
-func (ac *appChecker) drives(p *problems, f string, a App) {
+// drives checks the app's drives: a root filesystem, images, mount paths;
+// for an app accepted before as it is (again), only that its images'
+// uuids are not another image's elsewhere.
+func (ac *appChecker) drives(p *problems, f string, a App, again bool) {
 	if a.RootDrive() == nil {
 		p.add(f+".drives", "needs at least one container drive (the root filesystem)")
 	}
@@ -331,7 +352,9 @@ func (ac *appChecker) drives(p *problems, f string, a App) {
 				p.add(df+".image", "required for a container drive")
 				break
 			}
-			checkImage(p, df+".image", *d.Image, ac.prevImages[d.Image.UUID])
+			if !again {
+				checkImage(p, df+".image", *d.Image, ac.prevImages[d.Image.UUID])
+			}
 			if d.Image.UUID != "" {
 				if first, ok := ac.images[d.Image.UUID]; ok && ac.imageRefs[d.Image.UUID] != d.Image.Name {
 					p.add(df+".image.uuid", "ImageObjectID %q is used by %s for another image (%q)", d.Image.UUID, first, ac.imageRefs[d.Image.UUID])

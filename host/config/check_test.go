@@ -103,3 +103,71 @@ func TestSectionValidators(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckChanged: an app accepted before as it is has only the checks
+// that depend on something else run again, and those still refuse it.
+func TestCheckChanged(t *testing.T) {
+	app := func(uuid, name, imgUUID, ref string, refresh int64) App {
+		a := App{UUID: uuid, DisplayName: name, Drives: []Drive{{Kind: DriveContainer, Image: &Image{UUID: imgUUID, Name: ref}}}}
+		a.RefreshImage.Counter = refresh
+		return a
+	}
+	const (
+		u1, u2 = "0a7c3b1e-0000-4000-8000-000000000001", "0a7c3b1e-0000-4000-8000-000000000002"
+		i1, i2 = "6f1e0c1e-0000-4000-8000-000000000001", "6f1e0c1e-0000-4000-8000-000000000002"
+	)
+	prev := &Config{Apps: []App{app(u1, "a", i1, "r/a:1", 2), app(u2, "b", i2, "r/b:1", 0)}}
+	everyApp := func(App) bool { return true }
+	tests := []struct {
+		name    string
+		apps    []App
+		checked func(App) bool
+		want    map[string]string // uuid -> what its error names; absent: accepted
+	}{
+		{"unchanged", prev.Apps, everyApp, nil},
+		{"the other app now claims its image uuid for another image",
+			[]App{app(u1, "a", i1, "r/a:1", 2), app(u2, "b", i1, "r/b:1", 0)}, func(a App) bool { return a.UUID == u1 },
+			map[string]string{u2: "apps[1].drives[0].image.uuid"}},
+		{"the other app takes its display name",
+			[]App{app(u1, "a", i1, "r/a:1", 2), app(u2, "a", i2, "r/b:1", 0)}, func(a App) bool { return a.UUID == u1 },
+			map[string]string{u2: "duplicate display name"}},
+		{"its counter against the configuration in force",
+			[]App{app(u1, "a", i1, "r/a:1", 1), app(u2, "b", i2, "r/b:1", 0)}, everyApp,
+			map[string]string{u1: "went backwards from 2 to 1"}},
+		{"a changed app is parsed",
+			[]App{app(u1, "a", i1, "r/a:1", 2), app(u2, "b", i2, "r/b:::", 0)}, func(a App) bool { return a.UUID == u1 },
+			map[string]string{u2: "is not an image reference"}},
+		// The caller's word is taken for the app's own fields: this is what
+		// saves parsing fifty apps for one app's action.
+		{"its own fields are not parsed again",
+			[]App{app(u1, "a", i1, "r/a:::", 2), app(u2, "b", i2, "r/b:1", 0)}, func(a App) bool { return a.UUID == u1 }, nil},
+		{"nil checked is Check",
+			[]App{app(u1, "a", i1, "r/a:::", 2), app(u2, "b", i2, "r/b:1", 0)}, nil,
+			map[string]string{u1: "is not an image reference"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Config{Apps: tc.apps}
+			dev, apps := c.CheckChanged(prev, nil, tc.checked)
+			if dev != nil {
+				t.Fatalf("device: %v", dev)
+			}
+			for _, a := range tc.apps {
+				err, want := apps[a.UUID], tc.want[a.UUID]
+				switch {
+				case want == "" && err != nil:
+					t.Errorf("%s refused: %v", a.DisplayName, err)
+				case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+					t.Errorf("%s: %v; want %q", a.DisplayName, err, want)
+				}
+			}
+		})
+	}
+	// A module the app names that is gone since.
+	withPolicy := app(u1, "a", i1, "r/a:1", 2)
+	withPolicy.PullPolicy = &PolicyRef{Name: "vendor-x"}
+	_, apps := (&Config{Apps: []App{withPolicy}}).CheckChanged(prev, func(string) bool { return false }, everyApp)
+	if err := apps[u1]; err == nil || !strings.Contains(err.Error(), `unknown policy "vendor-x"`) {
+		t.Errorf("a policy no longer there: %v", err)
+	}
+}
