@@ -52,6 +52,11 @@ messages.`,
 			if hclog.LevelFromString(logLevel) == hclog.NoLevel {
 				return usagef("--log-level %q: want trace, debug, info, warn or error", logLevel)
 			}
+			for flag, d := range map[string]time.Duration{"--grace-period": o.GracePeriod, "--link-check-interval": o.LinkCheck} {
+				if d < 0 {
+					return usagef("%s %v: want a positive duration", flag, d)
+				}
+			}
 			o.Logger = hclog.New(&hclog.LoggerOptions{Name: "pullwise", Level: hclog.LevelFromString(logLevel), JSONFormat: logJSON, Output: os.Stderr})
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +44,16 @@ func TestActionsTouchOneApp(t *testing.T) {
 	out, err := e.cli("refresh", "web")
 	if err != nil || strings.Contains(out, "broken") || strings.Contains(out, "missing") {
 		t.Fatalf("refresh web must report web alone and succeed: %v\n%s", err, out)
+	}
+	// The status file has the refresh when the command returns.
+	var file agent.Status
+	if b, err := os.ReadFile(filepath.Join(e.state, agent.StatusName)); err != nil || json.Unmarshal(b, &file) != nil {
+		t.Fatalf("status file: %v", err)
+	}
+	for _, a := range file.Info.Apps {
+		if a.UUID == webUUID && a.Counters.RefreshImage != 1 {
+			t.Fatalf("the status file read as the refresh returned: web's refreshImage %d, want 1", a.Counters.RefreshImage)
+		}
 	}
 	out, err = e.cli("restart", "broken")
 	if err == nil || strings.Contains(out, "no app") || !strings.Contains(out, "not found") {

@@ -182,7 +182,7 @@ type Agent struct {
 	toldConfig  string  // the file and outcome last made an event (tellConfig)
 	moduleRefs  *string // the registry modules named at the last collection (nil: none yet)
 	statusPoke  chan struct{}
-	statusFlush chan struct{} // see flushStatus
+	statusFlush chan chan struct{} // see flushStatus
 	statusFile  *statusFile
 	mu          sync.Mutex
 	status      AgentStatus
@@ -238,7 +238,7 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 			cl.release()
 		}
 	}()
-	a := &Agent{o: o, log: o.Logger, statusFile: newStatusFile(filepath.Join(o.StateDir, StatusName)), statusPoke: make(chan struct{}, 1), statusFlush: make(chan struct{}, 1), textfilePoke: make(chan struct{}, 1),
+	a := &Agent{o: o, log: o.Logger, statusFile: newStatusFile(filepath.Join(o.StateDir, StatusName)), statusPoke: make(chan struct{}, 1), statusFlush: make(chan chan struct{}), textfilePoke: make(chan struct{}, 1),
 		subs: map[chan progressEvent]string{}, claim: cl}
 	a.metrics = a.newMetrics()
 	if o.ControllerURL != "" {
@@ -785,13 +785,23 @@ func (a *Agent) statusChanged() {
 }
 
 // flushStatus has the status file written now rather than when the
-// changes settle: an action asked through the API has ended, and its
-// caller has its answer. The file is then written while the agent is awake
-// anyway, instead of waking it again a moment later.
-func (a *Agent) flushStatus() {
+// changes settle, and returns once it is: an action asked through the API
+// has ended, and its caller reads the file's account of it as soon as it
+// has the answer. The file is written while the agent is awake anyway,
+// instead of waking it again a moment later.
+func (a *Agent) flushStatus(ctx context.Context) {
+	written := make(chan struct{})
 	select {
-	case a.statusFlush <- struct{}{}:
-	default:
+	case a.statusFlush <- written:
+	case <-ctx.Done():
+		return
+	case <-a.ctx.Done(): // the agent stops: so does the writer
+		return
+	}
+	select {
+	case <-written:
+	case <-ctx.Done():
+	case <-a.ctx.Done():
 	}
 }
 
@@ -802,32 +812,37 @@ func (a *Agent) flushStatus() {
 const statusSettle = 100 * time.Millisecond
 
 // writeStatusOnChange writes the status file when asked, once the changes
-// settled (see statusSettle) or an action asked through the API ended
-// (flushStatus): at most ten times a second, and once per action rather
-// than once per step of it.
+// settled (see statusSettle), or at once when an action asked through the
+// API ended (flushStatus): once per action rather than once per step of
+// it. It is the file's one writer.
 func (a *Agent) writeStatusOnChange(ctx context.Context) {
 	settle := time.NewTimer(statusSettle)
 	settle.Stop()
 	for {
+		var flushed chan struct{}
 		select {
 		case <-ctx.Done():
 			return
+		case flushed = <-a.statusFlush:
 		case <-a.statusPoke:
-		}
-		settle.Reset(statusSettle)
-		select {
-		case <-ctx.Done():
-			settle.Stop()
-			return
-		case <-settle.C:
-		case <-a.statusFlush:
-			settle.Stop()
+			settle.Reset(statusSettle)
+			select {
+			case <-ctx.Done():
+				settle.Stop()
+				return
+			case <-settle.C:
+			case flushed = <-a.statusFlush:
+				settle.Stop()
+			}
 		}
 		select {
 		case <-a.statusPoke: // a change while settling: this write has it
 		default:
 		}
 		a.writeStatus()
+		if flushed != nil {
+			close(flushed)
+		}
 	}
 }
 

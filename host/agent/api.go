@@ -165,7 +165,7 @@ func (a *Agent) handleOp(w http.ResponseWriter, r *http.Request) {
 			enc.encode(map[string]any{"stopping": e})
 			enc.flush()
 		case err := <-done:
-			defer a.flushStatus()
+			a.flushStatus(r.Context())
 			var result *app.AppInfo
 			if st, ok := a.host.App(uuid); ok {
 				result = &st

@@ -5,22 +5,36 @@
 package atomicfile
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
 
 // Write writes b to path (mode 0600, its directory made 0700 if missing).
 // With sync the data reaches the disk before it replaces the old file.
-func Write(path string, b []byte, sync bool) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+//
+// The status file is written with it after every action, so it makes no
+// system call a write does not need: the directory is made only when the
+// temporary file cannot be, and the temporary file removed only when it
+// was not renamed.
+func Write(path string, b []byte, sync bool) (err error) {
+	dir, pattern := filepath.Dir(path), filepath.Base(path)+".*.tmp"
+	f, err := os.CreateTemp(dir, pattern)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		f, err = os.CreateTemp(dir, pattern)
 	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name()) // a no-op once renamed
+	defer func() {
+		if err != nil {
+			os.Remove(f.Name())
+		}
+	}()
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err
