@@ -140,13 +140,14 @@ bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkAgent$$' -benchtime 5x -count 1 ./cmd/pullwise/ | tee bench-results/agent.txt
 	$(GO) test -run '^$$' -bench 'AgentAction|Isolation' -benchtime 5x -count 1 -timeout 30m ./cmd/pullwise/ | tee bench-results/actions.txt
 	$(GO) test -run '^$$' -bench 'StatusFile' -count $(COUNT) ./host/agent/ | tee bench-results/statusfile.txt
+	$(GO) test -run '^$$' -bench 'CheckFleet' -count $(COUNT) ./host/config/ | tee bench-results/checkfleet.txt
 	$(GO) test -run '^$$' -bench 'AgentIdleObserved' -benchtime 1x -count 1 ./cmd/pullwise/ | tee bench-results/idle.txt
 	$(GO) test -run '^$$' -bench 'ControllerPoll' -benchtime 1x -count 1 ./cmd/pullwise/ | tee bench-results/controller.txt
 	$(GO) test -run '^$$' -bench 'BenchmarkProbe' -benchtime 50x -count $(COUNT) ./host/containers/ | tee bench-results/health.txt
 	$(GO) test -run '^$$' -bench 'HealthProbe' -benchtime 1x -count 1 ./cmd/pullwise/ | tee -a bench-results/health.txt
 	$(GO) run ./internal/cmd/benchreport -json bench-results/results.json bench-results/decide.txt bench-results/load.txt \
 		bench-results/check.txt bench-results/pull.txt bench-results/create.txt bench-results/round.txt bench-results/periodic.txt \
-		bench-results/agent.txt bench-results/actions.txt bench-results/idle.txt bench-results/controller.txt bench-results/health.txt bench-results/ratecap.txt bench-results/splay.txt | tee bench-results/report.md
+		bench-results/agent.txt bench-results/actions.txt bench-results/idle.txt bench-results/controller.txt bench-results/health.txt bench-results/ratecap.txt bench-results/splay.txt bench-results/statusfile.txt bench-results/checkfleet.txt | tee bench-results/report.md
 
 demo:
 	./scripts/demo.sh

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -169,5 +171,42 @@ func TestCheckChanged(t *testing.T) {
 	_, apps := (&Config{Apps: []App{withPolicy}}).CheckChanged(prev, func(string) bool { return false }, everyApp)
 	if err := apps[u1]; err == nil || !strings.Contains(err.Error(), `unknown policy "vendor-x"`) {
 		t.Errorf("a policy no longer there: %v", err)
+	}
+}
+
+// BenchmarkCheckFleet: checking fifty apps' parts whole (Check), against
+// checking them when forty-nine were accepted as they are (CheckChanged),
+// as after one app's counter moved.
+//
+//	go test -run '^$' -bench CheckFleet -count 5 ./host/config/
+func BenchmarkCheckFleet(b *testing.B) {
+	var apps []App
+	for i := range 50 {
+		a := App{UUID: fmt.Sprintf("0a7c3b1e-0000-4000-8000-%012d", i), DisplayName: fmt.Sprintf("app-%02d", i),
+			Drives: []Drive{
+				{Kind: DriveContainer, Image: &Image{UUID: fmt.Sprintf("6f1e0c1e-0000-4000-8000-%012d", i), Name: "registry.example:5000/demo/web:latest"}},
+				{Kind: DriveVolume, MountPath: "/data"},
+			},
+			Ports: []string{fmt.Sprintf("%d:80", 8000+i)}, StopTimeout: "30s"}
+		apps = append(apps, a)
+	}
+	prev := &Config{Apps: apps}
+	next := &Config{Apps: slices.Clone(apps)}
+	next.Apps[7].RefreshImage.Counter++
+	for _, bc := range []struct {
+		name    string
+		checked func(App) bool
+	}{
+		{"whole", nil},
+		{"one-changed", func(a App) bool { return a.UUID != next.Apps[7].UUID }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if dev, apps := next.CheckChanged(prev, nil, bc.checked); dev != nil || len(apps) != 0 {
+					b.Fatal(dev, apps)
+				}
+			}
+		})
 	}
 }
