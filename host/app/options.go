@@ -1,8 +1,8 @@
 package app
 
 import (
-	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -62,7 +62,7 @@ func newOptions(state *bolt.DB, opts []Option) (options, error) {
 			return options{}, err
 		}
 	}
-	var missing []error
+	var missing []string
 	for _, req := range []struct {
 		set  bool
 		name string
@@ -75,11 +75,11 @@ func newOptions(state *bolt.DB, opts []Option) (options, error) {
 		{o.Policies != nil, "WithPolicies"},
 	} {
 		if !req.set {
-			missing = append(missing, errors.New(req.name))
+			missing = append(missing, req.name)
 		}
 	}
 	if len(missing) > 0 {
-		return options{}, fmt.Errorf("required but not given: %w", errors.Join(missing...))
+		return options{}, fmt.Errorf("required but not given: %s", strings.Join(missing, ", "))
 	}
 	return o, nil
 }
