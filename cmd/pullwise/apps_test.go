@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,5 +125,32 @@ func TestCLIForEveryAppAndAsJSON(t *testing.T) {
 	}
 	if out, err := e.cli("refresh", "web", "--all"); err == nil || !strings.Contains(out, "Usage:") {
 		t.Fatalf("an app and --all: %v\n%s", err, out)
+	}
+}
+
+// TestAgentStartsOnARefusedDevicePart: a file whose device part holds a
+// value the registry client refuses (an empty registry name) does not keep
+// the agent down: it starts, reports the error, and the app runs on; the
+// mended file is applied.
+func TestAgentStartsOnARefusedDevicePart(t *testing.T) {
+	e := newE2E(t)
+	regtest.PushImage(t, e.registry+"/demo/web:latest", regtest.AppImage(t, "v1", false))
+	e.configure(e.web())
+	e.startAgent()
+	e.status("web running", func(st agent.Status) bool { s, _ := appState(st, "web"); return s == "RUNNING" })
+	e.stopAgent()
+	e.writeConfig(fmt.Sprintf("device:\n  insecureRegistries: [%q, \"\"]\napps:\n%s", e.registry, e.web()))
+	e.startAgent()
+	e.status("the device part rejected, web running", func(st agent.Status) bool {
+		s, _ := appState(st, "web")
+		return s == "RUNNING" && strings.Contains(st.Agent.ConfigError, "insecureRegistries[1]")
+	})
+	e.configure(e.web())
+	e.status("the mended file applied", func(st agent.Status) bool {
+		s, _ := appState(st, "web")
+		return s == "RUNNING" && st.Agent.ConfigError == ""
+	})
+	if got := e.starts(); len(got) != 1 {
+		t.Fatalf("web was restarted: %q", got)
 	}
 }

@@ -316,9 +316,16 @@ func start(ctx context.Context, o Options) (*Agent, error) {
 	// (reconcile); the hosts directory's files are re-read when they change.
 	a.cm = containers.New(client, o.StateDir)
 	a.machineID = machineID()
+	// The file's device part may be one the first reconcile rejects: a
+	// value the registry client refuses then starts the agent on the
+	// client's defaults (reconcile applies the next valid file's), for an
+	// invalid file must not keep the agent down.
 	if a.reg, err = registry.New(registry.WithInsecure(first.Device.InsecureRegistries...), registry.WithHostsDir(first.Device.HostsDir()),
 		registry.WithDownloads(downloads(first.Device)), registry.WithRequestObserver(a.metrics.Request)); err != nil {
-		return nil, err
+		a.log.Error("the configuration's registry settings are refused; starting with the defaults", "error", err)
+		if a.reg, err = registry.New(registry.WithRequestObserver(a.metrics.Request)); err != nil {
+			return nil, err
+		}
 	}
 	if a.puller, err = pull.New(client, a.reg); err != nil {
 		return nil, err
